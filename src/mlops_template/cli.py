@@ -1,0 +1,153 @@
+"""The `mlops` command: a thin layer over the library, one function call per command."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from .errors import MlopsError
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+    from .runner import PipelineResult, StepResult
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+class _Group(click.Group):
+    """Prints an MlopsError as one red line (traceback only with --verbose) and exits 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MlopsError as exc:
+            _fail(exc, verbose=bool(ctx.params.get("verbose")))
+
+
+def _fail(exc: MlopsError, *, verbose: bool) -> None:
+    if verbose:
+        import traceback
+
+        traceback.print_exc()
+    _console(stderr=True).print(f"[bold red]Error:[/] {exc}", markup=True)
+    sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--verbose", is_flag=True, help="Show the full traceback of errors.")
+@click.version_option(package_name="mlops-template")
+def main(verbose: bool) -> None:
+    """Start ML projects with tracked pipelines, versioned data and a gated model registry."""
+
+
+@main.command()
+@click.argument("name")
+@click.option("--directory", "-d", type=click.Path(file_okay=False, path_type=Path), help="Target folder [default: ./NAME].")
+@click.option("--package", "-p", help="Python package name [default: NAME with '-' as '_'].")
+def new(name: str, directory: Path | None, package: str | None) -> None:
+    """Render a new project NAME, ready to run (`cd NAME && mlops run`)."""
+    from .scaffold import new_project
+
+    target = new_project(name, directory=directory, package=package)
+    console = _console()
+    console.print(f"Created project [bold]{name}[/] in {target}")
+    console.print(f"Next: [bold]cd {target} && mlops run[/]")
+
+
+_step_option = click.option("--step", "-s", "steps", multiple=True, help="Run only this step (repeatable); default: all.")
+_env_option = click.option("--environment", "-e", help="Environment from mlops.toml [default: MLOPS_ENVIRONMENT or local].")
+_param_option = click.option("-P", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a step param (STEP.KEY=VALUE for one step).")
+
+
+@main.command()
+@_step_option
+@_env_option
+@_param_option
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder [default: the one holding the nearest mlops.toml].")
+def run(steps: tuple[str, ...], environment: str | None, params: tuple[str, ...], project: Path | None) -> None:
+    """Run the pipeline, or some steps, as one tracked pipeline run."""
+    from .config import load_config
+    from .project import load_pipeline
+
+    config = load_config(project)
+    _run(load_pipeline(config), config, steps, environment, params)
+
+
+def _run(pipeline: Pipeline, config, steps, environment, params) -> PipelineResult:
+    import time
+
+    from .params import parse_overrides
+    from .runner import run_pipeline
+
+    console = _console()
+    started = time.perf_counter()
+    _quiet_mlflow()
+
+    def on_step(event: str, result: StepResult | None) -> None:
+        if event != "end" or result is None:
+            return
+        mark = "[green]✓[/]" if result.status == "FINISHED" else "[red]✗[/]"
+        console.print(f"  {mark} {result.name:<16} {result.seconds:6.2f} s  {'; '.join(result.notes)}")
+
+    names = [s.name for s in pipeline.select(list(steps))]
+    console.print(f"[bold]{config.name}[/]: running {' → '.join(names)}")
+    result = run_pipeline(
+        pipeline, config, steps=list(steps), environment=environment, overrides=parse_overrides(params), on_step=on_step
+    )
+    console.print(
+        f"Pipeline run [bold]{result.run_id}[/] finished in {time.perf_counter() - started:.1f} s "
+        f"(environment {result.environment}, tracking {result.tracking_uri})"
+    )
+    console.print(f"See it: [bold]mlops ui[/] then open #/experiments/{result.experiment_id}/runs")
+    return result
+
+
+def _quiet_mlflow() -> None:
+    """Keep MLflow's INFO chatter (table creation, …) off the terminal; our own lines say what happened."""
+    import logging
+
+    import mlflow  # noqa: F401  (configures its loggers on import, so adjust them after)
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # It warns that pip is missing from uv-made environments; requirements are pinned explicitly anyway.
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+
+
+def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:
+    """`python -m <package>.main`: the `run` command for one pipeline, with the same options and errors."""
+
+    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @_step_option
+    @_env_option
+    @_param_option
+    @click.option("--verbose", is_flag=True, help="Show the full traceback of errors.")
+    def command(steps, environment, params, verbose):
+        from .config import load_config
+
+        try:
+            _run(pipeline, load_config(), steps, environment, params)
+        except MlopsError as exc:
+            _fail(exc, verbose=verbose)
+
+    command.main(args=list(argv) if argv is not None else None, prog_name="main")
+
+
+@main.command()
+@_env_option
+@click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
+def ui(environment: str | None, port: int, project: Path | None) -> None:
+    """Open the MLflow UI on the environment's tracking store."""
+    from .config import load_config
+    from .ui import serve
+
+    config = load_config(project)
+    serve(config, config.environment(environment), port=port, echo=_console().print)

@@ -1,0 +1,33 @@
+"""Find a project's pipeline: `[project] package` names the package whose `main` module holds it."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from .config import Config
+from .errors import ProjectError
+from .pipeline import Pipeline
+
+
+def load_pipeline(config: Config) -> Pipeline:
+    """Import `<package>.main` from the project's `src/` and return its `pipeline`."""
+    src = str(config.root / "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)
+    module_name = f"{config.package}.main"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ProjectError(
+                f"{config.path}: package '{config.package}' has no module 'main' under {src}; "
+                "fix [project] package or create src/<package>/main.py"
+            ) from exc
+        raise ProjectError(f"{module_name}: cannot import '{exc.name}'; install it (pip install {exc.name})") from exc
+    pipeline = getattr(module, "pipeline", None)
+    if not isinstance(pipeline, Pipeline):
+        raise ProjectError(
+            f"{module_name} has no `pipeline = Pipeline([...])`; define one listing the steps in order"
+        )
+    return pipeline

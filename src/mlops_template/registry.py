@@ -1,0 +1,154 @@
+"""The model registry: the approval gate, registration, the `champion` alias, and verified loading."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import Gate
+from .errors import IntegrityError, NoChampionError, TrackingError
+from .tracking import TAG_MODEL_SHA256
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the gate decided about a candidate model, and why."""
+
+    passed: bool
+    reason: str
+    metric: str
+    value: float | None
+    champion_version: str | None = None
+    champion_value: float | None = None
+    version: str | None = None  # set once the candidate is registered
+
+
+def evaluate_gate(
+    gate: Gate,
+    metrics: dict[str, float],
+    *,
+    champion_value: float | None = None,
+    champion_version: str | None = None,
+) -> Decision:
+    """Apply the gate: `metric` must reach `min`, and beat the champion when `beat_champion`."""
+    value = metrics.get(gate.metric)
+    common = dict(metric=gate.metric, value=value, champion_version=champion_version, champion_value=champion_value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return Decision(False, f"metric '{gate.metric}' was not logged; valid: {', '.join(sorted(metrics))}", **common)
+    better = (lambda a, b: a > b) if gate.higher_is_better else (lambda a, b: a < b)
+    reaches = value >= gate.min if gate.higher_is_better else value <= gate.min
+    bound = "≥" if gate.higher_is_better else "≤"
+    if not reaches:
+        return Decision(False, f"{gate.metric}={value:.4g} does not reach {bound} {gate.min:g}", **common)
+    if gate.beat_champion and champion_value is not None and not better(value, champion_value):
+        return Decision(
+            False,
+            f"{gate.metric}={value:.4g} does not beat champion v{champion_version} ({champion_value:.4g})",
+            **common,
+        )
+    if gate.beat_champion and champion_version is not None and champion_value is None:
+        reason = f"{gate.metric}={value:.4g} {bound} {gate.min:g}; champion v{champion_version} has no {gate.metric}"
+    elif gate.beat_champion and champion_value is not None:
+        reason = f"{gate.metric}={value:.4g} {bound} {gate.min:g} and beats champion v{champion_version} ({champion_value:.4g})"
+    else:
+        reason = f"{gate.metric}={value:.4g} {bound} {gate.min:g}"
+    return Decision(True, reason, **common)
+
+
+def champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version carrying the `champion` alias, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise TrackingError(f"model registry: cannot read alias '{CHAMPION}' of '{name}' ({exc.message})") from exc
+
+
+def champion_metric(client: MlflowClient, version: ModelVersion, metric: str) -> float | None:
+    if not version.run_id:
+        return None
+    return client.get_run(version.run_id).data.metrics.get(metric)
+
+
+def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
+    """Register a new version and move the `champion` alias to it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        try:
+            client.get_registered_model(name)
+        except MlflowException:
+            client.create_registered_model(name)
+        version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    except MlflowException as exc:
+        raise TrackingError(f"model registry: cannot register '{name}' ({exc.message})") from exc
+    return version
+
+
+# Written by MLflow into every download of `models:/<name>/<version>`, so not part of the model.
+_DOWNLOAD_NOTES = {"registered_model_meta"}
+
+
+def directory_sha256(folder: str | Path) -> str:
+    """A hash of every model file's relative path and bytes: changes if any of them changes."""
+    digest = hashlib.sha256()
+    root = Path(folder)
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in _DOWNLOAD_NOTES):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@dataclass
+class Champion:
+    """A loaded champion model: its registry version and a `predict` that feeds it the right columns."""
+
+    name: str
+    version: str
+    model: Any
+    path: Path
+    feature_names: list[str] | None
+
+    def predict(self, df: pd.DataFrame):
+        features = df[self.feature_names] if self.feature_names else df
+        return self.model.predict(features)
+
+
+def load_champion(client: MlflowClient, name: str, *, dst: str | None = None) -> Champion:
+    """Download the champion, check its files against the sha256 recorded at registration, load it."""
+    import mlflow
+
+    version = champion(client, name)
+    if version is None:
+        raise NoChampionError(
+            f"model '{name}' has no '{CHAMPION}' version yet; "
+            "train one first: `mlops run --step train_model` (it must pass the gate)"
+        )
+    dst = dst or tempfile.mkdtemp(prefix="mlops-champion-")
+    path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=dst))
+    expected = version.tags.get(TAG_MODEL_SHA256)
+    actual = directory_sha256(path)
+    if expected and expected != actual:
+        raise IntegrityError(
+            f"model '{name}' v{version.version}: files do not match the sha256 recorded at registration "
+            f"({actual[:12]} != {expected[:12]}); the artifacts were changed, re-train or restore them"
+        )
+    model = mlflow.pyfunc.load_model(str(path))
+    schema = model.metadata.get_input_schema()
+    names = schema.input_names() if schema is not None and schema.has_input_names() else None
+    return Champion(name=name, version=str(version.version), model=model, path=path, feature_names=names)

@@ -1,0 +1,130 @@
+"""Run steps, in pipeline order and in one process, as one MLflow parent run with a nested run per step."""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .config import Config
+from .context import StepContext
+from .errors import MlopsError, StepError
+from .params import apply_overrides
+from .storage import open_storage
+from .tracking import TAG_ENVIRONMENT, TAG_PIPELINE, TAG_STEP, TAG_STEPS, connect, git_state
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+
+@dataclass
+class StepResult:
+    name: str
+    run_id: str
+    status: str  # FINISHED or FAILED
+    seconds: float
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    experiment_id: str
+    environment: str
+    tracking_uri: str
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == "FINISHED" for s in self.steps)
+
+
+OnStep = Callable[[str, StepResult | None], None]
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    config: Config,
+    *,
+    steps: Sequence[str] | None = None,
+    environment: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    on_step: OnStep | None = None,
+) -> PipelineResult:
+    """Run the chosen steps (default: all) and return what happened.
+
+    Everything a user can get wrong (step names, environment, params) is
+    checked before a run is created. A failing step marks its run and the
+    parent FAILED and raises :class:`StepError` naming the step, the error
+    and where its full traceback was saved.
+    """
+    import mlflow
+
+    selected = pipeline.select(steps)
+    env = config.environment(environment)
+    params = apply_overrides({s.name: config.step_params(s.name) for s in selected}, overrides or {})
+    storage = open_storage(env)
+    experiment_id = connect(config, env)
+    git = git_state(config.root)
+
+    tags = {
+        TAG_PIPELINE: config.name,
+        TAG_ENVIRONMENT: env.name,
+        TAG_STEPS: ",".join(s.name for s in selected),
+        **git.tags,
+    }
+    # Under `mlflow run`, MLflow has already created the run this process must report to.
+    parent_id = os.environ.get("MLFLOW_RUN_ID")
+    with mlflow.start_run(run_id=parent_id, experiment_id=None if parent_id else experiment_id, tags=tags) as parent:
+        if parent_id:
+            mlflow.set_tags(tags)
+        result = PipelineResult(parent.info.run_id, parent.info.experiment_id, env.name, env.tracking_uri)
+        for step in selected:
+            if on_step:
+                on_step("start", None)
+            result.steps.append(_run_step(step, params[step.name], config, env, storage, parent.info.run_id, on_step))
+    return result
+
+
+def _run_step(step, params, config, env, storage, parent_run_id, on_step) -> StepResult:
+    import mlflow
+
+    started = time.perf_counter()
+    with mlflow.start_run(run_name=step.name, nested=True, tags={TAG_STEP: step.name}) as run:
+        if params:
+            mlflow.log_params(params)
+        ctx = StepContext(
+            step=step.name,
+            params=params,
+            config=config,
+            environment=env,
+            storage=storage,
+            run_id=run.info.run_id,
+            pipeline_run_id=parent_run_id,
+        )
+        try:
+            step(ctx)
+        except Exception as exc:
+            log = _save_traceback(config, parent_run_id, step.name)
+            mlflow.log_text(log.read_text(), f"{step.name}.error.log")
+            seconds = time.perf_counter() - started
+            if on_step:
+                on_step("end", StepResult(step.name, run.info.run_id, "FAILED", seconds, str(exc)))
+            detail = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
+            raise StepError(f"step '{step.name}' failed: {detail} (full log: {log})") from exc
+    result = StepResult(step.name, run.info.run_id, "FINISHED", time.perf_counter() - started, notes=ctx.notes)
+    if on_step:
+        on_step("end", result)
+    return result
+
+
+def _save_traceback(config: Config, run_id: str, step: str):
+    folder = config.root / ".mlops" / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run_id}-{step}.log"
+    path.write_text(traceback.format_exc())
+    return path

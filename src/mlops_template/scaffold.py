@@ -1,0 +1,93 @@
+"""`mlops new`: render the project template with copier and commit it to a new git repository."""
+
+from __future__ import annotations
+
+import keyword
+import re
+import subprocess
+import sys
+from importlib import metadata
+from importlib.resources import files
+from pathlib import Path
+
+from .errors import ProjectError
+
+_NAME = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
+# Packages a project would shadow, breaking its own imports.
+_TAKEN = {"mlops_template", "mlflow", "pandas", "numpy", "sklearn", "scipy", "matplotlib", "pytest", "test", "tests"}
+
+
+def template_path() -> Path:
+    """The copier template shipped inside this package."""
+    return Path(str(files("mlops_template") / "template"))
+
+
+def validate_project_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ProjectError(
+            f"project name '{name}' is invalid; use lower-case letters, digits and single '-' or '_' "
+            "between them, starting with a letter (e.g. churn or iris-classifier)"
+        )
+    return name
+
+
+def validate_package_name(package: str) -> str:
+    if not package.isidentifier() or keyword.iskeyword(package) or not package.islower():
+        raise ProjectError(
+            f"package name '{package}' is not a lower-case Python identifier; use letters, digits and '_' (e.g. churn_model)"
+        )
+    if package in _TAKEN or package in sys.stdlib_module_names:
+        raise ProjectError(f"package name '{package}' would shadow an existing module; choose another with --package")
+    return package
+
+
+def new_project(name: str, *, directory: str | Path | None = None, package: str | None = None) -> Path:
+    """Render a new project and return its folder.
+
+    The folder must not exist or be empty. Copier's answers file is kept so
+    the project can later take template changes with `copier update`.
+    """
+    validate_project_name(name)
+    package = validate_package_name(package or name.replace("-", "_"))
+    target = Path(directory or name).resolve()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ProjectError(f"{target} already exists and is not empty; choose a new folder with --directory")
+
+    from copier import run_copy
+
+    data = {"project_name": name, "package_name": package, "mlops_version": _version()}
+    try:
+        run_copy(str(template_path()), target, data=data, defaults=True, quiet=True, unsafe=False)
+    except Exception as exc:
+        raise ProjectError(f"rendering the template into {target} failed ({exc})") from exc
+    _git_init(target)
+    return target
+
+
+def _version() -> str:
+    try:
+        return metadata.version("mlops-template")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+def _git_init(target: Path) -> None:
+    """Start the project's history with the rendered files as its first commit."""
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=target, check=True, capture_output=True, text=True)
+
+    try:
+        git("init", "--quiet", "--initial-branch=main")
+        git("add", "--all")
+        # Fall back to a neutral identity where the user has none configured.
+        identity = []
+        for key, fallback in (("user.name", "mlops"), ("user.email", "mlops@localhost")):
+            has = subprocess.run(["git", "config", key], cwd=target, capture_output=True).returncode == 0
+            if not has:
+                identity += ["-c", f"{key}={fallback}"]
+        git(*identity, "commit", "--quiet", "-m", "Start project from mlops-template")
+    except FileNotFoundError:
+        return  # no git on this machine: the project works without history
+    except subprocess.CalledProcessError as exc:
+        raise ProjectError(f"git could not record the new project in {target}: {exc.stderr.strip()}") from exc

@@ -1,0 +1,31 @@
+"""Where an environment keeps its data: one small interface, one module per backend.
+
+Steps never see a backend: they call :class:`Storage` methods with keys such
+as ``datasets/processed.parquet`` and the same code runs on a laptop folder
+or an S3 bucket.
+"""
+
+from __future__ import annotations
+
+from ..config import Environment
+from .base import Storage
+from .local import LocalStorage
+from .s3 import S3Storage
+
+__all__ = ["LocalStorage", "S3Storage", "Storage", "open_storage"]
+
+
+def open_storage(env: Environment) -> Storage:
+    """The storage an environment's `storage` URI points at."""
+    uri = env.storage
+    if uri.startswith("s3://"):
+        return S3Storage(uri, profile=env.aws_profile, region=env.aws_region, endpoint_url=env.s3_endpoint_url)
+    if "://" in uri and not uri.startswith("file://"):
+        from ..errors import ConfigError
+
+        scheme = uri.split("://", 1)[0]
+        raise ConfigError(
+            f"environment '{env.name}': storage scheme '{scheme}://' is not supported; "
+            "use a local folder or an s3:// URI"
+        )
+    return LocalStorage(uri.removeprefix("file://"))

@@ -1,0 +1,106 @@
+"""The storage interface shared by every backend, built on an fsspec filesystem."""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+from ..errors import StorageError
+
+if TYPE_CHECKING:
+    import fsspec
+    import pandas as pd
+
+
+class Storage:
+    """Keys (``a/b.parquet``) under one root URI; subclasses supply the filesystem and atomic writes."""
+
+    fs: fsspec.AbstractFileSystem
+    root: str
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri('')!r})"
+
+    # -- paths -----------------------------------------------------------------
+    def path(self, key: str) -> str:
+        """The filesystem path of a key (no scheme)."""
+        key = key.strip("/")
+        if ".." in PurePosixPath(key).parts:
+            raise StorageError(f"storage key '{key}' leaves the storage root; use a path without '..'")
+        return posixpath.join(self.root, key) if key else self.root
+
+    def uri(self, key: str) -> str:
+        """The full URI of a key, as logged in MLflow and shown to users."""
+        return self.path(key)
+
+    # -- bytes -----------------------------------------------------------------
+    def exists(self, key: str) -> bool:
+        return self._call(self.fs.exists, key)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._call(self.fs.cat_file, key)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write a whole object so that readers see the old version or the new one, never half."""
+        raise NotImplementedError
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys of the files below `prefix`, sorted; empty when the folder does not exist."""
+        base = self.path(prefix)
+        if not self._call(self.fs.exists, prefix):
+            return []
+        files = self._call(self.fs.find, prefix)
+        root = self.path("")
+        return sorted(posixpath.relpath(f, root) for f in files if f != base or not self.fs.isdir(f))
+
+    def delete(self, key: str) -> None:
+        if self.exists(key):
+            self._call(self.fs.rm, key, recursive=True)
+
+    def download(self, key: str, local_path: str) -> None:
+        self._call(self.fs.get, key, local_path, recursive=True)
+
+    def upload_dir(self, local_dir: str, prefix: str) -> None:
+        """Copy a local folder's files under `prefix`, each file written atomically."""
+        from pathlib import Path
+
+        for file in sorted(Path(local_dir).rglob("*")):
+            if file.is_file():
+                self.write_bytes(f"{prefix}/{file.relative_to(local_dir).as_posix()}", file.read_bytes())
+
+    # -- tables ----------------------------------------------------------------
+    def read_table(self, key: str) -> pd.DataFrame:
+        """Read a parquet or CSV file (by suffix) into a DataFrame."""
+        import pandas as pd
+
+        data = io.BytesIO(self.read_bytes(key))
+        try:
+            if key.endswith(".csv"):
+                return pd.read_csv(data)
+            return pd.read_parquet(data)
+        except Exception as exc:
+            raise StorageError(f"{self.uri(key)}: cannot be read as a table ({exc}); is the file complete?") from exc
+
+    def write_table(self, key: str, df: pd.DataFrame) -> bytes:
+        """Write a DataFrame as parquet, atomically; returns the bytes written (for hashing)."""
+        buffer = io.BytesIO()
+        df.to_parquet(buffer, index=False)
+        data = buffer.getvalue()
+        self.write_bytes(key, data)
+        return data
+
+    # -- errors ----------------------------------------------------------------
+    def _call(self, fn, key: str, *args, **kwargs):
+        """Call an fsspec method on a key, turning backend failures into one clear StorageError."""
+        try:
+            return fn(self.path(key), *args, **kwargs)
+        except FileNotFoundError as exc:
+            raise StorageError(f"{self.uri(key)}: not found; has the step that writes it run?") from exc
+        except PermissionError as exc:
+            raise StorageError(f"{self.uri(key)}: access denied; check the environment's credentials") from exc
+        except StorageError:
+            raise
+        except Exception as exc:  # botocore/aiohttp failures carry many types
+            raise StorageError(f"{self.uri(key)}: storage failed ({type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,27 @@
+"""Obtain the raw data and clean it."""
+
+import pandas as pd
+from mlops_template import StepContext
+
+
+def make_data(ctx: StepContext) -> None:
+    df = ctx.read_raw() if ctx.has_raw() else bundled_iris()
+    df = clean(df, target=ctx.params["target"])
+    ctx.write("processed", df)
+
+
+def clean(df: pd.DataFrame, *, target: str) -> pd.DataFrame:
+    """Drop exact duplicate rows and rows without a target."""
+    if target not in df.columns:
+        raise ValueError(f"target column '{target}' is missing; columns are {', '.join(map(str, df.columns))}")
+    return df.drop_duplicates().dropna(subset=[target]).reset_index(drop=True)
+
+
+def bundled_iris() -> pd.DataFrame:
+    """scikit-learn's copy of the iris data, with snake_case columns and species names."""
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True)
+    df = iris.frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    df["species"] = iris.target_names[df.pop("target")]
+    return df
