@@ -223,8 +223,8 @@ def _table(raw: dict[str, Any], key: str, path: Path, *, required: bool = False)
 def _check_keys(table: dict[str, Any], valid: set[str] | dict, path: Path, where: str) -> None:
     for key in table:
         if key not in valid:
-            place = f"[{where}] " if where else ""
-            raise ConfigError(f"{path}: unknown key '{key}' in {place}table; {choices(valid, key)}")
+            place = f"in [{where}]" if where else "at the top level"
+            raise ConfigError(f"{path}: unknown key '{key}' {place}; {choices(valid, key)}")
 
 
 def _check_table(table: dict[str, Any], schema: dict[str, type], path: Path, where: str) -> None:
@@ -277,4 +277,5 @@ def _apply_overrides(env: Environment, root: Path) -> Environment:
         "s3_endpoint_url": os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
     }
     env = replace(env, **{k: v for k, v in overrides.items() if v})
-    return _resolve_paths(env, Path.cwd()) if overrides["storage"] else env
+    # Paths from mlops.toml are already absolute; relative ones from variables are the cwd's.
+    return _resolve_paths(env, Path.cwd())

@@ -88,7 +88,7 @@ class StepContext:
         import mlflow
 
         self._datasets[name] = digest
-        mlflow.log_input(_mlflow_dataset(df, self.storage.uri(key), name, digest), context=context)
+        _log_input(df, self.storage.uri(key), name, digest, context)
         mlflow.set_tag(TAG_DATA_PREFIX + name, digest)
 
     # -- tracking --------------------------------------------------------------
@@ -173,13 +173,13 @@ class StepContext:
 
         key = f"predictions/{self.pipeline_run_id}.parquet"
         data = self.storage.write_table(key, df)
-        mlflow.log_input(_mlflow_dataset(df, self.storage.uri(key), "predictions", content_id(data)), context="output")
+        _log_input(df, self.storage.uri(key), "predictions", content_id(data), "output")
         self.notes.append(f"{len(df)} predictions → {self.storage.uri(key)}")
         return self.storage.uri(key)
 
 
-def _mlflow_dataset(df: pd.DataFrame, uri: str, name: str, digest: str):
-    """An MLflow dataset whose digest is our content id and whose source is the stored file."""
+def _log_input(df: pd.DataFrame, uri: str, name: str, digest: str, context: str) -> None:
+    """Log a dataset on the active run: digest = our content id, source = the stored file."""
     import warnings
 
     import mlflow
@@ -189,7 +189,7 @@ def _mlflow_dataset(df: pd.DataFrame, uri: str, name: str, digest: str):
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         # A hint about model input schemas, not about a stored dataset.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        return mlflow.data.from_pandas(df, source=uri, name=name, digest=digest)
+        mlflow.log_input(mlflow.data.from_pandas(df, source=uri, name=name, digest=digest), context=context)
 
 
 def _parquet(data: bytes, uri: str) -> pd.DataFrame:

@@ -78,15 +78,18 @@ def run_pipeline(
         **git.tags,
     }
     # Under `mlflow run`, MLflow has already created the run this process must report to.
-    parent_id = os.environ.get("MLFLOW_RUN_ID")
-    with mlflow.start_run(run_id=parent_id, experiment_id=None if parent_id else experiment_id, tags=tags) as parent:
+    # Take it out of the environment, or every nested start_run would resume it too.
+    parent_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    try:
+        with mlflow.start_run(run_id=parent_id, experiment_id=None if parent_id else experiment_id, tags=tags) as parent:
+            if parent_id:
+                mlflow.set_tags(tags)
+            result = PipelineResult(parent.info.run_id, parent.info.experiment_id, env.name, env.tracking_uri)
+            for step in selected:
+                result.steps.append(_run_step(step, params[step.name], config, env, storage, parent.info.run_id, on_step))
+    finally:
         if parent_id:
-            mlflow.set_tags(tags)
-        result = PipelineResult(parent.info.run_id, parent.info.experiment_id, env.name, env.tracking_uri)
-        for step in selected:
-            if on_step:
-                on_step("start", None)
-            result.steps.append(_run_step(step, params[step.name], config, env, storage, parent.info.run_id, on_step))
+            os.environ["MLFLOW_RUN_ID"] = parent_id
     return result
 
 

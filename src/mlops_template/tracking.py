@@ -43,9 +43,7 @@ def connect(config: Config, env: Environment) -> str:
 
     _export_artifact_settings(env)
     _check_reachable(env)
-    mlflow.set_tracking_uri(env.tracking_uri)
-    if env.registry_uri:
-        mlflow.set_registry_uri(env.registry_uri)
+    _set_uris(env)
     client = mlflow.MlflowClient()
     try:
         experiment = client.get_experiment_by_name(config.name)
@@ -60,6 +58,27 @@ def connect(config: Config, env: Environment) -> str:
         ) from exc
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def _set_uris(env: Environment) -> None:
+    """Point MLflow at the environment's stores without leaving them in `os.environ`.
+
+    MLflow copies the URIs into `MLFLOW_TRACKING_URI`/`MLFLOW_REGISTRY_URI`, which
+    we read as the user's overrides: left there, the next project run in the
+    same process would track into this one's store.
+    """
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        mlflow.set_tracking_uri(env.tracking_uri)
+        mlflow.set_registry_uri(env.registry_uri or env.tracking_uri)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _artifact_location(env: Environment) -> str | None:

@@ -1,0 +1,276 @@
+"""A rendered project's whole pipeline through the CLI, checked in the real MLflow store it wrote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from mlops_template.cli import main
+from mlops_template.datasets import content_id
+from mlops_template.registry import directory_sha256
+from mlops_template.scaffold import new_project
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def set_gate(project: Path, text: str) -> None:
+    toml = project / "mlops.toml"
+    lines = [text if line.startswith("gate = ") else line for line in toml.read_text().splitlines()]
+    toml.write_text("\n".join(lines) + "\n")
+
+
+def client_for(project: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns.db'}")
+
+
+def pipeline_runs(client: MlflowClient, name: str):
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {p.info.run_id: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents}
+    return parents, children
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One project, its full pipeline run once through `mlops run`."""
+    project = new_project("iris-e2e", directory=tmp_path_factory.mktemp("e2e") / "iris-e2e")
+    result = run_cli("run", "--project", str(project))
+    assert result.exit_code == 0, result.output
+    return project, result.output
+
+
+def test_full_run_is_one_parent_with_a_child_per_step(trained):
+    project, output = trained
+    client = client_for(project)
+    parents, children = pipeline_runs(client, "iris-e2e")
+    assert len(parents) == 1
+    parent = parents[0]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["mlops.pipeline"] == "iris-e2e"
+    assert parent.data.tags["mlops.environment"] == "local"
+    assert parent.data.tags["mlops.steps"] == "make_data,feat_data,train_model,predict"
+    assert parent.data.tags["mlops.git_commit"] == head
+    assert parent.data.tags["mlops.git_dirty"] == "false"  # run output is git-ignored
+    steps = [c.data.tags["mlops.step"] for c in children[parent.info.run_id]]
+    assert steps == ["make_data", "feat_data", "train_model", "predict"]
+    assert parent.info.run_id in output
+
+
+def test_training_run_has_params_metrics_figure_and_training_data(trained):
+    project, _ = trained
+    client = client_for(project)
+    parents, children = pipeline_runs(client, "iris-e2e")
+    train = next(c for c in children[parents[0].info.run_id] if c.data.tags["mlops.step"] == "train_model")
+    assert train.data.params == {"target": "species", "max_depth": "5", "test_size": "0.3", "seed": "42"}
+    assert {"accuracy", "f1", "precision", "recall"} <= set(train.data.metrics)
+    assert 0.8 <= train.data.metrics["f1"] <= 1.0
+    assert "confusion_matrix.png" in [a.path for a in client.list_artifacts(train.info.run_id)]
+    assert train.data.tags["mlops.gate"] == "passed"
+
+    training = [i for i in train.inputs.dataset_inputs if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == "training"]
+    assert [i.dataset.name for i in training] == ["featurized"]
+    stored = (project / "data" / "datasets" / "featurized.parquet").read_bytes()
+    assert training[0].dataset.digest == content_id(stored)
+    assert str(project / "data" / "datasets" / "featurized.parquet") in training[0].dataset.source
+
+
+def test_passing_model_is_registered_as_champion_and_exported(trained):
+    project, _ = trained
+    client = client_for(project)
+    version = client.get_model_version_by_alias("iris-e2e", "champion")
+    assert str(version.version) == "1"
+    stored = (project / "data" / "datasets" / "featurized.parquet").read_bytes()
+    assert version.tags["mlops.data.featurized"] == content_id(stored)
+    exported = project / "data" / "models" / "iris-e2e" / "v1"
+    assert (exported / "MLmodel").is_file()
+    assert version.tags["mlops.model_sha256"] == directory_sha256(exported)
+
+
+def test_predictions_cover_the_held_out_rows_with_the_model_version(trained):
+    project, _ = trained
+    parents, _ = pipeline_runs(client_for(project), "iris-e2e")
+    predictions = pd.read_parquet(project / "data" / "predictions" / f"{parents[0].info.run_id}.parquet")
+    held_out = pd.read_parquet(project / "data" / "datasets" / "test.parquet")
+    trained_on = pd.read_parquet(project / "data" / "datasets" / "train.parquet")
+    assert len(predictions) == len(held_out) == 45
+    assert set(predictions["model_version"]) == {1}
+    features = [c for c in held_out.columns if c != "species"]
+    assert predictions[features].equals(held_out[features].reset_index(drop=True)) or len(
+        predictions.merge(trained_on, on=features + ["species"])
+    ) < len(predictions)
+
+
+def test_failing_gate_registers_nothing_and_tags_why(trained):
+    project, _ = trained
+    set_gate(project, 'gate = { metric = "f1", min = 1.01, beat_champion = true }')
+    try:
+        result = run_cli("run", "--project", str(project), "--step", "train_model")
+    finally:
+        set_gate(project, 'gate = { metric = "f1", min = 0.8, beat_champion = true }')
+    assert result.exit_code == 0, result.output
+    assert "gate failed" in result.output and "nothing registered" in result.output
+    client = client_for(project)
+    assert [str(v.version) for v in client.search_model_versions("name='iris-e2e'")] == ["1"]
+    latest = client.search_runs(
+        [client.get_experiment_by_name("iris-e2e").experiment_id],
+        filter_string="tags.`mlops.step` = 'train_model'",
+        order_by=["attributes.start_time DESC"],
+    )[0]
+    assert latest.data.tags["mlops.gate"] == "failed"
+    assert "does not reach ≥ 1.01" in latest.data.tags["mlops.gate_reason"]
+
+
+def test_equal_model_does_not_beat_the_champion(trained):
+    project, _ = trained
+    result = run_cli("run", "--project", str(project), "--step", "train_model")
+    assert result.exit_code == 0, result.output
+    assert "does not beat champion v1" in result.output
+    assert len(client_for(project).search_model_versions("name='iris-e2e'")) == 1
+
+
+def test_param_override_is_logged_on_the_step_run(trained):
+    project, _ = trained
+    result = run_cli("run", "--project", str(project), "--step", "train_model", "-P", "max_depth=2")
+    assert result.exit_code == 0, result.output
+    client = client_for(project)
+    latest = client.search_runs(
+        [client.get_experiment_by_name("iris-e2e").experiment_id],
+        filter_string="tags.`mlops.step` = 'train_model'",
+        order_by=["attributes.start_time DESC"],
+    )[0]
+    assert latest.data.params["max_depth"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--step", "trian_model"], "unknown step 'trian_model'; did you mean 'train_model'?"),
+        (["--environment", "staging"], "unknown environment 'staging'"),
+        (["-P", "max_dpth=3"], "param 'max_dpth' is not a param of any step being run; did you mean 'max_depth'?"),
+    ],
+)
+def test_bad_arguments_fail_before_any_run(trained, args, message):
+    project, _ = trained
+    before = len(pipeline_runs(client_for(project), "iris-e2e")[0])
+    result = CliRunner().invoke(main, ["run", "--project", str(project), *args])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(pipeline_runs(client_for(project), "iris-e2e")[0]) == before
+
+
+def test_bad_config_names_the_file_and_key(tmp_path):
+    project = new_project("bad-config", directory=tmp_path / "bad-config")
+    toml = project / "mlops.toml"
+    toml.write_text(toml.read_text().replace("[params]", "[parms]"))
+    result = CliRunner().invoke(main, ["run", "--project", str(project)])
+    assert result.exit_code == 1
+    assert f"{toml}: unknown key 'parms'" in result.output
+    assert "did you mean 'params'?" in result.output
+    assert not (project / "mlruns.db").exists()
+
+
+def test_predict_without_champion_says_to_train_first(tmp_path):
+    project = new_project("no-champion", directory=tmp_path / "no-champion")
+    result = CliRunner().invoke(main, ["run", "--project", str(project), "--step", "predict"])
+    assert result.exit_code == 1
+    assert "step 'predict' failed: model 'no-champion' has no 'champion' version yet; train one first" in result.output
+    parents, children = pipeline_runs(client_for(project), "no-champion")
+    assert parents[0].info.status == "FAILED"
+    assert [c.info.status for c in children[parents[0].info.run_id]] == ["FAILED"]
+
+
+def test_failing_step_stops_the_pipeline_and_points_at_its_log(tmp_path):
+    project = new_project("fails", directory=tmp_path / "fails")
+    result = CliRunner().invoke(main, ["run", "--project", str(project), "-P", "target=label"])
+    assert result.exit_code == 1
+    assert "step 'make_data' failed: ValueError: target column 'label' is missing" in result.output
+    log = Path(result.output.split("full log: ")[1].split(")")[0].replace("\n", ""))
+    assert "Traceback" in log.read_text() and "Traceback" not in result.output
+    client = client_for(project)
+    parents, children = pipeline_runs(client, "fails")
+    assert parents[0].info.status == "FAILED"
+    assert [c.data.tags["mlops.step"] for c in children[parents[0].info.run_id]] == ["make_data"]
+    assert client.search_registered_models() == []
+
+
+def _project_env(project: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["PYTHONPATH"] = str(project / "src")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # as in an activated venv
+    return env
+
+
+def test_python_module_entry_point_runs_one_step(trained):
+    project, _ = trained
+    result = subprocess.run(
+        [sys.executable, "-m", "iris_e2e.main", "--step", "make_data", "--environment", "local"],
+        cwd=project, env=_project_env(project), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    parents, children = pipeline_runs(client_for(project), "iris-e2e")
+    assert parents[-1].data.tags["mlops.steps"] == "make_data"
+    assert [c.data.tags["mlops.step"] for c in children[parents[-1].info.run_id]] == ["make_data"]
+
+
+def test_python_module_entry_point_reports_errors_in_one_line(trained):
+    project, _ = trained
+    result = subprocess.run(
+        [sys.executable, "-m", "iris_e2e.main", "--step", "nope"],
+        cwd=project, env=_project_env(project), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "unknown step 'nope'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_mlproject_entry_point_runs_under_mlflow_run(trained):
+    project, _ = trained
+    env = _project_env(project)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlruns.db'}"
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    result = subprocess.run(
+        [str(mlflow_cli), "run", ".", "-e", "feat_data", "--env-manager", "local", "--experiment-name", "iris-e2e"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    parents, children = pipeline_runs(client_for(project), "iris-e2e")
+    outer = parents[-1]
+    assert outer.data.tags["mlops.steps"] == "feat_data"
+    assert [c.data.tags["mlops.step"] for c in children[outer.info.run_id]] == ["feat_data"]
+    assert outer.info.status == "FINISHED"
+
+
+def test_mlproject_lists_main_and_every_step(trained):
+    project, _ = trained
+    import yaml
+
+    spec = yaml.safe_load((project / "MLproject").read_text())
+    assert set(spec["entry_points"]) == {"main", "make_data", "feat_data", "train_model", "predict"}
+
+
+def test_rendered_project_tests_pass(tmp_path):
+    project = new_project("own-tests", directory=tmp_path / "own-tests")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "PYTEST_"))}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "5 passed" in result.stdout
+    # The project's tests ran in their own storage: the project folder gained no run output.
+    assert not (project / "mlruns.db").exists() and not (project / "data" / "datasets").exists()

@@ -1,0 +1,253 @@
+"""Storage: the same behaviour on a local folder and on S3 (moto's server on loopback)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pytest
+
+from mlops_template.config import Environment
+from mlops_template.errors import ConfigError, StorageError
+from mlops_template.storage import LocalStorage, S3Storage, Storage, open_storage
+
+FRAME = pd.DataFrame({"x": [1, 2, 3], "y": [0.5, 1.5, 2.5], "label": ["a", "b", "c"]})
+
+
+def environment(storage: str, **kwargs) -> Environment:
+    return Environment(name="test", storage=storage, tracking_uri="sqlite:///mlruns.db", **kwargs)
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """A storage opened the way a step gets it: from an environment, through `open_storage`."""
+    if request.param == "local":
+        return open_storage(environment(str(tmp_path / "store")))
+    bucket = request.getfixturevalue("s3_bucket")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return open_storage(environment(f"s3://{bucket}/project", s3_endpoint_url=endpoint))
+
+
+def tmp_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+# -- opening ----------------------------------------------------------------------
+
+
+def test_open_storage_picks_the_backend_from_the_uri(tmp_path, s3_bucket, s3_endpoint):
+    local = open_storage(environment(str(tmp_path)))
+    file_uri = open_storage(environment(f"file://{tmp_path}"))
+    s3 = open_storage(environment(f"s3://{s3_bucket}/p", s3_endpoint_url=s3_endpoint))
+    assert isinstance(local, LocalStorage) and local.root == str(tmp_path.resolve())
+    assert isinstance(file_uri, LocalStorage) and file_uri.root == str(tmp_path.resolve())
+    assert isinstance(s3, S3Storage)
+    assert s3.uri("datasets/a.parquet") == f"s3://{s3_bucket}/p/datasets/a.parquet"
+
+
+def test_unsupported_scheme_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"storage scheme 'gs://' is not supported") as info:
+        open_storage(environment("gs://bucket/prefix"))
+    assert "environment 'test'" in str(info.value)
+    assert "s3://" in str(info.value)
+
+
+# -- tables -----------------------------------------------------------------------
+
+
+def test_write_table_and_read_table_round_trip_parquet(storage):
+    data = storage.write_table("datasets/frame.parquet", FRAME)
+    assert data[:4] == b"PAR1"  # parquet magic: the bytes returned are what was stored
+    assert storage.read_bytes("datasets/frame.parquet") == data
+    pd.testing.assert_frame_equal(storage.read_table("datasets/frame.parquet"), FRAME)
+
+
+def test_csv_is_readable_as_a_table(storage):
+    storage.write_bytes("raw/iris.csv", b"x,label\n1,a\n2,b\n")
+    df = storage.read_table("raw/iris.csv")
+    assert list(df.columns) == ["x", "label"]
+    assert df["x"].tolist() == [1, 2]
+    assert df["label"].tolist() == ["a", "b"]
+
+
+def test_unreadable_table_is_a_storage_error(storage):
+    storage.write_bytes("datasets/broken.parquet", b"not parquet at all")
+    with pytest.raises(StorageError, match=r"broken\.parquet: cannot be read as a table"):
+        storage.read_table("datasets/broken.parquet")
+
+
+# -- bytes, exists, list, delete -----------------------------------------------------
+
+
+def test_write_bytes_overwrites_and_reads_back(storage):
+    storage.write_bytes("models/m/v1/model.pkl", b"old")
+    storage.write_bytes("models/m/v1/model.pkl", b"new")
+    assert storage.read_bytes("models/m/v1/model.pkl") == b"new"
+
+
+def test_exists_list_and_delete(storage):
+    assert storage.list() == []
+    assert not storage.exists("datasets/a.parquet")
+    storage.write_bytes("datasets/a.parquet", b"a")
+    storage.write_bytes("datasets/b.parquet", b"b")
+    storage.write_bytes("snapshots/a/123.json", b"{}")
+
+    assert storage.exists("datasets/a.parquet")
+    assert storage.exists("datasets")
+    assert storage.list("datasets") == ["datasets/a.parquet", "datasets/b.parquet"]
+    assert storage.list() == ["datasets/a.parquet", "datasets/b.parquet", "snapshots/a/123.json"]
+    assert storage.list("nothing/here") == []
+
+    storage.delete("datasets/a.parquet")
+    assert not storage.exists("datasets/a.parquet")
+    assert storage.list("datasets") == ["datasets/b.parquet"]
+
+    storage.delete("snapshots")  # a prefix goes with everything below it
+    assert storage.list() == ["datasets/b.parquet"]
+    storage.delete("datasets/a.parquet")  # deleting what is gone is not an error
+    assert storage.list() == ["datasets/b.parquet"]
+
+
+def test_missing_key_is_a_storage_error_saying_not_found(storage):
+    with pytest.raises(StorageError, match="not found") as info:
+        storage.read_bytes("datasets/missing.parquet")
+    assert storage.uri("datasets/missing.parquet") in str(info.value)
+    with pytest.raises(StorageError, match="not found"):
+        storage.read_table("datasets/missing.parquet")
+
+
+@pytest.mark.parametrize("key", ["../outside.parquet", "datasets/../../outside", "a/../b"])
+def test_keys_that_leave_the_root_are_rejected(storage, key):
+    with pytest.raises(StorageError, match=r"leaves the storage root"):
+        storage.write_bytes(key, b"x")
+    with pytest.raises(StorageError, match=r"leaves the storage root"):
+        storage.read_bytes(key)
+    with pytest.raises(StorageError, match=r"leaves the storage root"):
+        storage.exists(key)
+
+
+def test_upload_dir_copies_every_file_under_the_prefix(storage, tmp_path):
+    model = tmp_path / "exported"
+    (model / "sub").mkdir(parents=True)
+    (model / "MLmodel").write_text("flavor: sklearn\n")
+    (model / "model.pkl").write_bytes(b"\x00\x01")
+    (model / "sub" / "extra.txt").write_text("extra")
+
+    storage.upload_dir(str(model), "models/iris/v1")
+
+    assert storage.list("models") == [
+        "models/iris/v1/MLmodel",
+        "models/iris/v1/model.pkl",
+        "models/iris/v1/sub/extra.txt",
+    ]
+    assert storage.read_bytes("models/iris/v1/model.pkl") == b"\x00\x01"
+    assert storage.read_bytes("models/iris/v1/sub/extra.txt") == b"extra"
+
+
+def test_download_copies_a_prefix_to_a_local_folder(storage, tmp_path):
+    storage.write_bytes("models/iris/v1/MLmodel", b"flavor")
+    storage.write_bytes("models/iris/v1/sub/model.pkl", b"pkl")
+    target = tmp_path / "downloaded"
+    storage.download("models/iris/v1", str(target))
+    assert (target / "MLmodel").read_bytes() == b"flavor"
+    assert (target / "sub" / "model.pkl").read_bytes() == b"pkl"
+
+
+# -- local atomic writes -------------------------------------------------------------
+
+
+def test_local_write_leaves_no_temporary_files(tmp_path):
+    storage = LocalStorage(tmp_path)
+    storage.write_bytes("datasets/a.parquet", b"one")
+    storage.write_table("datasets/b.parquet", FRAME)
+    assert sorted(p.name for p in (tmp_path / "datasets").iterdir()) == ["a.parquet", "b.parquet"]
+    assert tmp_files(tmp_path) == []
+
+
+class _FailingFile(io.RawIOBase):
+    """A file that takes a few bytes, then fails as a full disk would."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, data):
+        self.real.write(bytes(data)[:2])
+        raise OSError(28, "No space left on device")
+
+    def close(self):
+        self.real.close()
+        super().close()
+
+
+def test_local_write_failing_midway_keeps_the_old_file(tmp_path, monkeypatch):
+    storage = LocalStorage(tmp_path)
+    storage.write_bytes("datasets/a.parquet", b"old content")
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: _FailingFile(real_fdopen(fd, mode, *a, **k)))
+
+    with pytest.raises(StorageError, match=r"a\.parquet: cannot be written \(No space left on device\)"):
+        storage.write_bytes("datasets/a.parquet", b"new content that never lands")
+
+    monkeypatch.undo()
+    assert storage.read_bytes("datasets/a.parquet") == b"old content"
+    assert tmp_files(tmp_path) == []
+
+
+def test_local_write_failing_at_rename_keeps_the_old_file(tmp_path, monkeypatch):
+    storage = LocalStorage(tmp_path)
+    storage.write_bytes("datasets/a.parquet", b"old content")
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(StorageError, match=r"cannot be written \(Permission denied\)"):
+        storage.write_bytes("datasets/a.parquet", b"new")
+
+    monkeypatch.undo()
+    assert (tmp_path / "datasets" / "a.parquet").read_bytes() == b"old content"
+    assert tmp_files(tmp_path) == []
+
+
+def test_local_write_into_a_file_path_is_a_storage_error(tmp_path):
+    storage = LocalStorage(tmp_path)
+    storage.write_bytes("datasets", b"a file where a folder should be")
+    with pytest.raises(StorageError, match=r"cannot be written"):
+        storage.write_bytes("datasets/a.parquet", b"x")
+
+
+# -- S3 specifics --------------------------------------------------------------------
+
+
+def test_s3_objects_land_under_the_prefix_in_the_bucket(s3_bucket, s3_endpoint):
+    storage = open_storage(environment(f"s3://{s3_bucket}/team/project", s3_endpoint_url=s3_endpoint))
+    storage.write_table("datasets/frame.parquet", FRAME)
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert keys == ["team/project/datasets/frame.parquet"]
+    body = client.get_object(Bucket=s3_bucket, Key=keys[0])["Body"].read()
+    pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(body)), FRAME)
+
+
+def test_s3_missing_bucket_is_a_storage_error(s3_endpoint, aws_credentials):
+    storage = open_storage(environment("s3://no-such-bucket-here/p", s3_endpoint_url=s3_endpoint))
+    with pytest.raises(StorageError, match=r"s3://no-such-bucket-here/p/datasets/a\.parquet"):
+        storage.write_bytes("datasets/a.parquet", b"x")
+
+
+def test_repr_and_str_carry_no_secret(s3_bucket, s3_endpoint, monkeypatch, tmp_path):
+    secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID0001")
+    s3 = open_storage(environment(f"s3://{s3_bucket}/p", s3_endpoint_url=s3_endpoint))
+    s3.write_bytes("a.txt", b"x")  # credentials are actually in use
+    local = open_storage(environment(str(tmp_path)))
+    for storage in (s3, local):
+        for text in (repr(storage), str(storage)):
+            assert secret not in text
+            assert "AKIAEXAMPLEKEYID0001" not in text
+    assert repr(s3) == f"S3Storage('s3://{s3_bucket}/p')"
+    assert repr(local) == f"LocalStorage({str(tmp_path.resolve())!r})"
