@@ -1,0 +1,149 @@
+"""How much slower is a tracked `mlops run` than the same work as a bare script?
+
+Renders a project with `mlops new`, then alternately runs, each as its own
+process timed by wall clock from here:
+
+  (a) the rendered project's full pipeline: `mlops run`
+      (make_data -> feat_data -> train_model -> predict, tracked in MLflow);
+  (b) `bare_iris.py`: the same pandas/scikit-learn work with no tracking.
+
+It prints every run's time, both medians and the ratio a/b against the
+target (a/b <= 3.0). The rendered project's gate is set to
+`beat_champion = false` so that every timed run does the full work (log the
+model, register a version, move `champion`, export it, load the champion,
+predict) instead of stopping at the gate once a champion exists.
+
+One untimed warm-up of each comes first: the first `mlops run` creates the
+SQLite store (its time is reported as "first run") and both write bytecode
+caches. PYTHONDONTWRITEBYTECODE is removed from the runs' environment, since
+users' machines cache bytecode; MLFLOW_DISABLE_TELEMETRY is set.
+
+Run it from the repository root:
+
+    uv run python benchmarks/pipeline_overhead.py [--runs 7] [--keep]
+
+It exits 0 whatever the ratio (it is a measurement); 1 if a run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_RATIO = 3.0
+HERE = Path(__file__).resolve().parent
+BARE_SCRIPT = HERE / "bare_iris.py"
+PYTHON = Path(sys.executable)
+MLOPS = PYTHON.parent / "mlops"
+GATE_FROM = "beat_champion = true"
+GATE_TO = "beat_champion = false"
+FINISHED = re.compile(r"finished\s+in\s+([0-9.]+)\s*s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=7, help="timed runs of each (the target needs >= 5) [default: 7]")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (under benchmarks/.work/)")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if not MLOPS.exists():
+        sys.exit(f"no `mlops` next to {PYTHON}; run this with the project's venv (uv run python ...)")
+
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+    (HERE / ".work").mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="pipeline-overhead-", dir=HERE / ".work"))
+    try:
+        project = render_project(work / "bench-iris", env)
+        bare_out = work / "bare"
+        pipeline = [str(MLOPS), "run"]
+
+        print(f"python {sys.version.split()[0]} ({PYTHON}), {os.cpu_count()} CPUs; work folder {work}")
+        print(f"(a) `mlops run` in the rendered project, gate set to `{GATE_TO}` so every run registers,")
+        print("    exports and predicts with a new champion version")
+        print(f"(b) `python {BARE_SCRIPT.name} OUTDIR`: the same pandas/scikit-learn work, no tracking")
+        print(f"PYTHONDONTWRITEBYTECODE unset, MLFLOW_DISABLE_TELEMETRY=true; {args.runs} timed runs of each, alternating")
+        if args.runs < 5:
+            print(f"note: --runs {args.runs} is below the 5 the target asks for; a quick check only")
+        print()
+
+        first, first_out = timed(pipeline, project, env)
+        timed([str(PYTHON), str(BARE_SCRIPT), str(bare_out / "warm-up")], work, env)
+        print(f"warm-up: first run (creates the store) {first:6.2f} s  (inside: {inside(first_out)})")
+
+        a_times: list[float] = []
+        b_times: list[float] = []
+        a_inside: list[float] = []
+        for i in range(1, args.runs + 1):
+            a, out = timed(pipeline, project, env)
+            b, _ = timed([str(PYTHON), str(BARE_SCRIPT), str(bare_out / f"run-{i}")], work, env)
+            a_times.append(a)
+            b_times.append(b)
+            if (seconds := inside(out)) is not None:
+                a_inside.append(seconds)
+            print(f"run {i:>2}: (a) mlops run {a:6.2f} s   (b) bare {b:6.2f} s   a/b {a / b:5.2f}")
+
+        a_med, b_med = statistics.median(a_times), statistics.median(b_times)
+        ratio = a_med / b_med
+        print()
+        print(f"median (a) mlops run   {a_med:6.2f} s")
+        if a_inside:
+            in_med = statistics.median(a_inside)
+            print(f"  of which in the run  {in_med:6.2f} s  (mlops's own 'finished in', from after CLI start-up)")
+            print(f"  start-up/exit        {a_med - in_med:6.2f} s  (interpreter, CLI and config imports, exit)")
+        print(f"median (b) bare script {b_med:6.2f} s")
+        verdict = "PASS" if ratio <= TARGET_RATIO else "FAIL"
+        print(f"ratio a/b              {ratio:6.2f}   target <= {TARGET_RATIO:.1f}: {verdict}")
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def render_project(target: Path, env: dict[str, str]) -> Path:
+    """`mlops new` a project into `target`, with a gate every run passes."""
+    run_checked([str(MLOPS), "new", "bench-iris", "--directory", str(target)], target.parent, env)
+    config = target / "mlops.toml"
+    text = config.read_text()
+    if text.count(GATE_FROM) != 1:
+        sys.exit(f"{config}: expected one `{GATE_FROM}` in the [model] gate to turn off; the template changed")
+    config.write_text(text.replace(GATE_FROM, GATE_TO))
+    return target
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
+    """Run `cmd` to completion; its wall-clock seconds and stdout."""
+    started = time.perf_counter()
+    result = run_checked(cmd, cwd, env)
+    return time.perf_counter() - started, result.stdout
+
+
+def run_checked(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"FAILED (exit {result.returncode}): {' '.join(cmd)}  in {cwd}", file=sys.stderr)
+        print(result.stdout, result.stderr, sep="\n", file=sys.stderr)
+        sys.exit(1)
+    return result
+
+
+def inside(stdout: str) -> float | None:
+    """The seconds `mlops run` reports in its 'Pipeline run <id> finished in X.X s' line."""
+    match = FINISHED.search(stdout)
+    return float(match.group(1)) if match else None
+
+
+if __name__ == "__main__":
+    main()
