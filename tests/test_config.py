@@ -133,7 +133,7 @@ def test_model_gate_values_and_int_min_becomes_float(config):
 def test_model_defaults_to_project_name_and_default_gate(write_config):
     config = load_config(write_config())
     assert config.model.name == "demo"
-    assert config.model.gate == Gate(metric="f1", min=0.0, beat_champion=True, higher_is_better=True)
+    assert config.model.gate == Gate(metric="f1", min=None, beat_champion=True, higher_is_better=True)
     assert config.params == {} and config.steps == {}
 
 

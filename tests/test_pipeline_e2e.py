@@ -274,3 +274,37 @@ def test_rendered_project_tests_pass(tmp_path):
     assert "5 passed" in result.stdout
     # The project's tests ran in their own storage: the project folder gained no run output.
     assert not (project / "mlruns.db").exists() and not (project / "data" / "datasets").exists()
+
+
+def test_runs_lists_pipeline_runs_newest_first_with_gate_and_version(trained):
+    project, _ = trained
+    parents, _ = pipeline_runs(client_for(project), "iris-e2e")
+    result = run_cli("runs", "--project", str(project), "-n", "50")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip() and not line.strip().startswith("run ")]
+    ids = [line.split()[0] for line in lines]
+    assert ids == [p.info.run_id for p in reversed(parents)]
+    first = dict(zip(ids, lines))[parents[0].info.run_id]
+    assert "passed" in first and "v1" in first and "make_data,feat_data,train_model,predict" in first
+
+
+def test_models_and_promote_move_the_champion(tmp_path):
+    project = new_project("promote-me", directory=tmp_path / "promote-me")
+    set_gate(project, 'gate = { metric = "f1", min = 0.5, beat_champion = false }')
+    for depth in ("5", "1"):
+        assert run_cli("run", "--project", str(project), "--step", "make_data", "--step", "feat_data",
+                       "--step", "train_model", "-P", f"max_depth={depth}").exit_code == 0
+    client = client_for(project)
+    assert str(client.get_model_version_by_alias("promote-me", "champion").version) == "2"
+
+    listing = run_cli("models", "--project", str(project)).output
+    rows = {line.split()[0]: line for line in listing.splitlines() if line.strip().startswith("v")}
+    assert "champion" in rows["v2"] and "champion" not in rows["v1"]
+
+    result = run_cli("promote", "v1", "--project", str(project))
+    assert result.exit_code == 0 and "'champion' now points at v1" in result.output
+    assert str(client.get_model_version_by_alias("promote-me", "champion").version) == "1"
+
+    missing = CliRunner().invoke(main, ["promote", "7", "--project", str(project)])
+    assert missing.exit_code == 1
+    assert "model 'promote-me' has no version '7'; valid: 1, 2" in missing.output

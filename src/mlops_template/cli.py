@@ -35,9 +35,13 @@ def _skip_final_gc() -> None:
 
 
 def _console(stderr: bool = False):
+    import shutil
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # Piped output keeps whole lines (full run ids) instead of wrapping at 80 columns.
+    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((160, 24)).columns, 160)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 class _Group(click.Group):
@@ -55,7 +59,9 @@ def _fail(exc: MlopsError, *, verbose: bool) -> None:
         import traceback
 
         traceback.print_exc()
-    _console(stderr=True).print(f"[bold red]Error:[/] {exc}", markup=True)
+    from rich.markup import escape
+
+    _console(stderr=True).print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True)
     sys.exit(1)
 
 
@@ -171,4 +177,71 @@ def ui(environment: str | None, port: int, project: Path | None) -> None:
     from .ui import serve
 
     config = load_config(project)
-    serve(config, config.environment(environment), port=port, echo=_console().print)
+    code = serve(config, config.environment(environment), port=port, echo=_console().print)
+    if code:
+        sys.exit(code)
+
+
+@main.command()
+@_env_option
+@click.option("--limit", "-n", default=20, show_default=True, help="How many runs, newest first.")
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
+def runs(environment: str | None, limit: int, project: Path | None) -> None:
+    """List pipeline runs: when, where, which code, training metrics, gate, model version."""
+    from rich.table import Table
+
+    from .config import load_config
+    from .runs import list_runs
+
+    config = load_config(project)
+    env = config.environment(environment)
+    metric = config.model.gate.metric
+    table = Table("run", "started (UTC)", "status", "env", "steps", "commit", metric, "gate", "model", box=None)
+    for run in list_runs(config, env, limit=limit):
+        commit = run.git_commit[:8] + ("+dirty" if run.git_dirty == "true" else "")
+        value = run.metrics.get(metric)
+        table.add_row(
+            run.run_id, f"{run.started:%Y-%m-%d %H:%M:%S}", run.status, run.environment, ",".join(run.steps),
+            commit, "" if value is None else f"{value:.4f}", run.gate or "", f"v{run.model_version}" if run.model_version else "",
+        )
+    _console().print(table)
+
+
+@main.command()
+@_env_option
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
+def models(environment: str | None, project: Path | None) -> None:
+    """List the registered versions of the project's model and their aliases."""
+    from rich.table import Table
+
+    from .config import load_config
+    from .registry import list_versions
+    from .tracking import TAG_DATA_PREFIX, client, connect
+
+    config = load_config(project)
+    connect(config, config.environment(environment))
+    metric = config.model.gate.metric
+    table = Table("version", "aliases", metric, "run", "data it was trained with", box=None)
+    for v in list_versions(client(), config.model.name, metric=metric):
+        data = ", ".join(f"{k.removeprefix(TAG_DATA_PREFIX)}={val}" for k, val in sorted(v.tags.items()) if k.startswith(TAG_DATA_PREFIX))
+        table.add_row(f"v{v.version}", ", ".join(v.aliases), "" if v.metric is None else f"{v.metric:.4f}", v.run_id or "", data)
+    _console().print(f"[bold]{config.model.name}[/]")
+    _console().print(table)
+
+
+@main.command()
+@click.argument("version")
+@click.option("--alias", default="champion", show_default=True, help="Alias to move.")
+@_env_option
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
+def promote(version: str, alias: str, environment: str | None, project: Path | None) -> None:
+    """Point the champion (or --alias) at VERSION of the project's model, e.g. to roll back."""
+    from .config import load_config
+    from .registry import promote as promote_version
+    from .tracking import client, connect
+
+    config = load_config(project)
+    connect(config, config.environment(environment))
+    version = version.removeprefix("v")
+    promote_version(client(), config.model.name, version, alias=alias)
+    _console().print(f"{config.model.name}: '{alias}' now points at v{version}")

@@ -57,7 +57,7 @@ class Gate:
     """The approval gate a trained model must pass before it is registered."""
 
     metric: str = "f1"
-    min: float = 0.0
+    min: float | None = None  # no threshold: only `beat_champion` applies
     beat_champion: bool = True
     higher_is_better: bool = True
 

@@ -28,8 +28,14 @@ class Step:
             return item
         if not callable(item):
             raise StepError(f"pipeline step {item!r} is not callable; pass functions of one StepContext")
+        name = getattr(item, "__name__", None)
+        if not isinstance(name, str) or not name:
+            raise StepError(
+                f"pipeline step {item!r} has no __name__ (a partial or callable object); "
+                "name it with Step(name='...', func=...)"
+            )
         _validate_signature(item)
-        return cls(name=item.__name__, func=item)
+        return cls(name=name, func=item)
 
     def __call__(self, ctx: StepContext) -> Any:
         return self.func(ctx)
@@ -60,6 +66,8 @@ class Pipeline:
 
     def select(self, names: Sequence[str] | None = None) -> list[Step]:
         """The named steps in pipeline order (all when `names` is empty); unknown names are errors."""
+        if isinstance(names, str):  # select("train_model") means one step, not its letters
+            names = [names]
         if not names:
             return list(self.steps)
         for name in names:
@@ -96,9 +104,10 @@ def _validate_signature(func: Callable[..., Any]) -> None:
         params = inspect.signature(func).parameters
     except (TypeError, ValueError):
         return
-    required = [p for p in params.values() if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(required) != 1:
+    required = [p for p in params.values() if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    # The runner passes the context positionally and nothing else, so a required keyword-only one cannot be met.
+    if len(required) != 1 or required[0].kind is required[0].KEYWORD_ONLY:
         raise StepError(
-            f"step '{getattr(func, '__name__', func)}' must take exactly one argument (the StepContext), "
-            f"it takes {len(required)}"
+            f"step '{getattr(func, '__name__', func)}' must take exactly one argument (the StepContext, by position), "
+            f"it takes {len(required)}" + (f" ({', '.join(p.name for p in required)})" if required else "")
         )

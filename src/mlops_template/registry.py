@@ -43,13 +43,17 @@ def evaluate_gate(
 ) -> Decision:
     """Apply the gate: `metric` must reach `min`, and beat the champion when `beat_champion`."""
     value = metrics.get(gate.metric)
+    if _is_nan(champion_value):
+        champion_value = None  # a champion without a usable value must not block every candidate
     common = dict(metric=gate.metric, value=value, champion_version=champion_version, champion_value=champion_value)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return Decision(False, f"metric '{gate.metric}' was not logged; valid: {', '.join(sorted(metrics))}", **common)
+    if value is None:
+        logged = ", ".join(sorted(metrics)) or "(none)"
+        return Decision(False, f"metric '{gate.metric}' was not logged; logged: {logged}", **common)
+    if _is_nan(value):
+        return Decision(False, f"{gate.metric} is NaN; check the evaluation that computes it", **common)
     better = (lambda a, b: a > b) if gate.higher_is_better else (lambda a, b: a < b)
-    reaches = value >= gate.min if gate.higher_is_better else value <= gate.min
     bound = "≥" if gate.higher_is_better else "≤"
-    if not reaches:
+    if gate.min is not None and not (value == gate.min or better(value, gate.min)):
         return Decision(False, f"{gate.metric}={value:.4g} does not reach {bound} {gate.min:g}", **common)
     if gate.beat_champion and champion_value is not None and not better(value, champion_value):
         return Decision(
@@ -57,13 +61,16 @@ def evaluate_gate(
             f"{gate.metric}={value:.4g} does not beat champion v{champion_version} ({champion_value:.4g})",
             **common,
         )
-    if gate.beat_champion and champion_version is not None and champion_value is None:
-        reason = f"{gate.metric}={value:.4g} {bound} {gate.min:g}; champion v{champion_version} has no {gate.metric}"
-    elif gate.beat_champion and champion_value is not None:
-        reason = f"{gate.metric}={value:.4g} {bound} {gate.min:g} and beats champion v{champion_version} ({champion_value:.4g})"
-    else:
-        reason = f"{gate.metric}={value:.4g} {bound} {gate.min:g}"
+    reason = f"{gate.metric}={value:.4g}" + (f" {bound} {gate.min:g}" if gate.min is not None else "")
+    if gate.beat_champion and champion_value is not None:
+        reason += f" and beats champion v{champion_version} ({champion_value:.4g})"
+    elif gate.beat_champion and champion_version is not None:
+        reason += f"; champion v{champion_version} has no {gate.metric}"
     return Decision(True, reason, **common)
+
+
+def _is_nan(value: float | None) -> bool:
+    return value is not None and math.isnan(value)
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -102,6 +109,58 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags:
 
 # Written by MLflow into every download of `models:/<name>/<version>`, so not part of the model.
 _DOWNLOAD_NOTES = {"registered_model_meta"}
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    aliases: list[str]
+    run_id: str | None
+    created: int
+    metric: float | None
+    tags: dict[str, str]
+
+
+def list_versions(client: MlflowClient, name: str, *, metric: str) -> list[VersionInfo]:
+    """Every registered version of `name`, newest first, with its aliases and gate metric."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+        # Version search leaves `aliases` empty on some stores; the registered model has them all.
+        aliases = client.get_registered_model(name).aliases if versions else {}
+    except MlflowException as exc:
+        raise TrackingError(f"model registry: cannot list versions of '{name}' ({exc.message})") from exc
+    return sorted(
+        (
+            VersionInfo(
+                version=str(v.version),
+                aliases=sorted(a for a, target in aliases.items() if str(target) == str(v.version)),
+                run_id=v.run_id,
+                created=v.creation_timestamp,
+                metric=champion_metric(client, v, metric),
+                tags=dict(v.tags),
+            )
+            for v in versions
+        ),
+        key=lambda v: int(v.version),
+        reverse=True,
+    )
+
+
+def promote(client: MlflowClient, name: str, version: str, *, alias: str = CHAMPION) -> None:
+    """Point `alias` (default `champion`) at an existing version, by hand, bypassing the gate."""
+    from mlflow.exceptions import MlflowException
+
+    known = [str(v.version) for v in client.search_model_versions(f"name='{name}'")]
+    if str(version) not in known:
+        raise TrackingError(
+            f"model '{name}' has no version '{version}'; valid: {', '.join(sorted(known, key=int)) or '(none: train one first)'}"
+        )
+    try:
+        client.set_registered_model_alias(name, alias, str(version))
+    except MlflowException as exc:
+        raise TrackingError(f"model registry: cannot move '{alias}' of '{name}' ({exc.message})") from exc
 
 
 def directory_sha256(folder: str | Path) -> str:

@@ -36,9 +36,17 @@ def validate_package_name(package: str) -> str:
         raise ProjectError(
             f"package name '{package}' is not a lower-case Python identifier; use letters, digits and '_' (e.g. churn_model)"
         )
-    if package in _TAKEN or package in sys.stdlib_module_names:
+    if package in _TAKEN or package in sys.stdlib_module_names or _installed(package):
         raise ProjectError(f"package name '{package}' would shadow an existing module; choose another with --package")
     return package
+
+
+def _installed(package: str) -> bool:
+    """Whether an installed distribution provides that top-level module (click, rich, yaml, …).
+
+    The project's `src/<package>` would hide it from `mlops` and the project alike.
+    """
+    return package in metadata.packages_distributions()
 
 
 def new_project(name: str, *, directory: str | Path | None = None, package: str | None = None) -> Path:

@@ -1,0 +1,268 @@
+"""`mlops new`: the rendered file set, its contents, its first commit, and the names it refuses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mlops_template import load_config
+from mlops_template.cli import main
+from mlops_template.errors import ProjectError
+from mlops_template.scaffold import new_project, template_path
+
+EXPECTED_FILES = [
+    ".copier-answers.yml",
+    ".gitignore",
+    "MLproject",
+    "README.md",
+    "data/raw/README.md",
+    "examples/run_pipeline.py",
+    "examples/run_pipeline.sh",
+    "mlops.toml",
+    "notebooks/README.md",
+    "pyproject.toml",
+    "src/{pkg}/__init__.py",
+    "src/{pkg}/data/__init__.py",
+    "src/{pkg}/data/make_data.py",
+    "src/{pkg}/features/__init__.py",
+    "src/{pkg}/features/build_features.py",
+    "src/{pkg}/lib/__init__.py",
+    "src/{pkg}/lib/evaluation.py",
+    "src/{pkg}/main.py",
+    "src/{pkg}/models/__init__.py",
+    "src/{pkg}/models/predict.py",
+    "src/{pkg}/models/train_model.py",
+    "tests/test_pipeline.py",
+    "tests/test_steps.py",
+]
+
+_GIT_IDENTITY_VARS = (
+    "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_AUTHOR_DATE",
+    "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_COMMITTER_DATE",
+    "EMAIL", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE",
+)
+
+
+def _isolate_git(mp: pytest.MonkeyPatch, home: Path) -> None:
+    """A machine where git has no identity: no system or global config, no identity variables."""
+    home.mkdir(parents=True, exist_ok=True)
+    mp.setenv("HOME", str(home))
+    mp.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    mp.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    mp.delenv("XDG_CONFIG_HOME", raising=False)
+    for var in _GIT_IDENTITY_VARS:
+        mp.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def no_git_identity(tmp_path, monkeypatch):
+    _isolate_git(monkeypatch, tmp_path / "home")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    """One project rendered through the CLI with an explicit package, shared by the read-only checks."""
+    base = tmp_path_factory.mktemp("new")
+    with pytest.MonkeyPatch.context() as mp:
+        _isolate_git(mp, base / "home")
+        result = CliRunner().invoke(
+            main, ["new", "churn-model", "--directory", str(base / "churn"), "--package", "churner"], catch_exceptions=False
+        )
+    assert result.exit_code == 0, result.output
+    assert f"Created project churn-model in {base / 'churn'}" in result.output
+    return base / "churn"
+
+
+def git(project: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, check=True).stdout
+
+
+def project_files(project: Path) -> list[str]:
+    return sorted(p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file() and ".git" not in p.relative_to(project).parts)
+
+
+def expected(pkg: str) -> list[str]:
+    return sorted(f.format(pkg=pkg) for f in EXPECTED_FILES)
+
+
+# -- what is rendered ----------------------------------------------------------------------
+
+
+def test_renders_exactly_the_expected_files(rendered):
+    assert project_files(rendered) == expected("churner")
+
+
+def test_the_expected_files_are_the_templates_files(rendered):
+    # Guards the list above: every template file is rendered, under its rendered name.
+    template = template_path() / "project"
+    sources = {
+        p.relative_to(template).as_posix().removesuffix(".jinja")
+        .replace("{{package_name}}", "churner").replace("{{_copier_conf.answers_file}}", ".copier-answers.yml")
+        for p in template.rglob("*") if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
+    }
+    assert sorted(sources) == project_files(rendered)
+
+
+def test_no_template_syntax_is_left(rendered):
+    for path in rendered.rglob("*"):
+        if path.is_file() and ".git" not in path.relative_to(rendered).parts:
+            text = path.read_text(encoding="utf-8")
+            assert "{{" not in text and "{%" not in text and "{#" not in text, path
+    assert not [p for p in rendered.rglob("*") if "{{" in p.name or p.name.endswith(".jinja")]
+
+
+def test_python_files_compile(rendered):
+    sources = [p for p in rendered.rglob("*.py") if ".git" not in p.parts]
+    assert len(sources) == len([f for f in expected("churner") if f.endswith(".py")])
+    for path in sources:
+        compile(path.read_text(encoding="utf-8"), str(path), "exec")
+
+
+def test_config_names_the_project_and_package(rendered):
+    config = load_config(rendered)
+    assert config.root == rendered.resolve()
+    assert config.name == "churn-model"
+    assert config.package == "churner"
+    assert config.model.name == "churn-model"
+    assert set(config.environments) >= {"local"}
+    assert config.environment("local").tracking_uri == f"sqlite:///{rendered.resolve() / 'mlruns.db'}"
+
+
+def test_package_option_is_used_wherever_the_package_is_named(rendered):
+    assert (rendered / "src" / "churner" / "main.py").is_file()
+    assert not (rendered / "src" / "churn_model").exists()
+    pyproject = tomllib.loads((rendered / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "churn-model"
+    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/churner"]
+    entry_points = yaml.safe_load((rendered / "MLproject").read_text())["entry_points"]
+    assert all("-m churner.main" in e["command"] for e in entry_points.values())
+    assert "from churner.main import pipeline" in (rendered / "tests" / "test_pipeline.py").read_text()
+    for path in rendered.rglob("*"):  # the default package name derived from the project name is nowhere
+        if path.is_file() and ".git" not in path.relative_to(rendered).parts:
+            assert "churn_model" not in path.read_text(encoding="utf-8"), path
+
+
+def test_copier_answers_record_the_answers_and_template(rendered):
+    answers = yaml.safe_load((rendered / ".copier-answers.yml").read_text())
+    assert answers["project_name"] == "churn-model"
+    assert answers["package_name"] == "churner"
+    assert Path(answers["_src_path"]) == template_path()
+
+
+def test_one_commit_and_a_clean_work_tree_without_a_git_identity(rendered):
+    assert git(rendered, "rev-list", "--count", "HEAD").strip() == "1"
+    assert git(rendered, "status", "--porcelain", "--untracked-files=all") == ""
+    assert git(rendered, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
+    assert git(rendered, "log", "-1", "--format=%an <%ae>|%s").strip() == "mlops <mlops@localhost>|Start project from mlops-template"
+    committed = sorted(git(rendered, "ls-files").splitlines())
+    assert committed == expected("churner")
+
+
+def test_a_configured_git_identity_is_used(tmp_path, monkeypatch):
+    config = tmp_path / "gitconfig"
+    config.write_text("[user]\n\tname = Ada Lovelace\n\temail = ada@example.org\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    project = new_project("ada", directory=tmp_path / "ada")
+    assert git(project, "log", "-1", "--format=%an <%ae>").strip() == "Ada Lovelace <ada@example.org>"
+
+
+def test_default_package_is_the_name_with_underscores(tmp_path):
+    project = new_project("iris-classifier", directory=tmp_path / "iris")
+    assert project == (tmp_path / "iris").resolve()
+    assert project_files(project) == expected("iris_classifier")
+    assert load_config(project).package == "iris_classifier"
+    assert git(project, "status", "--porcelain") == ""
+
+
+def test_without_directory_renders_into_name_in_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["new", "fraud"])
+    assert result.exit_code == 0, result.output
+    assert project_files(tmp_path / "fraud") == expected("fraud")
+    assert load_config(tmp_path / "fraud").name == "fraud"
+
+
+def test_an_existing_empty_folder_is_accepted(tmp_path):
+    target = tmp_path / "empty"
+    target.mkdir()
+    result = CliRunner().invoke(main, ["new", "churn", "-d", str(target)])
+    assert result.exit_code == 0, result.output
+    assert project_files(target) == expected("churn")
+
+
+# -- what is refused ------------------------------------------------------------------------
+
+
+def refused(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["new", *args])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == f"Error: {message}"
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_refuses_a_folder_that_is_not_empty(tmp_path):
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    refused(["churn", "-d", str(target)], f"{target} already exists and is not empty; choose a new folder with --directory")
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert (target / "notes.txt").read_text() == "keep me"
+
+
+def test_refuses_a_path_that_is_a_file(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    result = CliRunner().invoke(main, ["new", "churn", "-d", str(target)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert target.read_text() == "x"
+
+
+_NAME_HINT = (
+    "is invalid; use lower-case letters, digits and single '-' or '_' between them, "
+    "starting with a letter (e.g. churn or iris-classifier)"
+)
+
+
+@pytest.mark.parametrize("name", ["Churn", "1abc", "a b", "churn--x", "churn-", "-churn", "churn.x", ""])
+def test_refuses_invalid_project_names(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    refused(["-d", str(tmp_path / "p"), "--", name], f"project name '{name}' {_NAME_HINT}")
+    assert list(tmp_path.iterdir()) == [tmp_path / "home"]  # nothing written
+
+
+@pytest.mark.parametrize("package", ["json", "os", "test", "mlflow", "pandas", "mlops_template", "click", "yaml"])
+def test_refuses_a_package_that_would_shadow_a_module(tmp_path, package):
+    refused(
+        ["churn", "-d", str(tmp_path / "p"), "--package", package],
+        f"package name '{package}' would shadow an existing module; choose another with --package",
+    )
+    assert not (tmp_path / "p").exists()
+
+
+def test_refuses_a_name_whose_default_package_would_shadow_a_module(tmp_path):
+    refused(["json", "-d", str(tmp_path / "p")], "package name 'json' would shadow an existing module; choose another with --package")
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("package", ["churn-model", "1churn", "Churn", "class", "churn model", "churn.model"])
+def test_refuses_a_package_that_is_not_a_lowercase_identifier(tmp_path, package):
+    refused(
+        ["churn", "-d", str(tmp_path / "p"), "--package", package],
+        f"package name '{package}' is not a lower-case Python identifier; use letters, digits and '_' (e.g. churn_model)",
+    )
+    assert not (tmp_path / "p").exists()
+
+
+def test_library_raises_project_error_before_writing(tmp_path):
+    with pytest.raises(ProjectError, match="project name 'Bad' is invalid"):
+        new_project("Bad", directory=tmp_path / "p")
+    with pytest.raises(ProjectError, match="would shadow"):
+        new_project("ok", directory=tmp_path / "p", package="json")
+    assert not (tmp_path / "p").exists()

@@ -1,0 +1,301 @@
+"""Pipelines and steps as validated objects, and the runner on a tiny pipeline of the test's own steps."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from mlops_template import Pipeline, Step, StepContext, load_config
+from mlops_template.datasets import content_id
+from mlops_template.errors import StepError, StorageError
+from mlops_template.runner import run_pipeline
+
+
+def make_data(ctx):
+    pass
+
+
+def feat_data(ctx):
+    pass
+
+
+def train_model(ctx):
+    pass
+
+
+def predict(ctx, extra=None):  # an optional second argument is fine
+    pass
+
+
+FOUR = [make_data, feat_data, train_model, predict]
+
+
+# -- Pipeline and Step ------------------------------------------------------------------------
+
+
+def test_names_are_the_functions_in_order():
+    pipeline = Pipeline(FOUR)
+    assert pipeline.names == ["make_data", "feat_data", "train_model", "predict"]
+    assert [s.func for s in pipeline.steps] == FOUR
+
+
+def test_repr_shows_the_order():
+    assert repr(Pipeline([make_data, train_model])) == "Pipeline([make_data -> train_model])"
+
+
+def test_step_with_its_own_name_keeps_it():
+    pipeline = Pipeline([Step("load", make_data), train_model])
+    assert pipeline.names == ["load", "train_model"]
+    assert pipeline.steps[0].func is make_data
+
+
+def test_duplicate_step_names_are_rejected_naming_the_step():
+    with pytest.raises(StepError, match="two steps named 'feat_data'; rename one"):
+        Pipeline([make_data, feat_data, Step("feat_data", train_model)])
+
+
+def test_the_same_function_twice_is_rejected():
+    with pytest.raises(StepError, match="'make_data'"):
+        Pipeline([make_data, make_data])
+
+
+def test_empty_pipeline_is_rejected():
+    with pytest.raises(StepError, match="at least one step"):
+        Pipeline([])
+
+
+@pytest.mark.parametrize("item", ["make_data", 3, None])
+def test_non_callable_is_rejected(item):
+    with pytest.raises(StepError, match="is not callable; pass functions of one StepContext"):
+        Pipeline([make_data, item])
+
+
+def no_args():
+    pass
+
+
+def two_args(ctx, other):
+    pass
+
+
+def keyword_only(ctx, *, limit):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("func", "message"),
+    [
+        (no_args, "step 'no_args' must take exactly one argument (the StepContext, by position), it takes 0"),
+        (two_args, "step 'two_args' must take exactly one argument (the StepContext, by position), it takes 2 (ctx, other)"),
+        (keyword_only, "step 'keyword_only' must take exactly one argument (the StepContext, by position), it takes 2"),
+    ],
+)
+def test_functions_that_cannot_take_one_context_are_rejected(func, message):
+    with pytest.raises(StepError) as excinfo:
+        Pipeline([func])
+    assert str(excinfo.value).startswith(message)
+
+
+def test_a_partial_without_a_name_is_rejected_with_how_to_name_it():
+    with pytest.raises(StepError, match=r"has no __name__.*Step\(name='...', func=...\)"):
+        Pipeline([functools.partial(predict, extra=1)])
+    assert Pipeline([Step("predict_v2", functools.partial(predict, extra=1))]).names == ["predict_v2"]
+
+
+@pytest.mark.parametrize("names", [None, [], ()])
+def test_select_nothing_means_all(names):
+    assert [s.name for s in Pipeline(FOUR).select(names)] == ["make_data", "feat_data", "train_model", "predict"]
+
+
+def test_select_keeps_pipeline_order():
+    pipeline = Pipeline(FOUR)
+    assert [s.name for s in pipeline.select(["predict", "make_data"])] == ["make_data", "predict"]
+    assert [s.name for s in pipeline.select(["train_model", "feat_data", "train_model"])] == ["feat_data", "train_model"]
+
+
+def test_select_one_name_as_a_string():
+    assert [s.name for s in Pipeline(FOUR).select("train_model")] == ["train_model"]
+
+
+def test_unknown_step_suggests_the_near_miss():
+    with pytest.raises(StepError) as excinfo:
+        Pipeline(FOUR).select(["make_data", "trian_model"])
+    assert str(excinfo.value) == (
+        "unknown step 'trian_model'; did you mean 'train_model'? Valid: feat_data, make_data, predict, train_model"
+    )
+
+
+def test_unknown_step_without_near_miss_lists_valid_ones():
+    with pytest.raises(StepError, match="unknown step 'xyz'; valid: feat_data, make_data, predict, train_model"):
+        Pipeline(FOUR).select(["xyz"])
+
+
+# -- the runner on a tiny pipeline ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_db(tmp_path_factory) -> str:
+    """One SQLite store for the module, so its tables are created once; each test has its own experiment."""
+    return f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlruns.db'}"
+
+
+@pytest.fixture
+def tiny_project(tmp_path, shared_db, monkeypatch):
+    """A project folder with a local environment on tmp storage, and an experiment of its own."""
+    for var in ("MLOPS_ENVIRONMENT", "MLOPS_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    name = f"tiny-{uuid.uuid4().hex[:12]}"
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "mlops.toml").write_text(
+        f"""\
+[project]
+name = "{name}"
+package = "tiny"
+
+[environments.local]
+storage = "{tmp_path / 'storage'}"
+tracking_uri = "{shared_db}"
+
+[params]
+target = "y"
+
+[steps.make.params]
+rows = 4
+
+[steps.use.params]
+scale = 2.5
+""",
+        encoding="utf-8",
+    )
+    return root
+
+
+def pipeline_runs(tracking_uri: str, experiment: str):
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]) if exp else []
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def dataset_inputs(run, context: str):
+    return [i.dataset for i in run.inputs.dataset_inputs if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == context]
+
+
+def make(ctx: StepContext) -> None:
+    rows = ctx.params["rows"]
+    ctx.write("numbers", pd.DataFrame({"x": range(rows), ctx.params["target"]: [v * 2 for v in range(rows)]}))
+
+
+def use(ctx: StepContext) -> None:
+    df = ctx.read("numbers")
+    ctx.log_metrics({"total": float(df["y"].sum()) * ctx.params["scale"]})
+
+
+def test_runner_logs_a_parent_and_a_child_per_step_with_params_data_and_metrics(tiny_project, shared_db):
+    config = load_config(tiny_project)
+    result = run_pipeline(Pipeline([make, use]), config, steps=None)
+
+    assert result.ok and [s.name for s in result.steps] == ["make", "use"]
+    parents, children = pipeline_runs(shared_db, config.name)
+    assert [p.info.run_id for p in parents] == [result.run_id]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["mlops.steps"] == "make,use"
+    assert parent.data.tags["mlops.environment"] == "local"
+    assert [c.data.tags["mlops.step"] for c in children] == ["make", "use"]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {result.run_id}
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+    make_run, use_run = children
+
+    # Shared [params] and each step's own params, as the step saw them.
+    assert make_run.data.params == {"target": "y", "rows": "4"}
+    assert use_run.data.params == {"target": "y", "scale": "2.5"}
+    assert use_run.data.metrics == {"total": (0 + 2 + 4 + 6) * 2.5}
+
+    stored = tiny_project.parent / "storage" / "datasets" / "numbers.parquet"
+    digest = content_id(stored.read_bytes())
+    [written] = dataset_inputs(make_run, "output")
+    [read] = dataset_inputs(use_run, "input")
+    for dataset in (written, read):
+        assert dataset.name == "numbers"
+        assert dataset.digest == digest
+        assert str(stored) in dataset.source
+    assert make_run.data.tags["mlops.data.numbers"] == digest
+    assert use_run.data.tags["mlops.data.numbers"] == digest
+    assert pd.read_parquet(stored).to_dict("list") == {"x": [0, 1, 2, 3], "y": [0, 2, 4, 6]}
+
+
+def test_runner_runs_only_the_selected_step(tiny_project, shared_db):
+    config = load_config(tiny_project)
+    run_pipeline(Pipeline([make, use]), config, steps=None)
+    result = run_pipeline(Pipeline([make, use]), config, steps=["use"])
+    parents, children = pipeline_runs(shared_db, config.name)
+    assert parents[-1].info.run_id == result.run_id
+    assert parents[-1].data.tags["mlops.steps"] == "use"
+    assert [c.data.tags["mlops.step"] for c in children if c.data.tags["mlflow.parentRunId"] == result.run_id] == ["use"]
+
+
+def test_unknown_step_fails_before_any_run(tiny_project, shared_db):
+    config = load_config(tiny_project)
+    with pytest.raises(StepError, match="unknown step 'mak'; did you mean 'make'?"):
+        run_pipeline(Pipeline([make, use]), config, steps=["mak"])
+    assert pipeline_runs(shared_db, config.name) == ([], [])
+
+
+def test_failing_step_fails_its_run_and_the_parent_and_stops_the_pipeline(tiny_project, shared_db):
+    ran = []
+
+    def first(ctx):
+        ran.append("first")
+
+    def explode(ctx):
+        raise RuntimeError("boom")
+
+    def later(ctx):
+        ran.append("later")
+
+    config = load_config(tiny_project)
+    with pytest.raises(StepError) as excinfo:
+        run_pipeline(Pipeline([first, explode, later]), config, steps=None)
+
+    message = str(excinfo.value)
+    assert message.startswith("step 'explode' failed: RuntimeError: boom (full log: ")
+    log = Path(message.split("(full log: ")[1].rstrip(")"))
+    assert log.is_file() and log.is_relative_to(tiny_project / ".mlops" / "logs")
+    assert "Traceback" in log.read_text() and 'raise RuntimeError("boom")' in log.read_text()
+    assert "Traceback" not in message
+    assert ran == ["first"]
+
+    parents, children = pipeline_runs(shared_db, config.name)
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert [(c.data.tags["mlops.step"], c.info.status) for c in children] == [("first", "FINISHED"), ("explode", "FAILED")]
+    client = MlflowClient(tracking_uri=shared_db)
+    assert "explode.error.log" in [a.path for a in client.list_artifacts(children[1].info.run_id)]
+
+
+@pytest.mark.parametrize("name", ["../x", "../../escape", "/abs", "a/b", ".hidden"])
+def test_invalid_dataset_name_fails_the_step_and_writes_nothing(tiny_project, shared_db, name):
+    def sneaky(ctx):
+        ctx.write(name, pd.DataFrame({"x": [1]}))
+
+    config = load_config(tiny_project)
+    with pytest.raises(StepError) as excinfo:
+        run_pipeline(Pipeline([sneaky]), config, steps=None)
+    assert str(excinfo.value).startswith(f"step 'sneaky' failed: dataset name {name!r} is invalid; use letters")
+    assert isinstance(excinfo.value.__cause__, StorageError)
+
+    base = tiny_project.parent
+    assert list(base.rglob("*.parquet")) == [] and not Path("/abs.parquet").exists()
+    storage = base / "storage"
+    assert not storage.exists() or [p for p in storage.rglob("*") if p.is_file()] == []
+    parents, children = pipeline_runs(shared_db, config.name)
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert [c.info.status for c in children] == ["FAILED"]

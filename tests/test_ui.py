@@ -1,0 +1,179 @@
+"""`mlops ui`: MLflow's UI as a real process on loopback, serving the environment's tracking store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mlops_template import load_config
+from mlops_template.cli import main
+from mlops_template.scaffold import new_project
+from mlops_template.ui import serve, ui_command
+
+_START_TIMEOUT = 60.0
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with _LOOPBACK.open(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _wait_for_health(base: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"`mlops ui` exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if _get(f"{base}/health")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"`mlops ui` did not answer on {base}/health within {_START_TIMEOUT:.0f}s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop `mlops ui` and the server processes it started (its own process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    try:  # uvicorn workers may outlive the parent for a moment
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local IPv4/IPv6 addresses with a LISTEN socket on `port`, read from /proc/net (Linux)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A rendered project whose `make_data` step has run once, so its store holds an experiment."""
+    project = new_project("ui-demo", directory=tmp_path_factory.mktemp("ui") / "ui-demo")
+    result = CliRunner().invoke(main, ["run", "--project", str(project), "--step", "make_data"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return project
+
+
+@pytest.fixture(scope="module")
+def ui_server(project, tmp_path_factory):
+    """`mlops ui --port P --project DIR`, started as a user would, stopped after the module."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("ui-log") / "ui.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_"))}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    mlops = Path(sys.executable).parent / "mlops"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(mlops), "ui", "--port", str(port), "--project", str(project)],
+            cwd=project.parent, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for_health(base, process, log)
+        yield base, port, log
+    finally:
+        _stop(process)
+
+
+def test_ui_serves_the_environments_store(ui_server):
+    base, _, log = ui_server
+    status, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-demo")
+    assert status == 200, body
+    experiment = json.loads(body)["experiment"]
+    assert experiment["name"] == "ui-demo"
+    assert experiment["lifecycle_stage"] == "active"
+
+    status, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=not-there")
+    assert status == 404 and b"RESOURCE_DOES_NOT_EXIST" in body
+    assert f"MLflow UI for ui-demo (local): {base}" in log.read_text()
+
+
+def test_ui_shows_the_runs_of_the_store(ui_server, project):
+    base, _, _ = ui_server
+    status, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-demo")
+    experiment_id = json.loads(body)["experiment"]["experiment_id"]
+    request = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/runs/search",
+        data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with _LOOPBACK.open(request, timeout=10) as response:
+        runs = json.loads(response.read())["runs"]
+    steps = sorted(t["value"] for r in runs for t in r["data"].get("tags", []) if t["key"] == "mlops.step")
+    assert steps == ["make_data"]
+    assert len(runs) == 2  # the pipeline run and its one step
+
+
+def test_ui_listens_on_loopback_only(ui_server, project):
+    _, port, _ = ui_server
+    cmd = ui_command(load_config(project).environment("local"), port=port)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--port") + 1] == str(port)
+    addresses = _listening_addresses(port)
+    if not addresses:
+        pytest.skip("no /proc/net/tcp to read listening sockets from")
+    assert addresses == {"0100007F"}  # 127.0.0.1, little-endian hex; not 0.0.0.0 nor any ::
+
+
+def test_ui_command_uses_the_environments_uris(project):
+    env = load_config(project).environment("local")
+    cmd = ui_command(env, port=5001)
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{project.resolve() / 'mlruns.db'}"
+    assert "--registry-store-uri" not in cmd
+    cmd = ui_command(replace(env, registry_uri="sqlite:////tmp/registry.db"), port=5001)
+    assert cmd[cmd.index("--registry-store-uri") + 1] == "sqlite:////tmp/registry.db"
+
+
+@pytest.mark.parametrize("uri", ["http://mlflow.dev.internal:5000", "https://mlflow.example.org"])
+def test_server_environment_prints_its_url_and_starts_nothing(project, monkeypatch, uri):
+    def no_process(*args, **kwargs):
+        raise AssertionError(f"serve started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "call", no_process)
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    config = load_config(project)
+    env = replace(config.environment("local"), name="dev", tracking_uri=uri)
+    lines: list[str] = []
+    assert serve(config, env, port=5999, echo=lines.append) == 0
+    assert lines == [f"Environment 'dev' tracks to a server: open {uri} in a browser."]
