@@ -45,7 +45,7 @@ PYTHON = Path(sys.executable)
 MLOPS = PYTHON.parent / "mlops"
 GATE_FROM = "beat_champion = true"
 GATE_TO = "beat_champion = false"
-FINISHED = re.compile(r"finished\s+in\s+([0-9.]+)\s*s")
+FINISHED = re.compile(r"(?i)finished\s+in\s+([0-9.]+)\s*s")
 
 
 def main() -> None:
@@ -142,7 +142,7 @@ def run_checked(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Co
 
 
 def inside(stdout: str) -> float | None:
-    """The seconds `mlops run` reports in its 'Pipeline run <id> finished in X.X s' line."""
+    """The seconds `mlops run` reports in its 'Finished in X.X s' line."""
     match = FINISHED.search(stdout)
     return float(match.group(1)) if match else None
 

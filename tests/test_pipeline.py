@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -299,3 +300,48 @@ def test_invalid_dataset_name_fails_the_step_and_writes_nothing(tiny_project, sh
     parents, children = pipeline_runs(shared_db, config.name)
     assert [p.info.status for p in parents] == ["FAILED"]
     assert [c.info.status for c in children] == ["FAILED"]
+
+
+def _train_tiny(ctx: StepContext):
+    from sklearn.tree import DecisionTreeClassifier
+
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0] * 3, "b": [1.0, 0.0, 1.0, 0.0] * 3})
+    y = [0, 1, 0, 1] * 3
+    model = DecisionTreeClassifier(random_state=0).fit(X, y)
+    return ctx.propose_model(model, input_example=X.head(2), metrics={"f1": 1.0})
+
+
+def test_model_of_a_step_that_fails_after_the_gate_is_not_registered(tiny_project, shared_db):
+    def train_then_fail(ctx):
+        assert _train_tiny(ctx).passed
+        raise RuntimeError("evaluation report failed")
+
+    config = load_config(tiny_project)
+    with pytest.raises(StepError, match="evaluation report failed"):
+        run_pipeline(Pipeline([train_then_fail]), config)
+
+    client = MlflowClient(tracking_uri=shared_db)
+    assert client.search_model_versions(f"name='{config.model.name}'") == []
+    _, children = pipeline_runs(shared_db, config.name)
+    assert children[0].data.tags["mlops.gate"] == "failed"
+    assert "the step failed after the gate passed" in children[0].data.tags["mlops.gate_reason"]
+    assert not (tiny_project.parent / "storage" / "models").exists()
+
+
+def test_failed_export_unregisters_the_version_and_keeps_the_old_champion(tiny_project, shared_db, monkeypatch):
+    from mlops_template.storage import LocalStorage
+
+    config = load_config(tiny_project)
+    run_pipeline(Pipeline([_train_tiny]), config)
+    client = MlflowClient(tracking_uri=shared_db)
+    assert str(client.get_model_version_by_alias(config.model.name, "champion").version) == "1"
+
+    def full_disk(self, local_dir, prefix):  # fault injection: the storage refuses the export
+        raise StorageError(f"{prefix}: no space left")
+
+    monkeypatch.setattr(LocalStorage, "upload_dir", full_disk)
+    with pytest.raises(StepError, match="no space left"):
+        run_pipeline(Pipeline([_train_tiny]), replace(config, model=replace(config.model, gate=replace(config.model.gate, beat_champion=False))))
+
+    assert [str(v.version) for v in client.search_model_versions(f"name='{config.model.name}'")] == ["1"]
+    assert str(client.get_model_version_by_alias(config.model.name, "champion").version) == "1"

@@ -308,3 +308,19 @@ def test_models_and_promote_move_the_champion(tmp_path):
     missing = CliRunner().invoke(main, ["promote", "7", "--project", str(project)])
     assert missing.exit_code == 1
     assert "model 'promote-me' has no version '7'; valid: 1, 2" in missing.output
+
+
+def test_unreachable_tracking_server_fails_fast_with_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    project = new_project("offline", directory=tmp_path / "offline")
+    with open(project / "mlops.toml", "a") as toml:
+        toml.write(f'\n[environments.remote]\nstorage = "data"\ntracking_uri = "http://127.0.0.1:{port}"\n')
+    result = CliRunner().invoke(main, ["run", "--project", str(project), "--environment", "remote"])
+    assert result.exit_code == 1
+    assert f"environment 'remote': tracking server http://127.0.0.1:{port} is unreachable" in result.output
+    assert "Traceback" not in result.output
+    assert not (project / "data" / "datasets").exists()

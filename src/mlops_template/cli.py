@@ -108,6 +108,8 @@ def run(steps: tuple[str, ...], environment: str | None, params: tuple[str, ...]
 def _run(pipeline: Pipeline, config, steps, environment, params) -> PipelineResult:
     import time
 
+    from rich.markup import escape
+
     from .params import parse_overrides
     from .runner import run_pipeline
 
@@ -115,20 +117,21 @@ def _run(pipeline: Pipeline, config, steps, environment, params) -> PipelineResu
     started = time.perf_counter()
     _quiet_mlflow()
 
-    def on_step(event: str, result: StepResult | None) -> None:
-        if event != "end" or result is None:
+    def on_step(run: PipelineResult, step: StepResult | None) -> None:
+        if step is None:
+            console.print(
+                f"[bold]{escape(config.name)}[/] pipeline run {run.run_id} on {escape(run.environment)}: "
+                + " → ".join(run.planned)
+            )
             return
-        mark = "[green]✓[/]" if result.status == "FINISHED" else "[red]✗[/]"
-        console.print(f"  {mark} {result.name:<16} {result.seconds:6.2f} s  {'; '.join(result.notes)}")
+        mark = "[green]✓[/]" if step.status == "FINISHED" else "[red]✗[/]"
+        console.print(f"  {mark} {step.name:<16} {step.seconds:6.2f} s  {escape('; '.join(step.notes))}")
 
-    names = [s.name for s in pipeline.select(list(steps))]
-    console.print(f"[bold]{config.name}[/]: running {' → '.join(names)}")
     result = run_pipeline(
         pipeline, config, steps=list(steps), environment=environment, overrides=parse_overrides(params), on_step=on_step
     )
     console.print(
-        f"Pipeline run [bold]{result.run_id}[/] finished in {time.perf_counter() - started:.1f} s "
-        f"(environment {result.environment}, tracking {result.tracking_uri})"
+        f"Finished in {time.perf_counter() - started:.1f} s; tracked in {escape(result.tracking_uri)}"
     )
     console.print(f"See it: [bold]mlops ui[/] then open #/experiments/{result.experiment_id}/runs")
     return result

@@ -39,6 +39,7 @@ class StepContext:
     log: logging.Logger = field(init=False)
     notes: list[str] = field(default_factory=list, init=False)
     _datasets: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _proposal: tuple[str, registry.Decision] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.log = logging.getLogger(f"{self.config.package}.{self.step}")
@@ -118,10 +119,11 @@ class StepContext:
     ) -> registry.Decision:
         """Log a trained scikit-learn model and put it to the `[model] gate`.
 
-        Passed: a registry version is created (tagged with the training data's id
-        and the model files' sha256), `champion` moves to it and the model is
-        exported to `models/<name>/v<version>/`. Failed: nothing is registered.
-        The decision is tagged on this run either way.
+        Passed: once the step has returned without error, a registry version is
+        created (tagged with the ids of the data the step used and the model
+        files' sha256), `champion` moves to it and the model is exported to
+        `models/<name>/v<version>/`. Failed, or the step fails later: nothing is
+        registered. The decision is tagged on this run either way.
         """
         import mlflow
 
@@ -146,17 +148,43 @@ class StepContext:
             champion_value=registry.champion_metric(client, current, self.config.model.gate.metric) if current else None,
         )
         mlflow.set_tags({TAG_GATE: "passed" if decision.passed else "failed", TAG_GATE_REASON: decision.reason})
-        if not decision.passed:
+        if decision.passed:
+            self._proposal = (info.model_uri, decision)
+        else:
             self.notes.append(f"gate failed: {decision.reason}; nothing registered")
-            return decision
+        return decision
+
+    def _finish(self) -> None:
+        """Register the model that passed the gate: called by the runner once the step succeeded."""
+        if self._proposal is None:
+            return
+        import mlflow
+
+        model_uri, decision = self._proposal
+        name = self.config.model.name
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp))
-            sha = registry.directory_sha256(local)
-            tags = {TAG_MODEL_SHA256: sha, **{TAG_DATA_PREFIX + k: v for k, v in self._datasets.items()}}
-            version = registry.register(client, name, info.model_uri, self.run_id, tags)
-            self.storage.upload_dir(str(local), f"models/{name}/v{version.version}")
+            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+            tags = {
+                TAG_MODEL_SHA256: registry.directory_sha256(local),
+                **{TAG_DATA_PREFIX + k: v for k, v in self._datasets.items()},
+            }
+            client = mlflow.MlflowClient()
+            previous = registry.champion(client, name)
+            version = registry.register(client, name, model_uri, self.run_id, tags)
+            try:
+                self.storage.upload_dir(str(local), f"models/{name}/v{version.version}")
+            except BaseException:
+                registry.unregister(client, name, str(version.version), restore=previous)
+                raise
         self.notes.append(f"gate passed: {decision.reason}; {name} v{version.version} is champion")
-        return registry.Decision(**{**decision.__dict__, "version": str(version.version)})
+
+    def _abandon(self, error: BaseException) -> None:
+        """The step failed after its model passed the gate: record that nothing was registered."""
+        if self._proposal is None:
+            return
+        import mlflow
+
+        mlflow.set_tags({TAG_GATE: "failed", TAG_GATE_REASON: f"the step failed after the gate passed ({error}); nothing registered"})
 
     def load_champion(self) -> registry.Champion:
         """The registry's champion, verified against its recorded sha256."""

@@ -31,7 +31,6 @@ class Decision:
     value: float | None
     champion_version: str | None = None
     champion_value: float | None = None
-    version: str | None = None  # set once the candidate is registered
 
 
 def evaluate_gate(
@@ -109,6 +108,13 @@ def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags:
 
 # Written by MLflow into every download of `models:/<name>/<version>`, so not part of the model.
 _DOWNLOAD_NOTES = {"registered_model_meta"}
+
+
+def unregister(client: MlflowClient, name: str, version: str, *, restore: ModelVersion | None) -> None:
+    """Undo `register` when what follows it failed: drop the version, give `champion` back."""
+    client.delete_model_version(name, version)
+    if restore is not None:
+        client.set_registered_model_alias(name, CHAMPION, str(restore.version))
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ class PipelineResult:
     experiment_id: str
     environment: str
     tracking_uri: str
+    planned: list[str] = field(default_factory=list)
     steps: list[StepResult] = field(default_factory=list)
 
     @property
@@ -43,7 +44,8 @@ class PipelineResult:
         return all(s.status == "FINISHED" for s in self.steps)
 
 
-OnStep = Callable[[str, StepResult | None], None]
+# Called once when the pipeline run has started (step None), then after each step.
+OnStep = Callable[[PipelineResult, StepResult | None], None]
 
 
 def run_pipeline(
@@ -84,16 +86,20 @@ def run_pipeline(
         with mlflow.start_run(run_id=parent_id, experiment_id=None if parent_id else experiment_id, tags=tags) as parent:
             if parent_id:
                 mlflow.set_tags(tags)
-            result = PipelineResult(parent.info.run_id, parent.info.experiment_id, env.name, env.tracking_uri)
+            result = PipelineResult(
+                parent.info.run_id, parent.info.experiment_id, env.name, env.tracking_uri, [s.name for s in selected]
+            )
+            report = (lambda step: on_step(result, step)) if on_step else (lambda step: None)
+            report(None)
             for step in selected:
-                result.steps.append(_run_step(step, params[step.name], config, env, storage, parent.info.run_id, on_step))
+                result.steps.append(_run_step(step, params[step.name], config, env, storage, result.run_id, report))
     finally:
         if parent_id:
             os.environ["MLFLOW_RUN_ID"] = parent_id
     return result
 
 
-def _run_step(step, params, config, env, storage, parent_run_id, on_step) -> StepResult:
+def _run_step(step, params, config, env, storage, parent_run_id, report) -> StepResult:
     import mlflow
 
     started = time.perf_counter()
@@ -111,17 +117,17 @@ def _run_step(step, params, config, env, storage, parent_run_id, on_step) -> Ste
         )
         try:
             step(ctx)
+            ctx._finish()
         except Exception as exc:
+            ctx._abandon(exc)
             log = _save_traceback(config, parent_run_id, step.name)
             mlflow.log_text(log.read_text(), f"{step.name}.error.log")
             seconds = time.perf_counter() - started
-            if on_step:
-                on_step("end", StepResult(step.name, run.info.run_id, "FAILED", seconds, str(exc)))
+            report(StepResult(step.name, run.info.run_id, "FAILED", seconds, str(exc), notes=ctx.notes))
             detail = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
             raise StepError(f"step '{step.name}' failed: {detail} (full log: {log})") from exc
     result = StepResult(step.name, run.info.run_id, "FINISHED", time.perf_counter() - started, notes=ctx.notes)
-    if on_step:
-        on_step("end", result)
+    report(result)
     return result
 
 
