@@ -53,7 +53,9 @@ def main(out: Path) -> None:
     precision, recall, f1, _ = precision_recall_fscore_support(y_test, predicted, average="macro", zero_division=0)
     metrics = {"accuracy": accuracy_score(y_test, predicted), "f1": f1, "precision": precision, "recall": recall}
     figure = Figure(figsize=(4, 4), layout="constrained")
-    ConfusionMatrixDisplay.from_predictions(y_test, predicted, labels=model.classes_, ax=figure.subplots(), colorbar=False)
+    ConfusionMatrixDisplay.from_predictions(
+        y_test, predicted, labels=model.classes_, ax=figure.subplots(), colorbar=False
+    )
     figure.savefig(out / "confusion_matrix.png")
     skops.io.dump(model, out / "model.skops")
 

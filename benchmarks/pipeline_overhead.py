@@ -73,7 +73,9 @@ def main() -> None:
         print(f"(a) `mlops run` in the rendered project, gate set to `{GATE_TO}` so every run registers,")
         print("    exports and predicts with a new champion version")
         print(f"(b) `python {BARE_SCRIPT.name} OUTDIR`: the same pandas/scikit-learn work, no tracking")
-        print(f"PYTHONDONTWRITEBYTECODE unset, MLFLOW_DISABLE_TELEMETRY=true; {args.runs} timed runs of each, alternating")
+        print(
+            f"PYTHONDONTWRITEBYTECODE unset, MLFLOW_DISABLE_TELEMETRY=true; {args.runs} timed runs of each, alternating"
+        )
         if args.runs < 5:
             print(f"note: --runs {args.runs} is below the 5 the target asks for; a quick check only")
         print()
@@ -103,7 +105,9 @@ def main() -> None:
         if a_inside:
             in_med = statistics.median(a_inside)
             print(f"  of which in the run  {in_med:6.2f} s  (its own 'finished in': MLflow import + run_pipeline)")
-            print(f"  start-up/exit        {a_med - in_med:6.2f} s  (interpreter, CLI, config, pipeline-module imports, exit)")
+            print(
+                f"  start-up/exit        {a_med - in_med:6.2f} s  (interpreter, CLI, config, pipeline-module imports, exit)"
+            )
         print(f"median (b) bare script {b_med:6.2f} s")
         verdict = "PASS" if ratio <= TARGET_RATIO else "FAIL"
         print(f"ratio a/b              {ratio:6.2f}   target <= {TARGET_RATIO:.1f}: {verdict}")

@@ -161,7 +161,7 @@ name = "demo"
 package = "demo"
 
 [environments.local]
-storage = "{tmp_path / 'elsewhere'}"
+storage = "{tmp_path / "elsewhere"}"
 tracking_uri = "sqlite:////var/mlflow/runs.db"
 registry_uri = "sqlite:///registry.db"
 
@@ -208,7 +208,9 @@ def test_environment_chosen_by_argument_then_variable_then_default(config, monke
 
 
 def test_default_environment_from_project(write_config):
-    text = FULL_CONFIG.replace('package = "iris_classifier"', 'package = "iris_classifier"\ndefault_environment = "dev"')
+    text = FULL_CONFIG.replace(
+        'package = "iris_classifier"', 'package = "iris_classifier"\ndefault_environment = "dev"'
+    )
     config = load_config(write_config(text))
     assert config.default_environment == "dev"
     assert config.environment().name == "dev"
@@ -225,7 +227,9 @@ def test_unknown_environment_lists_the_valid_ones(config, monkeypatch):
 
 
 def test_undefined_default_environment_is_an_error(write_config):
-    text = FULL_CONFIG.replace('package = "iris_classifier"', 'package = "iris_classifier"\ndefault_environment = "prod"')
+    text = FULL_CONFIG.replace(
+        'package = "iris_classifier"', 'package = "iris_classifier"\ndefault_environment = "prod"'
+    )
     message = config_error(write_config, text)
     assert "default_environment 'prod' is not defined" in message
     assert "dev, local" in message
@@ -310,7 +314,11 @@ def test_unknown_key_in_the_gate(write_config):
     [
         ("min = 1", 'min = "high"', "[model.gate] min must be a number, got str 'high'"),
         ("min = 1", "min = true", "[model.gate] min must be a number, got bool True"),
-        ("beat_champion = false", 'beat_champion = "no"', "[model.gate] beat_champion must be true or false, got str 'no'"),
+        (
+            "beat_champion = false",
+            'beat_champion = "no"',
+            "[model.gate] beat_champion must be true or false, got str 'no'",
+        ),
         ('cpu = "3"', "cpu = 3", "[steps.train_model.resources] cpu must be a string, got int 3"),
         ("gpu = 1", "gpu = true", "[steps.train_model.resources] gpu must be an integer, got bool True"),
         ('aws_region = "eu-west-1"', "aws_region = 1", "[environments.dev] aws_region must be a string, got int 1"),
@@ -351,7 +359,9 @@ def test_empty_environments(write_config):
 
 
 def test_table_expected_but_value_given(write_config):
-    message = config_error(write_config, "params = 3\n" + FULL_CONFIG.replace('[params]\ntarget = "species"\nseed = 42\n', ""))
+    message = config_error(
+        write_config, "params = 3\n" + FULL_CONFIG.replace('[params]\ntarget = "species"\nseed = 42\n', "")
+    )
     assert "'params' must be a table ([params]), not int" in message
 
 

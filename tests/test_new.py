@@ -43,9 +43,16 @@ EXPECTED_FILES = [
 ]
 
 _GIT_IDENTITY_VARS = (
-    "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_AUTHOR_DATE",
-    "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_COMMITTER_DATE",
-    "EMAIL", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE",
+    "GIT_AUTHOR_NAME",
+    "GIT_AUTHOR_EMAIL",
+    "GIT_AUTHOR_DATE",
+    "GIT_COMMITTER_NAME",
+    "GIT_COMMITTER_EMAIL",
+    "GIT_COMMITTER_DATE",
+    "EMAIL",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
 )
 
 
@@ -72,7 +79,9 @@ def rendered(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         _isolate_git(mp, base / "home")
         result = CliRunner().invoke(
-            main, ["new", "churn-model", "--directory", str(base / "churn"), "--package", "churner"], catch_exceptions=False
+            main,
+            ["new", "churn-model", "--directory", str(base / "churn"), "--package", "churner"],
+            catch_exceptions=False,
         )
     assert result.exit_code == 0, result.output
     assert f"Created project churn-model in {base / 'churn'}" in result.output
@@ -84,7 +93,11 @@ def git(project: Path, *args: str) -> str:
 
 
 def project_files(project: Path) -> list[str]:
-    return sorted(p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file() and ".git" not in p.relative_to(project).parts)
+    return sorted(
+        p.relative_to(project).as_posix()
+        for p in project.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(project).parts
+    )
 
 
 def expected(pkg: str) -> list[str]:
@@ -102,9 +115,13 @@ def test_the_expected_files_are_the_templates_files(rendered):
     # Guards the list above: every template file is rendered, under its rendered name.
     template = template_path() / "project"
     sources = {
-        p.relative_to(template).as_posix().removesuffix(".jinja")
-        .replace("{{package_name}}", "churner").replace("{{_copier_conf.answers_file}}", ".copier-answers.yml")
-        for p in template.rglob("*") if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
+        p.relative_to(template)
+        .as_posix()
+        .removesuffix(".jinja")
+        .replace("{{package_name}}", "churner")
+        .replace("{{_copier_conf.answers_file}}", ".copier-answers.yml")
+        for p in template.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
     }
     assert sorted(sources) == project_files(rendered)
 
@@ -159,7 +176,10 @@ def test_one_commit_and_a_clean_work_tree_without_a_git_identity(rendered):
     assert git(rendered, "rev-list", "--count", "HEAD").strip() == "1"
     assert git(rendered, "status", "--porcelain", "--untracked-files=all") == ""
     assert git(rendered, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
-    assert git(rendered, "log", "-1", "--format=%an <%ae>|%s").strip() == "mlops <mlops@localhost>|Start project from mlops-template"
+    assert (
+        git(rendered, "log", "-1", "--format=%an <%ae>|%s").strip()
+        == "mlops <mlops@localhost>|Start project from mlops-template"
+    )
     committed = sorted(git(rendered, "ls-files").splitlines())
     assert committed == expected("churner")
 
@@ -211,7 +231,9 @@ def test_refuses_a_folder_that_is_not_empty(tmp_path):
     target = tmp_path / "busy"
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
-    refused(["churn", "-d", str(target)], f"{target} already exists and is not empty; choose a new folder with --directory")
+    refused(
+        ["churn", "-d", str(target)], f"{target} already exists and is not empty; choose a new folder with --directory"
+    )
     assert [p.name for p in target.iterdir()] == ["notes.txt"]
     assert (target / "notes.txt").read_text() == "keep me"
 
@@ -247,7 +269,10 @@ def test_refuses_a_package_that_would_shadow_a_module(tmp_path, package):
 
 
 def test_refuses_a_name_whose_default_package_would_shadow_a_module(tmp_path):
-    refused(["json", "-d", str(tmp_path / "p")], "package name 'json' would shadow an existing module; choose another with --package")
+    refused(
+        ["json", "-d", str(tmp_path / "p")],
+        "package name 'json' would shadow an existing module; choose another with --package",
+    )
     assert not (tmp_path / "p").exists()
 
 

@@ -92,7 +92,10 @@ def keyword_only(ctx, *, limit):
     ("func", "message"),
     [
         (no_args, "step 'no_args' must take exactly one argument (the StepContext, by position), it takes 0"),
-        (two_args, "step 'two_args' must take exactly one argument (the StepContext, by position), it takes 2 (ctx, other)"),
+        (
+            two_args,
+            "step 'two_args' must take exactly one argument (the StepContext, by position), it takes 2 (ctx, other)",
+        ),
         (keyword_only, "step 'keyword_only' must take exactly one argument (the StepContext, by position), it takes 2"),
     ],
 )
@@ -116,7 +119,10 @@ def test_select_nothing_means_all(names):
 def test_select_keeps_pipeline_order():
     pipeline = Pipeline(FOUR)
     assert [s.name for s in pipeline.select(["predict", "make_data"])] == ["make_data", "predict"]
-    assert [s.name for s in pipeline.select(["train_model", "feat_data", "train_model"])] == ["feat_data", "train_model"]
+    assert [s.name for s in pipeline.select(["train_model", "feat_data", "train_model"])] == [
+        "feat_data",
+        "train_model",
+    ]
 
 
 def test_select_one_name_as_a_string():
@@ -160,7 +166,7 @@ name = "{name}"
 package = "tiny"
 
 [environments.local]
-storage = "{tmp_path / 'storage'}"
+storage = "{tmp_path / "storage"}"
 tracking_uri = "{shared_db}"
 
 [params]
@@ -187,7 +193,11 @@ def pipeline_runs(tracking_uri: str, experiment: str):
 
 
 def dataset_inputs(run, context: str):
-    return [i.dataset for i in run.inputs.dataset_inputs if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == context]
+    return [
+        i.dataset
+        for i in run.inputs.dataset_inputs
+        if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == context
+    ]
 
 
 def make(ctx: StepContext) -> None:
@@ -241,7 +251,9 @@ def test_runner_runs_only_the_selected_step(tiny_project, shared_db):
     parents, children = pipeline_runs(shared_db, config.name)
     assert parents[-1].info.run_id == result.run_id
     assert parents[-1].data.tags["mlops.steps"] == "use"
-    assert [c.data.tags["mlops.step"] for c in children if c.data.tags["mlflow.parentRunId"] == result.run_id] == ["use"]
+    assert [c.data.tags["mlops.step"] for c in children if c.data.tags["mlflow.parentRunId"] == result.run_id] == [
+        "use"
+    ]
 
 
 def test_unknown_step_fails_before_any_run(tiny_project, shared_db):
@@ -277,7 +289,10 @@ def test_failing_step_fails_its_run_and_the_parent_and_stops_the_pipeline(tiny_p
 
     parents, children = pipeline_runs(shared_db, config.name)
     assert [p.info.status for p in parents] == ["FAILED"]
-    assert [(c.data.tags["mlops.step"], c.info.status) for c in children] == [("first", "FINISHED"), ("explode", "FAILED")]
+    assert [(c.data.tags["mlops.step"], c.info.status) for c in children] == [
+        ("first", "FINISHED"),
+        ("explode", "FAILED"),
+    ]
     client = MlflowClient(tracking_uri=shared_db)
     assert "explode.error.log" in [a.path for a in client.list_artifacts(children[1].info.run_id)]
 
@@ -341,7 +356,10 @@ def test_failed_export_unregisters_the_version_and_keeps_the_old_champion(tiny_p
 
     monkeypatch.setattr(LocalStorage, "upload_dir", full_disk)
     with pytest.raises(StepError, match="no space left"):
-        run_pipeline(Pipeline([_train_tiny]), replace(config, model=replace(config.model, gate=replace(config.model.gate, beat_champion=False))))
+        run_pipeline(
+            Pipeline([_train_tiny]),
+            replace(config, model=replace(config.model, gate=replace(config.model.gate, beat_champion=False))),
+        )
 
     assert [str(v.version) for v in client.search_model_versions(f"name='{config.model.name}'")] == ["1"]
     assert str(client.get_model_version_by_alias(config.model.name, "champion").version) == "1"

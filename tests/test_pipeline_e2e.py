@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -38,7 +36,9 @@ def pipeline_runs(client: MlflowClient, name: str):
     experiment = client.get_experiment_by_name(name)
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = {p.info.run_id: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents}
+    children = {
+        p.info.run_id: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents
+    }
     return parents, children
 
 
@@ -80,7 +80,11 @@ def test_training_run_has_params_metrics_figure_and_training_data(trained):
     assert "confusion_matrix.png" in [a.path for a in client.list_artifacts(train.info.run_id)]
     assert train.data.tags["mlops.gate"] == "passed"
 
-    training = [i for i in train.inputs.dataset_inputs if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == "training"]
+    training = [
+        i
+        for i in train.inputs.dataset_inputs
+        if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == "training"
+    ]
     assert [i.dataset.name for i in training] == ["featurized"]
     stored = (project / "data" / "datasets" / "featurized.parquet").read_bytes()
     assert training[0].dataset.digest == content_id(stored)
@@ -219,7 +223,11 @@ def test_python_module_entry_point_runs_one_step(trained):
     project, _ = trained
     result = subprocess.run(
         [sys.executable, "-m", "iris_e2e.main", "--step", "make_data", "--environment", "local"],
-        cwd=project, env=_project_env(project), capture_output=True, text=True, timeout=120,
+        cwd=project,
+        env=_project_env(project),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     parents, children = pipeline_runs(client_for(project), "iris-e2e")
@@ -231,7 +239,11 @@ def test_python_module_entry_point_reports_errors_in_one_line(trained):
     project, _ = trained
     result = subprocess.run(
         [sys.executable, "-m", "iris_e2e.main", "--step", "nope"],
-        cwd=project, env=_project_env(project), capture_output=True, text=True, timeout=120,
+        cwd=project,
+        env=_project_env(project),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert "unknown step 'nope'" in result.stderr and "Traceback" not in result.stderr
@@ -244,7 +256,11 @@ def test_mlproject_entry_point_runs_under_mlflow_run(trained):
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     result = subprocess.run(
         [str(mlflow_cli), "run", ".", "-e", "feat_data", "--env-manager", "local", "--experiment-name", "iris-e2e"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     parents, children = pipeline_runs(client_for(project), "iris-e2e")
@@ -268,7 +284,11 @@ def test_rendered_project_tests_pass(tmp_path):
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "5 passed" in result.stdout
@@ -284,7 +304,7 @@ def test_runs_lists_pipeline_runs_newest_first_with_gate_and_version(trained):
     lines = [line for line in result.output.splitlines() if line.strip() and not line.strip().startswith("run ")]
     ids = [line.split()[0] for line in lines]
     assert ids == [p.info.run_id for p in reversed(parents)]
-    first = dict(zip(ids, lines))[parents[0].info.run_id]
+    first = dict(zip(ids, lines, strict=True))[parents[0].info.run_id]
     assert "passed" in first and "v1" in first and "make_data,feat_data,train_model,predict" in first
 
 
@@ -292,8 +312,22 @@ def test_models_and_promote_move_the_champion(tmp_path):
     project = new_project("promote-me", directory=tmp_path / "promote-me")
     set_gate(project, 'gate = { metric = "f1", min = 0.5, beat_champion = false }')
     for depth in ("5", "1"):
-        assert run_cli("run", "--project", str(project), "--step", "make_data", "--step", "feat_data",
-                       "--step", "train_model", "-P", f"max_depth={depth}").exit_code == 0
+        assert (
+            run_cli(
+                "run",
+                "--project",
+                str(project),
+                "--step",
+                "make_data",
+                "--step",
+                "feat_data",
+                "--step",
+                "train_model",
+                "-P",
+                f"max_depth={depth}",
+            ).exit_code
+            == 0
+        )
     client = client_for(project)
     assert str(client.get_model_version_by_alias("promote-me", "champion").version) == "2"
 

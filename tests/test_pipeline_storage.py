@@ -33,7 +33,8 @@ def test_pipeline_runs_unchanged_on_s3_and_keeps_secrets_out_of_mlflow(tmp_path,
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]}
     client = MlflowClient(f"sqlite:///{project / 'mlruns.db'}")
     parent = next(
-        r for r in client.search_runs([client.get_experiment_by_name("iris-s3").experiment_id])
+        r
+        for r in client.search_runs([client.get_experiment_by_name("iris-s3").experiment_id])
         if "mlflow.parentRunId" not in r.data.tags
     )
     assert {

@@ -51,7 +51,9 @@ def _wait_for_health(base: str, process: subprocess.Popen, log: Path) -> None:
         except OSError:
             pass
         time.sleep(0.25)
-    raise AssertionError(f"`mlops ui` did not answer on {base}/health within {_START_TIMEOUT:.0f}s:\n{log.read_text()[-3000:]}")
+    raise AssertionError(
+        f"`mlops ui` did not answer on {base}/health within {_START_TIMEOUT:.0f}s:\n{log.read_text()[-3000:]}"
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -106,7 +108,11 @@ def ui_server(project, tmp_path_factory):
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(mlops), "ui", "--port", str(port), "--project", str(project)],
-            cwd=project.parent, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=project.parent,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         base = f"http://127.0.0.1:{port}"

@@ -74,7 +74,9 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("--directory", "-d", type=click.Path(file_okay=False, path_type=Path), help="Target folder [default: ./NAME].")
+@click.option(
+    "--directory", "-d", type=click.Path(file_okay=False, path_type=Path), help="Target folder [default: ./NAME]."
+)
 @click.option("--package", "-p", help="Python package name [default: NAME with '-' as '_'].")
 def new(name: str, directory: Path | None, package: str | None) -> None:
     """Render a new project NAME, ready to run (`cd NAME && mlops run`)."""
@@ -86,16 +88,31 @@ def new(name: str, directory: Path | None, package: str | None) -> None:
     console.print(f"Next: [bold]cd {target} && mlops run[/]")
 
 
-_step_option = click.option("--step", "-s", "steps", multiple=True, help="Run only this step (repeatable); default: all.")
-_env_option = click.option("--environment", "-e", help="Environment from mlops.toml [default: MLOPS_ENVIRONMENT or local].")
-_param_option = click.option("-P", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Override a step param (STEP.KEY=VALUE for one step).")
+_step_option = click.option(
+    "--step", "-s", "steps", multiple=True, help="Run only this step (repeatable); default: all."
+)
+_env_option = click.option(
+    "--environment", "-e", help="Environment from mlops.toml [default: MLOPS_ENVIRONMENT or local]."
+)
+_param_option = click.option(
+    "-P",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a step param (STEP.KEY=VALUE for one step).",
+)
 
 
 @main.command()
 @_step_option
 @_env_option
 @_param_option
-@click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder [default: the one holding the nearest mlops.toml].")
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Project folder [default: the one holding the nearest mlops.toml].",
+)
 def run(steps: tuple[str, ...], environment: str | None, params: tuple[str, ...], project: Path | None) -> None:
     """Run the pipeline, or some steps, as one tracked pipeline run."""
     from .config import load_config
@@ -130,9 +147,7 @@ def _run(pipeline: Pipeline, config, steps, environment, params) -> PipelineResu
     result = run_pipeline(
         pipeline, config, steps=list(steps), environment=environment, overrides=parse_overrides(params), on_step=on_step
     )
-    console.print(
-        f"Finished in {time.perf_counter() - started:.1f} s; tracked in {escape(result.tracking_uri)}"
-    )
+    console.print(f"Finished in {time.perf_counter() - started:.1f} s; tracked in {escape(result.tracking_uri)}")
     console.print(f"See it: [bold]mlops ui[/] then open #/experiments/{result.experiment_id}/runs")
     return result
 
@@ -204,8 +219,15 @@ def runs(environment: str | None, limit: int, project: Path | None) -> None:
         commit = run.git_commit[:8] + ("+dirty" if run.git_dirty == "true" else "")
         value = run.metrics.get(metric)
         table.add_row(
-            run.run_id, f"{run.started:%Y-%m-%d %H:%M:%S}", run.status, run.environment, ",".join(run.steps),
-            commit, "" if value is None else f"{value:.4f}", run.gate or "", f"v{run.model_version}" if run.model_version else "",
+            run.run_id,
+            f"{run.started:%Y-%m-%d %H:%M:%S}",
+            run.status,
+            run.environment,
+            ",".join(run.steps),
+            commit,
+            "" if value is None else f"{value:.4f}",
+            run.gate or "",
+            f"v{run.model_version}" if run.model_version else "",
         )
     _console().print(table)
 
@@ -226,8 +248,14 @@ def models(environment: str | None, project: Path | None) -> None:
     metric = config.model.gate.metric
     table = Table("version", "aliases", metric, "run", "data it was trained with", box=None)
     for v in list_versions(client(), config.model.name, metric=metric):
-        data = ", ".join(f"{k.removeprefix(TAG_DATA_PREFIX)}={val}" for k, val in sorted(v.tags.items()) if k.startswith(TAG_DATA_PREFIX))
-        table.add_row(f"v{v.version}", ", ".join(v.aliases), "" if v.metric is None else f"{v.metric:.4f}", v.run_id or "", data)
+        data = ", ".join(
+            f"{k.removeprefix(TAG_DATA_PREFIX)}={val}"
+            for k, val in sorted(v.tags.items())
+            if k.startswith(TAG_DATA_PREFIX)
+        )
+        table.add_row(
+            f"v{v.version}", ", ".join(v.aliases), "" if v.metric is None else f"{v.metric:.4f}", v.run_id or "", data
+        )
     _console().print(f"[bold]{config.model.name}[/]")
     _console().print(table)
 

@@ -238,8 +238,7 @@ def _check_table(table: dict[str, Any], schema: dict[str, type], path: Path, whe
             ok = isinstance(value, int | float) and not isinstance(value, bool)
         if not ok:
             raise ConfigError(
-                f"{path}: [{where}] {key} must be {_type_name(expected)}, "
-                f"got {type(value).__name__} {value!r}"
+                f"{path}: [{where}] {key} must be {_type_name(expected)}, got {type(value).__name__} {value!r}"
             )
 
 
@@ -263,7 +262,7 @@ def _resolve_paths(env: Environment, root: Path) -> Environment:
 def _absolute_sqlite(uri: str, root: Path) -> str:
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str((root / uri[len(prefix):]).resolve())
+        return prefix + str((root / uri[len(prefix) :]).resolve())
     return uri
 
 

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .config import Config, Environment
-from .datasets import content_id, dataset_key, validate_name
-from .errors import StorageError, StepError
+from .datasets import content_id, dataset_key
+from .errors import StorageError
 from .storage import Storage
+from .storage.base import parse_table
 from .tracking import TAG_DATA_PREFIX, TAG_GATE, TAG_GATE_REASON, TAG_MODEL_SHA256
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class StepContext:
                 "run the step that writes it first (or the whole pipeline)"
             )
         data = self.storage.read_bytes(key)
-        df = _parquet(data, self.storage.uri(key))
+        df = parse_table(data, self.storage.uri(key))
         self._log_dataset(name, df, content_id(data), key, context)
         return df
 
@@ -76,10 +77,12 @@ class StepContext:
 
         keys = self._raw_keys()
         if not keys:
-            raise StorageError(f"no .csv or .parquet files under {self.storage.uri(RAW_PREFIX)}/; add some or drop read_raw()")
-        frames = [self.storage.read_table(k) for k in keys]
-        df = pd.concat(frames, ignore_index=True)
-        self._log_dataset("raw", df, content_id(b"".join(self.storage.read_bytes(k) for k in keys)), RAW_PREFIX, "input")
+            raise StorageError(
+                f"no .csv or .parquet files under {self.storage.uri(RAW_PREFIX)}/; add some or drop read_raw()"
+            )
+        files = {k: self.storage.read_bytes(k) for k in keys}
+        df = pd.concat([parse_table(data, self.storage.uri(k)) for k, data in files.items()], ignore_index=True)
+        self._log_dataset("raw", df, content_id(b"".join(files.values())), RAW_PREFIX, "input")
         return df
 
     def _raw_keys(self) -> list[str]:
@@ -145,7 +148,9 @@ class StepContext:
             self.config.model.gate,
             metrics,
             champion_version=current.version if current else None,
-            champion_value=registry.champion_metric(client, current, self.config.model.gate.metric) if current else None,
+            champion_value=registry.champion_metric(client, current, self.config.model.gate.metric)
+            if current
+            else None,
         )
         mlflow.set_tags({TAG_GATE: "passed" if decision.passed else "failed", TAG_GATE_REASON: decision.reason})
         if decision.passed:
@@ -184,7 +189,12 @@ class StepContext:
             return
         import mlflow
 
-        mlflow.set_tags({TAG_GATE: "failed", TAG_GATE_REASON: f"the step failed after the gate passed ({error}); nothing registered"})
+        mlflow.set_tags(
+            {
+                TAG_GATE: "failed",
+                TAG_GATE_REASON: f"the step failed after the gate passed ({error}); nothing registered",
+            }
+        )
 
     def load_champion(self) -> registry.Champion:
         """The registry's champion, verified against its recorded sha256."""
@@ -197,7 +207,6 @@ class StepContext:
 
     def write_predictions(self, df: pd.DataFrame) -> str:
         """Store predictions as `predictions/<pipeline-run-id>.parquet`; returns its URI."""
-        import mlflow
 
         key = f"predictions/{self.pipeline_run_id}.parquet"
         data = self.storage.write_table(key, df)
@@ -218,17 +227,3 @@ def _log_input(df: pd.DataFrame, uri: str, name: str, digest: str, context: str)
         # A hint about model input schemas, not about a stored dataset.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         mlflow.log_input(mlflow.data.from_pandas(df, source=uri, name=name, digest=digest), context=context)
-
-
-def _parquet(data: bytes, uri: str) -> pd.DataFrame:
-    import io
-
-    import pandas as pd
-
-    try:
-        return pd.read_parquet(io.BytesIO(data))
-    except Exception as exc:
-        raise StorageError(f"{uri}: not a readable parquet file ({exc}); re-run the step that writes it") from exc
-
-
-__all__ = ["StepContext", "StepError", "validate_name"]

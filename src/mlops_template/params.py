@@ -22,7 +22,9 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"param '{item}' is not KEY=VALUE; write it as -P max_depth=3 or -P train_model.max_depth=3")
+            raise ConfigError(
+                f"param '{item}' is not KEY=VALUE; write it as -P max_depth=3 or -P train_model.max_depth=3"
+            )
         overrides[key.strip()] = parse_value(value.strip())
     return overrides
 

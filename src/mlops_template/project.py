@@ -27,7 +27,5 @@ def load_pipeline(config: Config) -> Pipeline:
         raise ProjectError(f"{module_name}: cannot import '{exc.name}'; install it (pip install {exc.name})") from exc
     pipeline = getattr(module, "pipeline", None)
     if not isinstance(pipeline, Pipeline):
-        raise ProjectError(
-            f"{module_name} has no `pipeline = Pipeline([...])`; define one listing the steps in order"
-        )
+        raise ProjectError(f"{module_name} has no `pipeline = Pipeline([...])`; define one listing the steps in order")
     return pipeline

@@ -83,7 +83,9 @@ def run_pipeline(
     # Take it out of the environment, or every nested start_run would resume it too.
     parent_id = os.environ.pop("MLFLOW_RUN_ID", None)
     try:
-        with mlflow.start_run(run_id=parent_id, experiment_id=None if parent_id else experiment_id, tags=tags) as parent:
+        with mlflow.start_run(
+            run_id=parent_id, experiment_id=None if parent_id else experiment_id, tags=tags
+        ) as parent:
             if parent_id:
                 mlflow.set_tags(tags)
             result = PipelineResult(

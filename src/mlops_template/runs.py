@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .config import Config, Environment
 from .tracking import TAG_ENVIRONMENT, TAG_GATE, TAG_GIT_COMMIT, TAG_GIT_DIRTY, TAG_STEP, TAG_STEPS, connect
@@ -46,7 +46,7 @@ def list_runs(config: Config, env: Environment, *, limit: int = 20) -> list[Pipe
         result.append(
             PipelineRun(
                 run_id=parent.info.run_id,
-                started=datetime.fromtimestamp(parent.info.start_time / 1000, tz=timezone.utc),
+                started=datetime.fromtimestamp(parent.info.start_time / 1000, tz=UTC),
                 status=parent.info.status,
                 environment=tags.get(TAG_ENVIRONMENT, "?"),
                 steps=tags.get(TAG_STEPS, "").split(","),

@@ -85,7 +85,7 @@ def _artifact_location(env: Environment) -> str | None:
     """Beside a SQLite file, artifacts go to `mlruns/` next to it rather than under the cwd."""
     prefix = "sqlite:///"
     if env.tracking_uri.startswith(prefix):
-        return (Path(env.tracking_uri[len(prefix):]).parent / "mlruns").as_uri()
+        return (Path(env.tracking_uri[len(prefix) :]).parent / "mlruns").as_uri()
     return None
 
 
@@ -141,9 +141,7 @@ def git_state(root: Path) -> GitState:
 
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(
-                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
-            )
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
         except (OSError, subprocess.SubprocessError):
             return None
         return out.stdout.strip()

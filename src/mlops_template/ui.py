@@ -12,7 +12,20 @@ from .errors import TrackingError
 
 def ui_command(env: Environment, *, port: int, host: str = "127.0.0.1") -> list[str]:
     """The `mlflow ui` command line for an environment's store: one worker, as it serves one person."""
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", env.tracking_uri, "--host", host, "--port", str(port), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        env.tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     if env.registry_uri:
         cmd += ["--registry-store-uri", env.registry_uri]
     return cmd

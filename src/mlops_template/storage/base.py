@@ -73,15 +73,7 @@ class Storage:
     # -- tables ----------------------------------------------------------------
     def read_table(self, key: str) -> pd.DataFrame:
         """Read a parquet or CSV file (by suffix) into a DataFrame."""
-        import pandas as pd
-
-        data = io.BytesIO(self.read_bytes(key))
-        try:
-            if key.endswith(".csv"):
-                return pd.read_csv(data)
-            return pd.read_parquet(data)
-        except Exception as exc:
-            raise StorageError(f"{self.uri(key)}: cannot be read as a table ({exc}); is the file complete?") from exc
+        return parse_table(self.read_bytes(key), self.uri(key))
 
     def write_table(self, key: str, df: pd.DataFrame) -> bytes:
         """Write a DataFrame as parquet, atomically; returns the bytes written (for hashing)."""
@@ -104,3 +96,15 @@ class Storage:
             raise
         except Exception as exc:  # botocore/aiohttp failures carry many types
             raise StorageError(f"{self.uri(key)}: storage failed ({type(exc).__name__}: {exc})") from exc
+
+
+def parse_table(data: bytes, uri: str) -> pd.DataFrame:
+    """A DataFrame from a stored file's bytes: CSV when `uri` ends in .csv, else parquet."""
+    import pandas as pd
+
+    try:
+        if uri.endswith(".csv"):
+            return pd.read_csv(io.BytesIO(data))
+        return pd.read_parquet(io.BytesIO(data))
+    except Exception as exc:
+        raise StorageError(f"{uri}: cannot be read as a table ({exc}); is the file complete?") from exc

@@ -31,4 +31,6 @@ class LocalStorage(Storage):
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise StorageError(f"{target}: cannot be written ({exc.strerror or exc}); check the folder's permissions and free space") from exc
+            raise StorageError(
+                f"{target}: cannot be written ({exc.strerror or exc}); check the folder's permissions and free space"
+            ) from exc
