@@ -148,7 +148,7 @@ def _run(pipeline: Pipeline, config, steps, environment, params) -> PipelineResu
         pipeline, config, steps=list(steps), environment=environment, overrides=parse_overrides(params), on_step=on_step
     )
     console.print(f"Finished in {time.perf_counter() - started:.1f} s; tracked in {escape(result.tracking_uri)}")
-    console.print(f"See it: [bold]mlops ui[/] then open #/experiments/{result.experiment_id}/runs")
+    console.print(f"See it: [bold]mlops ui[/], then http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs")
     return result
 
 
