@@ -148,7 +148,11 @@ def _run(pipeline: Pipeline, config, steps, environment, params) -> PipelineResu
         pipeline, config, steps=list(steps), environment=environment, overrides=parse_overrides(params), on_step=on_step
     )
     console.print(f"Finished in {time.perf_counter() - started:.1f} s; tracked in {escape(result.tracking_uri)}")
-    console.print(f"See it: [bold]mlops ui[/], then http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs")
+    runs_page = f"#/experiments/{result.experiment_id}/runs"
+    if result.tracking_uri.startswith(("http://", "https://")):
+        console.print(f"See it: {result.tracking_uri.rstrip('/')}/{runs_page}")
+    else:
+        console.print(f"See it: [bold]mlops ui[/], then http://127.0.0.1:5000/{runs_page}")
     return result
 
 
