@@ -211,6 +211,10 @@ def test_failing_step_stops_the_pipeline_and_points_at_its_log(tmp_path):
     assert client.search_registered_models() == []
 
 
+def run_in(project: Path, command: list[str], *, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+
+
 def _project_env(project: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
@@ -221,13 +225,10 @@ def _project_env(project: Path) -> dict[str, str]:
 
 def test_python_module_entry_point_runs_one_step(trained):
     project, _ = trained
-    result = subprocess.run(
+    result = run_in(
+        project,
         [sys.executable, "-m", "iris_e2e.main", "--step", "make_data", "--environment", "local"],
-        cwd=project,
         env=_project_env(project),
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     parents, children = pipeline_runs(client_for(project), "iris-e2e")
@@ -237,14 +238,7 @@ def test_python_module_entry_point_runs_one_step(trained):
 
 def test_python_module_entry_point_reports_errors_in_one_line(trained):
     project, _ = trained
-    result = subprocess.run(
-        [sys.executable, "-m", "iris_e2e.main", "--step", "nope"],
-        cwd=project,
-        env=_project_env(project),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_in(project, [sys.executable, "-m", "iris_e2e.main", "--step", "nope"], env=_project_env(project))
     assert result.returncode == 1
     assert "unknown step 'nope'" in result.stderr and "Traceback" not in result.stderr
 
@@ -254,13 +248,10 @@ def test_mlproject_entry_point_runs_under_mlflow_run(trained):
     env = _project_env(project)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlruns.db'}"
     mlflow_cli = Path(sys.executable).parent / "mlflow"
-    result = subprocess.run(
+    result = run_in(
+        project,
         [str(mlflow_cli), "run", ".", "-e", "feat_data", "--env-manager", "local", "--experiment-name", "iris-e2e"],
-        cwd=project,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     parents, children = pipeline_runs(client_for(project), "iris-e2e")
@@ -282,14 +273,7 @@ def test_rendered_project_tests_pass(tmp_path):
     project = new_project("own-tests", directory=tmp_path / "own-tests")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "PYTEST_"))}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_in(project, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], env=env)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "5 passed" in result.stdout
     # The project's tests ran in their own storage: the project folder gained no run output.
