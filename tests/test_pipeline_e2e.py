@@ -67,6 +67,7 @@ def test_full_run_is_one_parent_with_a_child_per_step(trained):
     steps = [c.data.tags["mlops.step"] for c in children[parent.info.run_id]]
     assert steps == ["make_data", "feat_data", "train_model", "predict"]
     assert parent.info.run_id in output
+    assert "iris_e2e.make_data: 149 rows kept, 1 duplicate or unlabelled dropped" in output  # ctx.log is shown
 
 
 def test_training_run_has_params_metrics_figure_and_training_data(trained):

@@ -133,6 +133,7 @@ def _run(pipeline: Pipeline, config, steps, environment, params) -> PipelineResu
     console = _console()
     started = time.perf_counter()
     _quiet_mlflow()
+    _show_step_logs(config.package)
 
     def on_step(run: PipelineResult, step: StepResult | None) -> None:
         if step is None:
@@ -165,6 +166,24 @@ def _quiet_mlflow() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # It warns that pip is missing from uv-made environments; requirements are pinned explicitly anyway.
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+
+
+def _show_step_logs(package: str) -> None:
+    """Print what steps log through `ctx.log` (the project package's loggers) at INFO and above."""
+    import logging
+
+    class CurrentStderr(logging.StreamHandler):
+        """Writes to whatever `sys.stderr` is at the time, so repeated runs in one process all show."""
+
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    logger = logging.getLogger(package)
+    if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
+        handler = CurrentStderr()
+        handler.setFormatter(logging.Formatter("    %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 
 def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:

@@ -5,8 +5,9 @@ from mlops_template import StepContext
 
 
 def make_data(ctx: StepContext) -> None:
-    df = ctx.read_raw() if ctx.has_raw() else bundled_iris()
-    df = clean(df, target=ctx.params["target"])
+    raw = ctx.read_raw() if ctx.has_raw() else bundled_iris()
+    df = clean(raw, target=ctx.params["target"])
+    ctx.log.info("%d rows kept, %d duplicate or unlabelled dropped", len(df), len(raw) - len(df))
     ctx.write("processed", df)
 
 
