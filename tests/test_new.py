@@ -291,3 +291,22 @@ def test_library_raises_project_error_before_writing(tmp_path):
     with pytest.raises(ProjectError, match="would shadow"):
         new_project("ok", directory=tmp_path / "p", package="json")
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_failure_after_rendering_leaves_nothing_behind(tmp_path, monkeypatch, existed):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    git = fake_bin / "git"
+    git.write_text("#!/bin/sh\necho 'fatal: disk quota exceeded' >&2\nexit 128\n")
+    git.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    target = tmp_path / "churn"
+    if existed:
+        target.mkdir()
+
+    result = CliRunner().invoke(main, ["new", "churn", "-d", str(target)])
+
+    assert result.exit_code == 1
+    assert "git could not record the new project" in result.output and "disk quota exceeded" in result.output
+    assert (list(target.iterdir()) == []) if existed else not target.exists()

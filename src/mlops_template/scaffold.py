@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -64,12 +65,28 @@ def new_project(name: str, *, directory: str | Path | None = None, package: str 
     from copier import run_copy
 
     data = {"project_name": name, "package_name": package, "mlops_version": _version()}
+    existed = target.exists()
     try:
-        run_copy(str(template_path()), target, data=data, defaults=True, quiet=True, unsafe=False)
-    except Exception as exc:
-        raise ProjectError(f"rendering the template into {target} failed ({exc})") from exc
-    _git_init(target)
+        try:
+            run_copy(str(template_path()), target, data=data, defaults=True, quiet=True, unsafe=False)
+        except Exception as exc:
+            raise ProjectError(f"rendering the template into {target} failed ({exc})") from exc
+        _git_init(target)
+    except BaseException:
+        _remove_partial(target, keep_folder=existed)  # a failed `new` leaves nothing behind
+        raise
     return target
+
+
+def _remove_partial(target: Path, *, keep_folder: bool) -> None:
+    if not keep_folder:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for child in target.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _version() -> str:

@@ -1,0 +1,5 @@
+"""`python -m mlops_template` is the `mlops` command."""
+
+from .cli import entry
+
+entry()
