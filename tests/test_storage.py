@@ -251,3 +251,45 @@ def test_repr_and_str_carry_no_secret(s3_bucket, s3_endpoint, monkeypatch, tmp_p
             assert "AKIAEXAMPLEKEYID0001" not in text
     assert repr(s3) == f"S3Storage('s3://{s3_bucket}/p')"
     assert repr(local) == f"LocalStorage({str(tmp_path.resolve())!r})"
+
+
+@pytest.fixture
+def aws_files(tmp_path, monkeypatch):
+    """A private ~/.aws for the test: no profiles unless the test writes some, no ambient credentials."""
+    config, credentials = tmp_path / "aws-config", tmp_path / "aws-credentials"
+    config.write_text("")
+    credentials.write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return config, credentials
+
+
+def test_s3_uses_the_environments_named_profile(s3_bucket, s3_endpoint, aws_files, monkeypatch):
+    config, credentials = aws_files
+    config.write_text("[profile ml-dev]\nregion = us-east-1\n")
+    credentials.write_text("[ml-dev]\naws_access_key_id = profile-key\naws_secret_access_key = profile-secret\n")
+    store = open_storage(environment(f"s3://{s3_bucket}/p", aws_profile="ml-dev", s3_endpoint_url=s3_endpoint))
+    store.write_bytes("a.txt", b"via profile")
+    assert store.read_bytes("a.txt") == b"via profile"
+    assert "profile-secret" not in repr(store)
+
+
+def test_s3_profile_missing_on_this_machine_is_a_config_error(aws_files):
+    with pytest.raises(ConfigError) as excinfo:
+        open_storage(environment("s3://bucket/p", aws_profile="ml-dev"))
+    assert str(excinfo.value) == (
+        "environment 'test': AWS profile 'ml-dev' is not defined on this machine; "
+        "create it (aws configure --profile ml-dev) or provide credentials through AWS_* variables"
+    )
+
+
+def test_s3_profile_missing_is_skipped_when_credentials_come_from_the_environment(
+    s3_bucket, s3_endpoint, aws_files, monkeypatch
+):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "pod-role-key")  # as a pod or CI job hands them over
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "pod-role-secret")
+    store = open_storage(environment(f"s3://{s3_bucket}/p", aws_profile="ml-dev", s3_endpoint_url=s3_endpoint))
+    store.write_bytes("b.txt", b"via ambient credentials")
+    assert store.exists("b.txt")

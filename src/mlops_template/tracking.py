@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .aws import usable_profile
 from .config import Config, Environment
 from .errors import TrackingError
 
@@ -99,8 +100,9 @@ def _export_artifact_settings(env: Environment) -> None:
     """MLflow's S3 artifact client reads these from the process environment, not from arguments."""
     if env.s3_endpoint_url:
         os.environ["MLFLOW_S3_ENDPOINT_URL"] = env.s3_endpoint_url
-    if env.aws_profile and "AWS_ACCESS_KEY_ID" not in os.environ:
-        os.environ.setdefault("AWS_PROFILE", env.aws_profile)
+    profile = usable_profile(env.aws_profile, environment=env.name)
+    if profile:
+        os.environ.setdefault("AWS_PROFILE", profile)
     if env.aws_region:
         os.environ.setdefault("AWS_DEFAULT_REGION", env.aws_region)
 

@@ -7,6 +7,7 @@ or an S3 bucket.
 
 from __future__ import annotations
 
+from ..aws import usable_profile
 from ..config import Environment
 from .base import Storage
 from .local import LocalStorage
@@ -19,7 +20,8 @@ def open_storage(env: Environment) -> Storage:
     """The storage an environment's `storage` URI points at."""
     uri = env.storage
     if uri.startswith("s3://"):
-        return S3Storage(uri, profile=env.aws_profile, region=env.aws_region, endpoint_url=env.s3_endpoint_url)
+        profile = usable_profile(env.aws_profile, environment=env.name)
+        return S3Storage(uri, profile=profile, region=env.aws_region, endpoint_url=env.s3_endpoint_url)
     if "://" in uri and not uri.startswith("file://"):
         from ..errors import ConfigError
 
