@@ -42,6 +42,12 @@ def pipeline_runs(client: MlflowClient, name: str):
     return parents, children
 
 
+def latest_step_run(client: MlflowClient, name: str, step: str):
+    experiment = client.get_experiment_by_name(name)
+    filter_string = f"tags.`mlops.step` = '{step}'"
+    return client.search_runs([experiment.experiment_id], filter_string, order_by=["attributes.start_time DESC"])[0]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One project, its full pipeline run once through `mlops run`."""
@@ -129,11 +135,7 @@ def test_failing_gate_registers_nothing_and_tags_why(trained):
     assert "gate failed" in result.output and "nothing registered" in result.output
     client = client_for(project)
     assert [str(v.version) for v in client.search_model_versions("name='iris-e2e'")] == ["1"]
-    latest = client.search_runs(
-        [client.get_experiment_by_name("iris-e2e").experiment_id],
-        filter_string="tags.`mlops.step` = 'train_model'",
-        order_by=["attributes.start_time DESC"],
-    )[0]
+    latest = latest_step_run(client, "iris-e2e", "train_model")
     assert latest.data.tags["mlops.gate"] == "failed"
     assert "does not reach ≥ 1.01" in latest.data.tags["mlops.gate_reason"]
 
@@ -151,11 +153,7 @@ def test_param_override_is_logged_on_the_step_run(trained):
     result = run_cli("run", "--project", str(project), "--step", "train_model", "-P", "max_depth=2")
     assert result.exit_code == 0, result.output
     client = client_for(project)
-    latest = client.search_runs(
-        [client.get_experiment_by_name("iris-e2e").experiment_id],
-        filter_string="tags.`mlops.step` = 'train_model'",
-        order_by=["attributes.start_time DESC"],
-    )[0]
+    latest = latest_step_run(client, "iris-e2e", "train_model")
     assert latest.data.params["max_depth"] == "2"
 
 

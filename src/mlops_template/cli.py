@@ -255,6 +255,16 @@ def runs(environment: str | None, limit: int, project: Path | None) -> None:
     _console().print(table)
 
 
+def _connected(project: Path | None, environment: str | None):
+    """The project's config, with MLflow pointed at the chosen environment's stores."""
+    from .config import load_config
+    from .tracking import connect
+
+    config = load_config(project)
+    connect(config, config.environment(environment))
+    return config
+
+
 @main.command()
 @_env_option
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
@@ -262,12 +272,10 @@ def models(environment: str | None, project: Path | None) -> None:
     """List the registered versions of the project's model and their aliases."""
     from rich.table import Table
 
-    from .config import load_config
     from .registry import list_versions
-    from .tracking import TAG_DATA_PREFIX, client, connect
+    from .tracking import TAG_DATA_PREFIX, client
 
-    config = load_config(project)
-    connect(config, config.environment(environment))
+    config = _connected(project, environment)
     metric = config.model.gate.metric
     table = Table("version", "aliases", metric, "run", "data it was trained with", box=None)
     for v in list_versions(client(), config.model.name, metric=metric):
@@ -290,12 +298,10 @@ def models(environment: str | None, project: Path | None) -> None:
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
 def promote(version: str, alias: str, environment: str | None, project: Path | None) -> None:
     """Point the champion (or --alias) at VERSION of the project's model, e.g. to roll back."""
-    from .config import load_config
     from .registry import promote as promote_version
-    from .tracking import client, connect
+    from .tracking import client
 
-    config = load_config(project)
-    connect(config, config.environment(environment))
+    config = _connected(project, environment)
     version = version.removeprefix("v")
     promote_version(client(), config.model.name, version, alias=alias)
     _console().print(f"{config.model.name}: '{alias}' now points at v{version}")

@@ -49,12 +49,15 @@ class StepContext:
     def read(self, name: str, *, context: str = "input") -> pd.DataFrame:
         """Read the current version of a dataset and record it as an input of this step."""
         key = dataset_key(name)
-        if not self.storage.exists(key):
+        try:
+            data = self.storage.read_bytes(key)
+        except StorageError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
             raise StorageError(
                 f"dataset '{name}' does not exist at {self.storage.uri(key)}; "
                 "run the step that writes it first (or the whole pipeline)"
-            )
-        data = self.storage.read_bytes(key)
+            ) from exc
         df = parse_table(data, self.storage.uri(key))
         self._log_dataset(name, df, content_id(data), key, context)
         return df

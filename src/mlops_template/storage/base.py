@@ -48,12 +48,10 @@ class Storage:
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys of the files below `prefix`, sorted; empty when the folder does not exist."""
-        base = self.path(prefix)
-        if not self._call(self.fs.exists, prefix):
+        if not self.exists(prefix):
             return []
-        files = self._call(self.fs.find, prefix)
         root = self.path("")
-        return sorted(posixpath.relpath(f, root) for f in files if f != base or not self.fs.isdir(f))
+        return sorted(posixpath.relpath(f, root) for f in self._call(self.fs.find, prefix))
 
     def delete(self, key: str) -> None:
         if self.exists(key):
