@@ -363,3 +363,14 @@ def test_failed_export_unregisters_the_version_and_keeps_the_old_champion(tiny_p
 
     assert [str(v.version) for v in client.search_model_versions(f"name='{config.model.name}'")] == ["1"]
     assert str(client.get_model_version_by_alias(config.model.name, "champion").version) == "1"
+
+
+def test_reading_a_dataset_no_step_wrote_says_which_and_what_to_run(tiny_project, shared_db):
+    def needs_missing(ctx):
+        ctx.read("never_written")
+
+    config = load_config(tiny_project)
+    with pytest.raises(StepError) as excinfo:
+        run_pipeline(Pipeline([needs_missing]), config)
+    assert "dataset 'never_written' does not exist at " in str(excinfo.value)
+    assert "run the step that writes it first" in str(excinfo.value)
