@@ -238,7 +238,7 @@ def test_runner_logs_a_parent_and_a_child_per_step_with_params_data_and_metrics(
     for dataset in (written, read):
         assert dataset.name == "numbers"
         assert dataset.digest == digest
-        assert str(stored) in dataset.source
+        assert str(stored.parent.parent / "snapshots" / "numbers" / f"{digest}.parquet") in dataset.source
     assert make_run.data.tags["mlops.data.numbers"] == digest
     assert use_run.data.tags["mlops.data.numbers"] == digest
     assert pd.read_parquet(stored).to_dict("list") == {"x": [0, 1, 2, 3], "y": [0, 2, 4, 6]}

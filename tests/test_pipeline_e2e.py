@@ -95,7 +95,8 @@ def test_training_run_has_params_metrics_figure_and_training_data(trained):
     assert [i.dataset.name for i in training] == ["featurized"]
     stored = (project / "data" / "datasets" / "featurized.parquet").read_bytes()
     assert training[0].dataset.digest == content_id(stored)
-    assert str(project / "data" / "datasets" / "featurized.parquet") in training[0].dataset.source
+    snapshot = project / "data" / "snapshots" / "featurized" / f"{content_id(stored)}.parquet"
+    assert str(snapshot) in training[0].dataset.source
 
 
 def test_passing_model_is_registered_as_champion_and_exported(trained):

@@ -54,7 +54,8 @@ def test_pipeline_runs_unchanged_on_s3_and_keeps_secrets_out_of_mlflow(tmp_path,
     recorded = [str(v) for r in runs for v in (*r.data.params.values(), *r.data.tags.values())]
     recorded += [i.dataset.source for r in runs for i in r.inputs.dataset_inputs]
     assert all(secret not in text for text in recorded)
-    assert any(f"s3://{s3_bucket}/iris/datasets/featurized.parquet" in text for text in recorded)
+    featurized = next(k for k in keys if k.startswith("iris/snapshots/featurized/") and k.endswith(".parquet"))
+    assert any(f"s3://{s3_bucket}/{featurized}" in text for text in recorded)
 
 
 def test_make_data_reads_raw_csv_files_instead_of_the_bundled_sample(tmp_path):

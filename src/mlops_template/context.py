@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .config import Config, Environment
-from .datasets import content_id, dataset_key
+from .datasets import FORMATS, content_id
 from .errors import StorageError
+from .snapshots import Snapshot, SnapshotStore, current_key
 from .storage import Storage
 from .storage.base import parse_table
-from .tracking import TAG_DATA_PREFIX, TAG_GATE, TAG_GATE_REASON, TAG_MODEL_SHA256
+from .tracking import TAG_DATA_PREFIX, TAG_GATE, TAG_GATE_REASON, TAG_MODEL_SHA256, TAG_TRAINING_DATA
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,44 +39,51 @@ class StepContext:
     run_id: str
     pipeline_run_id: str
     log: logging.Logger = field(init=False)
+    snapshots: SnapshotStore = field(init=False, repr=False)
     notes: list[str] = field(default_factory=list, init=False)
     _datasets: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _training: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _proposal: tuple[str, registry.Decision] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.log = logging.getLogger(f"{self.config.package}.{self.step}")
+        self.snapshots = SnapshotStore(self.storage)
 
     # -- data ------------------------------------------------------------------
     def read(self, name: str, *, context: str = "input") -> pd.DataFrame:
-        """Read the current version of a dataset and record it as an input of this step."""
-        key = dataset_key(name)
-        try:
-            data = self.storage.read_bytes(key)
-        except StorageError as exc:
-            if not isinstance(exc.__cause__, FileNotFoundError):
-                raise
-            raise StorageError(
-                f"dataset '{name}' does not exist at {self.storage.uri(key)}; "
-                "run the step that writes it first (or the whole pipeline)"
-            ) from exc
-        df = parse_table(data, self.storage.uri(key))
-        self._log_dataset(name, df, content_id(data), key, context)
+        """Read the current version of a dataset and record its snapshot as an input of this step.
+
+        `context="training"` marks the data a model is trained on; the registered
+        version then names that snapshot in `mlops.training_data`.
+        """
+        fmt, data = self._read_current(name)
+        snapshot = self.snapshots.adopt(name, data, fmt, run_id=self.run_id, step=self.step)
+        df = parse_table(data, self.storage.uri(current_key(name, fmt)))
+        self._log_snapshot(snapshot, df, context)
+        return df
+
+    def read_snapshot(self, ref: str, *, context: str = "input") -> pd.DataFrame:
+        """Read one stored version (`ID`, an id prefix, or `NAME:ID`), verified against its id."""
+        snapshot, df = self.snapshots.read(ref)
+        self._log_snapshot(snapshot, df, context)
         return df
 
     def write(self, name: str, df: pd.DataFrame) -> str:
-        """Store a dataset as its new current version, record it as an output; returns its id."""
-        key = dataset_key(name)
-        data = self.storage.write_table(key, df)
-        digest = content_id(data)
-        self._log_dataset(name, df, digest, key, "output")
-        return digest
+        """Store a dataset as a snapshot and as its new current version, record it as an output; returns its id."""
+        stored = self.snapshots.write_table(name, df, run_id=self.run_id, step=self.step)
+        self._log_snapshot(stored.snapshot, df, "output")
+        return stored.snapshot.id
 
     def has_raw(self) -> bool:
         """Whether the storage holds raw input files under `raw/`."""
         return bool(self._raw_keys())
 
     def read_raw(self) -> pd.DataFrame:
-        """All CSV and parquet files under the storage's `raw/`, concatenated in name order."""
+        """All CSV and parquet files under the storage's `raw/`, concatenated in name order.
+
+        What was read is kept as a snapshot named `raw`, so a later run can be
+        reproduced even after the raw files change.
+        """
         import pandas as pd
 
         keys = self._raw_keys()
@@ -83,20 +91,37 @@ class StepContext:
             raise StorageError(
                 f"no .csv or .parquet files under {self.storage.uri(RAW_PREFIX)}/; add some or drop read_raw()"
             )
-        files = {k: self.storage.read_bytes(k) for k in keys}
-        df = pd.concat([parse_table(data, self.storage.uri(k)) for k, data in files.items()], ignore_index=True)
-        self._log_dataset("raw", df, content_id(b"".join(files.values())), RAW_PREFIX, "input")
+        df = pd.concat([self.storage.read_table(k) for k in keys], ignore_index=True)
+        stored = self.snapshots.write_table("raw", df, run_id=self.run_id, step=self.step, current=False)
+        self._log_snapshot(stored.snapshot, df, "input")
         return df
 
     def _raw_keys(self) -> list[str]:
         return [k for k in self.storage.list(RAW_PREFIX) if k.endswith((".csv", ".parquet"))]
 
-    def _log_dataset(self, name: str, df: pd.DataFrame, digest: str, key: str, context: str) -> None:
+    def _read_current(self, name: str) -> tuple[str, bytes]:
+        """The bytes of `datasets/<name>.parquet`, or of `.csv` for a CSV added with `mlops data add`."""
+        for fmt in FORMATS:
+            try:
+                return fmt, self.storage.read_bytes(current_key(name, fmt))
+            except StorageError as exc:
+                if not isinstance(exc.__cause__, FileNotFoundError):
+                    raise
+        raise StorageError(
+            f"dataset '{name}' does not exist at {self.storage.uri(current_key(name, 'parquet'))}; "
+            "run the step that writes it first (or the whole pipeline), or `mlops data add` a file"
+        )
+
+    def _log_snapshot(self, snapshot: Snapshot, df: pd.DataFrame, context: str) -> None:
         import mlflow
 
-        self._datasets[name] = digest
-        _log_input(df, self.storage.uri(key), name, digest, context)
-        mlflow.set_tag(TAG_DATA_PREFIX + name, digest)
+        self._datasets[snapshot.name] = snapshot.id
+        if context == "training":
+            self._training[snapshot.name] = snapshot.id
+        _log_input(df, self.snapshots.uri(snapshot), snapshot.name, snapshot.id, context)
+        mlflow.set_tag(TAG_DATA_PREFIX + snapshot.name, snapshot.id)
+        if self._training:
+            mlflow.set_tag(TAG_TRAINING_DATA, _refs(self._training))
 
     # -- tracking --------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float]) -> None:
@@ -175,6 +200,7 @@ class StepContext:
             tags = {
                 TAG_MODEL_SHA256: registry.directory_sha256(local),
                 **{TAG_DATA_PREFIX + k: v for k, v in self._datasets.items()},
+                **({TAG_TRAINING_DATA: _refs(self._training)} if self._training else {}),
             }
             client = mlflow.MlflowClient()
             previous = registry.champion(client, name)
@@ -216,6 +242,10 @@ class StepContext:
         _log_input(df, self.storage.uri(key), "predictions", content_id(data), "output")
         self.notes.append(f"{len(df)} predictions → {self.storage.uri(key)}")
         return self.storage.uri(key)
+
+
+def _refs(snapshots: dict[str, str]) -> str:
+    return ",".join(f"{name}:{sid}" for name, sid in sorted(snapshots.items()))
 
 
 def _log_input(df: pd.DataFrame, uri: str, name: str, digest: str, context: str) -> None:

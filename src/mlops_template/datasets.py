@@ -1,13 +1,25 @@
-"""Named datasets: valid names, where they are stored, and the content hash that identifies a version."""
+"""Named datasets: valid names, where they are stored, and the content hash that identifies a version.
+
+A version's id is the BLAKE3 hash of its stored bytes: cryptographic like
+sha256, about four times faster per core (≈ 7 GB/s with AVX-512), so hashing
+never costs more than copying. Ids are shown as their first 16 hex digits;
+manifests keep the full digest, which is what loading verifies.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import os
 import re
+from typing import IO
+
+from blake3 import blake3
 
 from .errors import StorageError
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+ID_LENGTH = 16
+CHUNK = 8 << 20
+FORMATS = ("parquet", "csv")
 
 
 def validate_name(name: str) -> str:
@@ -20,11 +32,68 @@ def validate_name(name: str) -> str:
     return name
 
 
-def dataset_key(name: str) -> str:
+def dataset_key(name: str, fmt: str = "parquet") -> str:
     """The "current version" of a dataset, which the next step reads."""
-    return f"datasets/{validate_name(name)}.parquet"
+    return f"datasets/{validate_name(name)}.{fmt}"
+
+
+def short_id(digest: str) -> str:
+    return digest[:ID_LENGTH]
+
+
+def digest_bytes(data: bytes | memoryview) -> str:
+    """The full hex digest of some bytes."""
+    return blake3(data, max_threads=blake3.AUTO if len(data) > CHUNK else 1).hexdigest()
 
 
 def content_id(data: bytes) -> str:
-    """The id of a dataset version: a sha256 of its stored bytes, shortened for display."""
-    return hashlib.sha256(data).hexdigest()[:16]
+    """The id of a dataset version held in memory."""
+    return short_id(digest_bytes(data))
+
+
+def digest_file(path: str | os.PathLike[str]) -> str:
+    """The full hex digest of a local file, read through a memory map (constant memory, all cores)."""
+    hasher = blake3(max_threads=blake3.AUTO)
+    if os.path.getsize(path):
+        hasher.update_mmap(path)
+    return hasher.hexdigest()
+
+
+class HashingWriter:
+    """A binary sink that hashes every byte on its way to the wrapped file: the id is known once the write ends."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self._target = target
+        self._hasher = blake3()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self._hasher.update(data)
+        self.size += len(data)
+        return self._target.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()
+
+
+def copy_hashing(source: IO[bytes], target: IO[bytes]) -> tuple[str, int]:
+    """Stream `source` into `target` chunk by chunk; returns the digest and size of the bytes written."""
+    writer = HashingWriter(target)
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    while n := source.readinto(buffer):
+        writer.write(view[:n])
+    return writer.hexdigest(), writer.size

@@ -32,6 +32,7 @@ TAG_GATE = "mlops.gate"
 TAG_GATE_REASON = "mlops.gate_reason"
 TAG_MODEL_SHA256 = "mlops.model_sha256"
 TAG_DATA_PREFIX = "mlops.data."
+TAG_TRAINING_DATA = "mlops.training_data"
 
 
 def connect(config: Config, env: Environment) -> str:

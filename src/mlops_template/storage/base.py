@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from ..errors import StorageError
 
@@ -46,6 +49,14 @@ class Storage:
         """Write a whole object so that readers see the old version or the new one, never half."""
         raise NotImplementedError
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Size in bytes of every file below `prefix`, by key; empty when the folder does not exist."""
+        if not self.exists(prefix):
+            return {}
+        root = self.path("")
+        found = self._call(self.fs.find, prefix, detail=True)
+        return {posixpath.relpath(path, root): int(info["size"]) for path, info in found.items()}
+
     def list(self, prefix: str = "") -> list[str]:
         """Keys of the files below `prefix`, sorted; empty when the folder does not exist."""
         if not self.exists(prefix):
@@ -56,6 +67,51 @@ class Storage:
     def delete(self, key: str) -> None:
         if self.exists(key):
             self._call(self.fs.rm, key, recursive=True)
+
+    def size(self, key: str) -> int:
+        return int(self._call(self.fs.size, key))
+
+    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+        """Several small files at once (concurrent requests on S3), by key."""
+        if not keys:
+            return {}
+        try:
+            found = self.fs.cat([self.path(k) for k in keys])
+        except Exception:  # one failed: fall back to one call per key, for its clear error
+            return {k: self.read_bytes(k) for k in keys}
+        by_path = {self.path(k): k for k in keys}
+        return {by_path[p]: data for p, data in found.items()}
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[IO[bytes]]:
+        """A binary stream over a stored file, for reading it in chunks."""
+        f = self._call(self.fs.open, key, "rb")
+        try:
+            yield f
+        finally:
+            f.close()
+
+    def copy(self, source: str, target: str) -> None:
+        """Copy a stored file to another key, atomically (server-side on S3)."""
+        self._call(self.fs.copy, source, self.path(target))
+
+    @contextmanager
+    def stage(self, folder: str, target: str | None = None) -> Iterator[Stage]:
+        """A writable file whose bytes become visible only at `commit(key)`; discarded otherwise.
+
+        For content-addressed files, whose key is known only once every byte was
+        written. This default spools to a local temporary file and stores it on
+        commit; backends that can stage in place (a local folder) override it.
+        """
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(prefix="mlops-stage-") as spool:
+            stage = Stage(spool, lambda key: (spool.flush(), self.put_file(spool.name, key)))
+            yield stage
+
+    def put_file(self, local_path: str | os.PathLike[str], key: str) -> None:
+        """Store a local file at `key`, atomically."""
+        raise NotImplementedError
 
     def download(self, key: str, local_path: str) -> None:
         self._call(self.fs.get, key, local_path, recursive=True)
@@ -94,6 +150,19 @@ class Storage:
             raise
         except Exception as exc:  # botocore/aiohttp failures carry many types
             raise StorageError(f"{self.uri(key)}: storage failed ({type(exc).__name__}: {exc})") from exc
+
+
+class Stage:
+    """A file being written; `commit(key)` publishes it at `key` (at most once)."""
+
+    def __init__(self, file: IO[bytes], publish) -> None:
+        self.file = file
+        self._publish = publish
+        self.committed: str | None = None
+
+    def commit(self, key: str) -> None:
+        self._publish(key)
+        self.committed = key
 
 
 def parse_table(data: bytes, uri: str) -> pd.DataFrame:

@@ -27,3 +27,7 @@ class S3Storage(Storage):
     def write_bytes(self, key: str, data: bytes) -> None:
         """One PUT: S3 makes an object visible only once it is completely written."""
         self._call(self.fs.pipe_file, key, data)
+
+    def put_file(self, local_path, key: str) -> None:
+        """One PUT, or a multipart upload for large files: either way visible only once complete."""
+        self._call(lambda path: self.fs.put_file(str(local_path), path), key)

@@ -1,0 +1,361 @@
+"""Snapshots: every dataset version, kept once, by content, beside the run that made it.
+
+Layout under an environment's storage root::
+
+    snapshots/<name>/<id>.parquet|csv   the bytes, never rewritten; id = BLAKE3 of them
+    snapshots/<name>/<id>.json          the manifest, written last: a snapshot without one is incomplete
+    datasets/<name>.parquet|csv         a copy of the current version, for the next step
+
+Bytes are hashed while they stream to storage (constant memory, no read-back),
+a version that is already stored is not written again, and every load
+checks the bytes against the digest in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .datasets import (
+    FORMATS,
+    ID_LENGTH,
+    HashingWriter,
+    copy_hashing,
+    digest_bytes,
+    digest_file,
+    short_id,
+    validate_name,
+)
+from .errors import IntegrityError, StorageError
+from .storage.base import parse_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from .config import Config, Environment
+    from .storage import Storage
+
+PREFIX = "snapshots"
+MIN_PREFIX = 4
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One stored dataset version and its manifest."""
+
+    name: str
+    id: str
+    digest: str
+    format: str
+    bytes: int
+    rows: int
+    columns: list[dict[str, Any]]
+    created_at: str
+    run_id: str | None = None
+    step: str | None = None
+    source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        """How commands name it unambiguously: `name:id`."""
+        return f"{self.name}:{self.id}"
+
+    @property
+    def key(self) -> str:
+        return data_key(self.name, self.id, self.format)
+
+    def column(self, name: str) -> dict[str, Any] | None:
+        return next((c for c in self.columns if c["name"] == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(out.pop("extra"))
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Snapshot:
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        return cls(
+            **{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known}
+        )
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The outcome of storing a version: the snapshot, and whether any bytes were written for it."""
+
+    snapshot: Snapshot
+    written: bool
+
+
+def data_key(name: str, snapshot_id: str, fmt: str) -> str:
+    return f"{PREFIX}/{validate_name(name)}/{snapshot_id}.{fmt}"
+
+
+def manifest_key(name: str, snapshot_id: str) -> str:
+    return f"{PREFIX}/{validate_name(name)}/{snapshot_id}.json"
+
+
+def current_key(name: str, fmt: str) -> str:
+    return f"datasets/{validate_name(name)}.{fmt}"
+
+
+def file_format(path: str | os.PathLike[str]) -> str:
+    """`parquet` or `csv`, from a file name's suffix."""
+    suffix = Path(path).suffix.lower()
+    fmt = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}.get(suffix)
+    if fmt is None:
+        raise StorageError(f"{path}: unsupported file type '{suffix or '(none)'}'; add a .csv or .parquet file")
+    return fmt
+
+
+class SnapshotStore:
+    """The snapshots of one environment's storage."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def uri(self, snapshot: Snapshot) -> str:
+        return self.storage.uri(snapshot.key)
+
+    # -- writing ---------------------------------------------------------------
+    def write_table(
+        self,
+        name: str,
+        data: pd.DataFrame | pa.Table,
+        *,
+        run_id: str | None = None,
+        step: str | None = None,
+        current: bool = True,
+    ) -> Stored:
+        """Store a table as parquet, hashing it as it is written; make it the current version unless `current=False`."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .manifest import profile_table
+
+        validate_name(name)
+        table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+        with self.storage.stage(f"{PREFIX}/{name}") as stage:
+            writer = HashingWriter(stage.file)
+            pq.write_table(table, writer)
+            digest, size = writer.hexdigest(), writer.size
+            existing = self._complete(name, short_id(digest))
+            if existing is None:
+                stage.commit(data_key(name, short_id(digest), "parquet"))
+        if existing is not None:
+            stored = Stored(existing, written=False)
+        else:
+            manifest = profile_table(table)
+            stored = Stored(self._finish(name, digest, "parquet", size, manifest, run_id, step, None), written=True)
+        if current:
+            self.set_current(stored.snapshot)
+        return stored
+
+    def add_file(
+        self,
+        path: str | os.PathLike[str],
+        name: str,
+        *,
+        run_id: str | None = None,
+        step: str | None = None,
+    ) -> Stored:
+        """Bring a local CSV or parquet file under versioning, stored byte for byte, and make it current.
+
+        The file is read once: while it streams to storage (hashed on the way) a
+        second thread profiles it for the manifest. When a stored version of
+        `name` has the same size, the file is hashed first instead, so an
+        unchanged file is recognised without writing anything.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .manifest import profile_file
+
+        validate_name(name)
+        path = Path(path)
+        fmt = file_format(path)
+        if not path.is_file():
+            raise StorageError(f"{path}: not found; give the path of a .csv or .parquet file")
+        size = path.stat().st_size
+        folder = f"{PREFIX}/{name}"
+        stored_sizes = {n for k, n in self.storage.sizes(folder).items() if k.endswith(f".{fmt}")}
+        if size in stored_sizes:
+            existing = self._complete(name, short_id(digest_file(path)))
+            if existing is not None:
+                self.set_current(existing)
+                return Stored(existing, written=False)
+
+        with ThreadPoolExecutor(1) as pool, self.storage.stage(folder) as stage:
+            profiling = pool.submit(profile_file, str(path), fmt)
+            with open(path, "rb") as source:
+                digest, written = copy_hashing(source, stage.file)
+            try:
+                manifest = profiling.result()
+            except Exception as exc:
+                raise StorageError(f"{path}: cannot be read as {fmt} ({exc}); is it a complete {fmt} file?") from exc
+            if written != size or path.stat().st_size != size:
+                raise StorageError(f"{path}: changed while it was being added; add it again once it is complete")
+            existing = self._complete(name, short_id(digest))
+            if existing is None:
+                stage.commit(data_key(name, short_id(digest), fmt))
+        if existing is None:
+            existing = self._finish(name, digest, fmt, size, manifest, run_id, step, str(path.resolve()))
+            written_any = True
+        else:
+            written_any = False
+        self.set_current(existing)
+        return Stored(existing, written=written_any)
+
+    def adopt(self, name: str, data: bytes, fmt: str, *, run_id: str | None, step: str | None) -> Snapshot:
+        """The snapshot of bytes read from a dataset's current file, stored first if it is not yet.
+
+        Keeps lineage whole when `datasets/` holds a file written by other means.
+        """
+        digest = digest_bytes(data)
+        existing = self._complete(name, short_id(digest))
+        if existing is not None:
+            return existing
+        import io
+
+        import pyarrow.csv as csv
+        import pyarrow.parquet as pq
+
+        from .manifest import profile_table
+
+        table: pa.Table = (csv.read_csv if fmt == "csv" else pq.read_table)(io.BytesIO(data))
+        self.storage.write_bytes(data_key(name, short_id(digest), fmt), data)
+        return self._finish(name, digest, fmt, len(data), profile_table(table), run_id, step, None)
+
+    def _finish(self, name, digest, fmt, size, manifest, run_id, step, source) -> Snapshot:
+        """Write the manifest (last: it is what makes the snapshot complete)."""
+        snapshot = Snapshot(
+            name=name,
+            id=short_id(digest),
+            digest=digest,
+            format=fmt,
+            bytes=size,
+            rows=manifest["rows"],
+            columns=manifest["columns"],
+            created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            run_id=run_id,
+            step=step,
+            source=source,
+        )
+        body = json.dumps(snapshot.to_json(), indent=1, default=str).encode()
+        self.storage.write_bytes(manifest_key(name, snapshot.id), body)
+        return snapshot
+
+    def _complete(self, name: str, snapshot_id: str) -> Snapshot | None:
+        """The stored snapshot with this id, if both its bytes and its manifest exist."""
+        try:
+            manifest = self.storage.read_bytes(manifest_key(name, snapshot_id))
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return None
+            raise
+        snapshot = Snapshot.from_json(json.loads(manifest))
+        return snapshot if self.storage.exists(snapshot.key) else None
+
+    def set_current(self, snapshot: Snapshot) -> None:
+        """Make `datasets/<name>` a copy of this snapshot (a server-side copy on S3, in-kernel locally)."""
+        self.storage.copy(snapshot.key, current_key(snapshot.name, snapshot.format))
+        for other in FORMATS:
+            if other != snapshot.format:
+                self.storage.delete(current_key(snapshot.name, other))
+
+    # -- finding ---------------------------------------------------------------
+    def list(self, name: str | None = None) -> list[Snapshot]:
+        """Complete snapshots, newest first (all datasets, or one)."""
+        folder = f"{PREFIX}/{validate_name(name)}" if name else PREFIX
+        keys = [k for k in self.storage.list(folder) if _is_manifest(k)]
+        snapshots = [Snapshot.from_json(json.loads(body)) for body in self.storage.read_many(keys).values()]
+        return sorted(snapshots, key=lambda s: (s.created_at, s.name), reverse=True)
+
+    def names(self) -> list[str]:
+        return sorted({k.split("/")[1] for k in self.storage.list(PREFIX) if _is_manifest(k)})
+
+    def resolve(self, ref: str) -> Snapshot:
+        """A snapshot from `ID`, a unique id prefix, or `NAME:ID`; errors list the candidates."""
+        name, _, wanted = ref.rpartition(":")
+        wanted = wanted.lower()
+        if len(wanted) < MIN_PREFIX or len(wanted) > ID_LENGTH or any(c not in "0123456789abcdef" for c in wanted):
+            raise StorageError(
+                f"snapshot '{ref}' is not an id; give {MIN_PREFIX}-{ID_LENGTH} hex digits, optionally as NAME:ID "
+                "(`mlops data ls` lists them)"
+            )
+        folder = f"{PREFIX}/{validate_name(name)}" if name else PREFIX
+        found: dict[str, list[str]] = {}
+        for key in self.storage.list(folder):
+            if _is_manifest(key) and posixpath.basename(key).startswith(wanted):
+                found.setdefault(posixpath.basename(key).removesuffix(".json"), []).append(key)
+        if not found:
+            raise StorageError(f"no snapshot matches '{ref}' in {self.storage.uri(folder)}; `mlops data ls` lists them")
+        if len(found) > 1:
+            candidates = ", ".join(f"{k.split('/')[1]}:{i}" for i, keys in sorted(found.items()) for k in keys)
+            raise StorageError(f"snapshot '{ref}' is ambiguous; it matches {candidates}; give more digits")
+        keys = next(iter(found.values()))
+        manifests = [Snapshot.from_json(json.loads(b)) for b in self.storage.read_many(keys).values()]
+        return max(manifests, key=lambda s: s.created_at)  # the same bytes under several names: the newest
+
+    # -- reading ---------------------------------------------------------------
+    def read_bytes(self, snapshot: Snapshot) -> bytes:
+        """The snapshot's bytes, refused if they no longer match its digest."""
+        data = self.storage.read_bytes(snapshot.key)
+        if digest_bytes(data) != snapshot.digest:
+            raise _tampered(self.storage.uri(snapshot.key), snapshot)
+        return data
+
+    def read(self, ref: str | Snapshot) -> tuple[Snapshot, pd.DataFrame]:
+        snapshot = ref if isinstance(ref, Snapshot) else self.resolve(ref)
+        return snapshot, parse_table(self.read_bytes(snapshot), self.uri(snapshot))
+
+    def get(self, ref: str | Snapshot, to: str | os.PathLike[str] | None = None) -> Path:
+        """Copy a snapshot to a local file (verified on the way; nothing is left behind if it fails).
+
+        `to` is a file path or an existing folder; default `./<name>-<id>.<format>`.
+        """
+        import tempfile
+
+        snapshot = ref if isinstance(ref, Snapshot) else self.resolve(ref)
+        target = Path(to) if to is not None else Path.cwd()
+        if target.is_dir() or str(to).endswith(("/", os.sep)):
+            target = target / f"{snapshot.name}-{snapshot.id}.{snapshot.format}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as out, self.storage.open_read(snapshot.key) as source:
+                digest, _ = copy_hashing(source, out)
+            if digest != snapshot.digest:
+                raise _tampered(self.storage.uri(snapshot.key), snapshot)
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return target
+
+
+def open_snapshots(config: Config, environment: str | Environment | None = None) -> SnapshotStore:
+    """The snapshot store of a project's environment (default: MLOPS_ENVIRONMENT or `local`)."""
+    from .storage import open_storage
+
+    env = environment if not isinstance(environment, str | None) else config.environment(environment)
+    return SnapshotStore(open_storage(env))
+
+
+def _is_manifest(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 3 and parts[0] == PREFIX and parts[2].endswith(".json") and not parts[2].startswith(".")
+
+
+def _tampered(uri: str, snapshot: Snapshot) -> IntegrityError:
+    return IntegrityError(
+        f"{uri}: its bytes no longer match snapshot {snapshot.ref} (changed or corrupted since it was stored); "
+        "restore the file from a backup, or re-run the step that wrote it"
+    )
