@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import click
 import pytest
 
 from mlops_template.cli import main
@@ -9,7 +10,23 @@ from mlops_template.cli import main
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", sorted(main.commands))
+def _commands(group=main, prefix=""):
+    """Every runnable command by its full name (`data ls`), subcommands of groups included."""
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", command
+
+
+COMMANDS = dict(_commands())
+
+
+def test_groups_have_commands():
+    assert {"data ls", "data show", "data diff", "data add", "data get", "run"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_command_is_in_the_readme_table(name):
     assert f"| `mlops {name}" in README
 
@@ -18,7 +35,7 @@ def test_every_command_is_in_the_readme_table(name):
     ("command", "option"),
     [
         (name, opt)
-        for name, cmd in sorted(main.commands.items())
+        for name, cmd in sorted(COMMANDS.items())
         for p in cmd.params
         for opt in p.opts
         if opt.startswith("--") and opt not in ("--project", "--help")

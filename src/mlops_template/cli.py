@@ -305,3 +305,190 @@ def promote(version: str, alias: str, environment: str | None, project: Path | N
     version = version.removeprefix("v")
     promote_version(client(), config.model.name, version, alias=alias)
     _console().print(f"{config.model.name}: '{alias}' now points at v{version}")
+
+
+@main.group()
+def data() -> None:
+    """Dataset snapshots: list, inspect, compare, add and fetch versions."""
+
+
+def _snapshots(project: Path | None, environment: str | None):
+    from .config import load_config
+    from .snapshots import open_snapshots
+
+    return open_snapshots(load_config(project), environment)
+
+
+_project_option = click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _print_json(value) -> None:
+    import json
+
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+@data.command("ls")
+@click.argument("name", required=False)
+@_env_option
+@_project_option
+@_json_option
+def data_ls(name: str | None, environment: str | None, project: Path | None, as_json: bool) -> None:
+    """List snapshots, newest first (of every dataset, or of NAME)."""
+    from rich.table import Table
+
+    found = _snapshots(project, environment).list(name)
+    if as_json:
+        _print_json([s.to_json() for s in found])
+        return
+    table = Table("dataset", "id", "rows", "size", "created (UTC)", "step", "run", box=None)
+    for s in found:
+        table.add_row(
+            s.name,
+            s.id,
+            f"{s.rows:,}",
+            _size(s.bytes),
+            s.created_at[:19].replace("T", " "),
+            s.step or "",
+            s.run_id or (s.source and "added") or "",
+        )
+    _console().print(table if found else "No snapshots yet: `mlops run` or `mlops data add` stores some.")
+
+
+@data.command("show")
+@click.argument("ref", metavar="ID")
+@_env_option
+@_project_option
+@_json_option
+def data_show(ref: str, environment: str | None, project: Path | None, as_json: bool) -> None:
+    """One snapshot's manifest: size, rows, columns and their statistics (ID, prefix, NAME:ID or NAME)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    store = _snapshots(project, environment)
+    s = store.resolve(ref)
+    if as_json:
+        _print_json(s.to_json() | {"uri": store.uri(s)})
+        return
+    console = _console()
+    console.print(f"[bold]{escape(s.ref)}[/]  {escape(store.uri(s))}")
+    console.print(f"  digest   blake3:{s.digest}")
+    console.print(f"  {s.format}, {_size(s.bytes)}, {s.rows:,} rows, {len(s.columns)} columns; created {s.created_at}")
+    origin = f"step {s.step} in run {s.run_id}" if s.run_id else f"added from {s.source}" if s.source else "unknown"
+    console.print(f"  made by  {escape(origin)}")
+    table = Table("column", "dtype", "nulls", "min", "max", "mean", "std", "top values", box=None)
+    for c in s.columns:
+        top = ", ".join(f"{v} ({n:,})" for v, n in c.get("top", [])[:5])
+        table.add_row(
+            escape(c["name"]),
+            c["dtype"],
+            f"{c['nulls']:,}",
+            *(_num(c.get(k)) for k in ("min", "max", "mean", "std")),
+            escape(top),
+        )
+    console.print(table)
+
+
+def _num(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@data.command("diff")
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@click.option("--limit", "-n", default=10, show_default=True, help="How many differing rows to show per side.")
+@_env_option
+@_project_option
+@_json_option
+def data_diff(a: str, b: str, limit: int, environment: str | None, project: Path | None, as_json: bool) -> None:
+    """What differs from snapshot A to B: schema, rows, and per-column drift."""
+    from .datadiff import diff_snapshots
+
+    result = diff_snapshots(_snapshots(project, environment), a, b, limit=limit)
+    if as_json:
+        _print_json(result.to_json())
+        return
+    _print_diff(result)
+
+
+def _print_diff(d) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"[bold]{escape(d.a)}[/] → [bold]{escape(d.b)}[/]")
+    if d.identical and not d.drifted:
+        console.print("  identical rows and schema")
+    for name, dtype in d.added:
+        console.print(f"  [green]+ column {escape(name)}[/] ({dtype})")
+    for name, dtype in d.removed:
+        console.print(f"  [red]- column {escape(name)}[/] ({dtype})")
+    for name, before, after in d.retyped:
+        console.print(f"  [yellow]~ column {escape(name)}[/]: {before} → {after}")
+    console.print(
+        f"  rows {d.rows_a:,} → {d.rows_b:,}: {d.only_in_a:,} only in A, {d.only_in_b:,} only in B "
+        f"(whole rows compared on {len(d.compared_on)} shared columns)"
+    )
+    for label, rows, total in (("A", d.rows_only_in_a, d.only_in_a), ("B", d.rows_only_in_b, d.only_in_b)):
+        if rows:
+            shown = f"first {len(rows)} of {total:,}" if total > len(rows) else f"{total:,}"
+            table = Table(*map(str, rows[0]), box=None, title=f"rows only in {label} ({shown})", title_justify="left")
+            for row in rows:
+                table.add_row(*(_num(v) for v in row.values()))
+            console.print(table)
+    table = Table(
+        "column", "kind", "nulls A→B", "mean A→B", "std A→B", "shift σ", "KS", "PSI", "share shift", "", box=None
+    )
+    for c in d.columns:
+        table.add_row(
+            escape(c.name),
+            c.kind,
+            f"{c.null_rate_a:.1%} → {c.null_rate_b:.1%}",
+            f"{_num(c.mean_a)} → {_num(c.mean_b)}" if c.kind == "numeric" else "",
+            f"{_num(c.std_a)} → {_num(c.std_b)}" if c.kind == "numeric" else "",
+            _num(c.mean_shift),
+            _num(c.ks),
+            _num(c.psi),
+            _num(c.share_shift),
+            "[red]drift[/]" if c.drifted else "",
+        )
+    console.print(table)
+
+
+@data.command("add")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Dataset name the file becomes a version of.")
+@_env_option
+@_project_option
+def data_add(file: Path, name: str, environment: str | None, project: Path | None) -> None:
+    """Store a CSV or parquet FILE as a snapshot of dataset NAME and make it the current version."""
+    stored = _snapshots(project, environment).add_file(file, name)
+    s = stored.snapshot
+    state = "stored" if stored.written else "unchanged, already stored"
+    _console().print(f"{s.ref}  {s.rows:,} rows, {_size(s.bytes)} ({state}); current version of '{s.name}'")
+
+
+@data.command("get")
+@click.argument("ref", metavar="ID")
+@click.option("--to", "to", type=click.Path(path_type=Path), help="File or folder [default: ./NAME-ID.FORMAT].")
+@_env_option
+@_project_option
+def data_get(ref: str, to: Path | None, environment: str | None, project: Path | None) -> None:
+    """Copy a snapshot to a local file, verified against its id."""
+    store = _snapshots(project, environment)
+    snapshot = store.resolve(ref)
+    target = store.get(snapshot, to)
+    _console().print(f"{snapshot.ref} → {target} (verified)")

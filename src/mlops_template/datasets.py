@@ -22,9 +22,13 @@ CHUNK = 8 << 20
 FORMATS = ("parquet", "csv")
 
 
+def is_valid_name(name: str) -> bool:
+    return isinstance(name, str) and bool(_NAME.fullmatch(name)) and ".." not in name
+
+
 def validate_name(name: str) -> str:
     """Reject names that could escape the storage root or collide with its layout."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+    if not is_valid_name(name):
         raise StorageError(
             f"dataset name {name!r} is invalid; use letters, digits, '_', '.' and '-' "
             "(no '/', no '..', not starting with '.')"

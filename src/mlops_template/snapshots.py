@@ -28,6 +28,7 @@ from .datasets import (
     copy_hashing,
     digest_bytes,
     digest_file,
+    is_valid_name,
     short_id,
     validate_name,
 )
@@ -281,14 +282,39 @@ class SnapshotStore:
     def names(self) -> list[str]:
         return sorted({k.split("/")[1] for k in self.storage.list(PREFIX) if _is_manifest(k)})
 
+    def current(self, name: str) -> Snapshot:
+        """The snapshot that `datasets/<name>` holds now (found by hashing it)."""
+        for fmt in FORMATS:
+            key = current_key(name, fmt)
+            if self.storage.exists(key):
+                with self.storage.open_read(key) as f:
+                    digest, _ = copy_hashing(f, _Discard())
+                found = self._complete(name, short_id(digest))
+                if found is None:
+                    raise StorageError(
+                        f"{self.storage.uri(key)} is not a stored snapshot yet; a step that reads it stores one, "
+                        f"or `mlops data add {self.storage.uri(key)} --name {name}`"
+                    )
+                return found
+        raise StorageError(f"dataset '{name}' has no current version; {self._known_names()}")
+
+    def _known_names(self) -> str:
+        names = self.names()
+        return f"datasets with snapshots: {', '.join(names)}" if names else "no snapshots are stored yet"
+
     def resolve(self, ref: str) -> Snapshot:
-        """A snapshot from `ID`, a unique id prefix, or `NAME:ID`; errors list the candidates."""
+        """A snapshot from `ID`, a unique id prefix, `NAME:ID`, or `NAME` (its current version).
+
+        Errors list the candidates.
+        """
         name, _, wanted = ref.rpartition(":")
         wanted = wanted.lower()
-        if len(wanted) < MIN_PREFIX or len(wanted) > ID_LENGTH or any(c not in "0123456789abcdef" for c in wanted):
+        if not name and not _looks_like_id(wanted) and is_valid_name(ref):
+            return self.current(ref)
+        if not _looks_like_id(wanted):
             raise StorageError(
-                f"snapshot '{ref}' is not an id; give {MIN_PREFIX}-{ID_LENGTH} hex digits, optionally as NAME:ID "
-                "(`mlops data ls` lists them)"
+                f"snapshot '{ref}' is neither an id nor a dataset name; give {MIN_PREFIX}-{ID_LENGTH} hex digits, "
+                "NAME:ID or NAME (`mlops data ls` lists them)"
             )
         folder = f"{PREFIX}/{validate_name(name)}" if name else PREFIX
         found: dict[str, list[str]] = {}
@@ -296,7 +322,9 @@ class SnapshotStore:
             if _is_manifest(key) and posixpath.basename(key).startswith(wanted):
                 found.setdefault(posixpath.basename(key).removesuffix(".json"), []).append(key)
         if not found:
-            raise StorageError(f"no snapshot matches '{ref}' in {self.storage.uri(folder)}; `mlops data ls` lists them")
+            raise StorageError(
+                f"no snapshot matches '{ref}' in {self.storage.uri(folder)}; {self._known_names()} (`mlops data ls`)"
+            )
         if len(found) > 1:
             candidates = ", ".join(f"{k.split('/')[1]}:{i}" for i, keys in sorted(found.items()) for k in keys)
             raise StorageError(f"snapshot '{ref}' is ambiguous; it matches {candidates}; give more digits")
@@ -347,6 +375,17 @@ def open_snapshots(config: Config, environment: str | Environment | None = None)
 
     env = environment if not isinstance(environment, str | None) else config.environment(environment)
     return SnapshotStore(open_storage(env))
+
+
+class _Discard:
+    """A sink that keeps nothing: hashing a stored file without writing it anywhere."""
+
+    def write(self, data) -> int:
+        return len(data)
+
+
+def _looks_like_id(text: str) -> bool:
+    return MIN_PREFIX <= len(text) <= ID_LENGTH and all(c in "0123456789abcdef" for c in text)
 
 
 def _is_manifest(key: str) -> bool:
