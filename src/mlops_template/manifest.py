@@ -16,12 +16,13 @@ if TYPE_CHECKING:
 
 MAX_CATEGORIES = 50  # a column with more distinct values has no "top values"
 TOP_VALUES = 10
-_CSV_BLOCK = 16 << 20
+_CSV_BLOCK = 4 << 20
+_CSV_PARALLEL_MIN = 32 << 20
 _PARQUET_BATCH = 1 << 20
 
 
 def profile_table(table: pa.Table) -> dict[str, Any]:
-    return _profile(table.schema, table.to_batches())
+    return _profile(table.schema, table.to_batches(), prefetch=False).summary()
 
 
 def profile_file(path: str, fmt: str) -> dict[str, Any]:
@@ -35,31 +36,77 @@ def profile_file(path: str, fmt: str) -> dict[str, Any]:
     # Strings read as dictionaries skip building a Python-sized string array: ~4x faster, and counting is cheaper.
     strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
     with pq.ParquetFile(path, read_dictionary=strings) as f:
-        return _profile(f.schema_arrow, f.iter_batches(batch_size=_PARQUET_BATCH))
+        return _profile(f.schema_arrow, f.iter_batches(batch_size=_PARQUET_BATCH)).summary()
 
 
-def _profile_csv(path: str, column_types: dict | None = None) -> dict[str, Any]:
-    """CSV types are inferred from the first block; a later value that does not fit widens that column and restarts."""
+def _profile_csv(path: str, column_types: dict | None = None, *, newlines_in_values: bool = False) -> dict[str, Any]:
+    """Profile a CSV file, in parallel parts cut at line breaks when it is large.
+
+    Like Arrow's own parallel reader, cutting at line breaks assumes quoted
+    values hold none; a file where one does fails to parse that way and is read
+    again as one stream that allows them. Types are inferred from the first
+    block; a later value that does not fit widens that column (integer → float
+    → string) and the profile restarts.
+    """
     import pyarrow as pa
     import pyarrow.csv as csv
 
     column_types = dict(column_types or {})
-    reader = csv.open_csv(
-        path,
-        read_options=csv.ReadOptions(block_size=_CSV_BLOCK),
-        convert_options=csv.ConvertOptions(
-            column_types=column_types, auto_dict_encode=True, auto_dict_max_cardinality=MAX_CATEGORIES
-        ),
-    )
+    source = pa.memory_map(path)
+    bounds = [(0, source.size())] if newlines_in_values else _csv_parts(path, source.size())
+    parse = csv.ParseOptions(newlines_in_values=newlines_in_values)
+
+    def reader(start: int, end: int, schema: pa.Schema | None = None) -> csv.CSVStreamingReader:
+        read = csv.ReadOptions(block_size=_CSV_BLOCK, column_names=schema.names if schema else None)
+        types = {f.name: f.type for f in schema} if schema else column_types
+        convert = csv.ConvertOptions(column_types=types)
+        body = pa.BufferReader(source.read_at(end - start, start))
+        return csv.open_csv(body, read_options=read, parse_options=parse, convert_options=convert)
+
+    first: csv.CSVStreamingReader | None = None
     try:
-        return _profile(reader.schema, reader)
+        first = reader(*bounds[0])
+        readers = [first] + [reader(start, end, first.schema) for start, end in bounds[1:]]
+        if len(readers) == 1:
+            return _profile(first.schema, first).summary()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(readers)) as pool:
+            profiles = list(pool.map(lambda r: _profile(first.schema, r, prefetch=False), readers))
+        for other in profiles[1:]:
+            profiles[0].merge(other)
+        return profiles[0].summary()
     except pa.ArrowInvalid as exc:
-        column = _failed_column(str(exc), reader.schema)
-        if column is None or column_types.get(column) == pa.string():
+        column = _failed_column(str(exc), first.schema) if first is not None else None
+        if column is None:
+            if newlines_in_values:
+                raise
+            return _profile_csv(path, column_types, newlines_in_values=True)
+        if column_types.get(column) == pa.string():
             raise
-        current = column_types.get(column, reader.schema.field(column).type)
+        current = column_types.get(column, first.schema.field(column).type)
         column_types[column] = pa.float64() if pa.types.is_integer(current) else pa.string()
-        return _profile_csv(path, column_types)
+        return _profile_csv(path, column_types, newlines_in_values=newlines_in_values)
+    finally:
+        source.close()
+
+
+def _csv_parts(path: str, size: int) -> list[tuple[int, int]]:
+    """Byte ranges that end at line breaks, one per core for a large file."""
+    import mmap
+    import os
+
+    parts = min(os.cpu_count() or 1, 4)
+    if size < _CSV_PARALLEL_MIN or parts == 1:
+        return [(0, size)]
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        cuts = [0]
+        for i in range(1, parts):
+            cut = mm.find(b"\n", max(size * i // parts, cuts[-1])) + 1
+            if 0 < cut < size:
+                cuts.append(cut)
+    cuts.append(size)
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
 def _failed_column(message: str, schema: pa.Schema) -> str | None:
@@ -69,14 +116,32 @@ def _failed_column(message: str, schema: pa.Schema) -> str | None:
     return schema.names[int(found.group(1))] if found else None
 
 
-def _profile(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> dict[str, Any]:
-    columns = [_Column(field.name, field.type) for field in schema]
-    rows = 0
-    for batch in _prefetched(batches):
-        rows += batch.num_rows
-        for column, array in zip(columns, batch.columns, strict=True):
+def _profile(schema: pa.Schema, batches: Iterable[pa.RecordBatch], *, prefetch: bool = True) -> _Profile:
+    profile = _Profile(schema)
+    for batch in _prefetched(batches) if prefetch else batches:
+        profile.add(batch)
+    return profile
+
+
+class _Profile:
+    """Running statistics of a table's columns; profiles of parts of one table merge into the whole's."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.rows = 0
+        self.columns = [_Column(field.name, field.type) for field in schema]
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        for column, array in zip(self.columns, batch.columns, strict=True):
             column.add(array)
-    return {"rows": rows, "columns": [c.summary(rows) for c in columns]}
+
+    def merge(self, other: _Profile) -> None:
+        self.rows += other.rows
+        for mine, theirs in zip(self.columns, other.columns, strict=True):
+            mine.merge(theirs)
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows": self.rows, "columns": [c.summary() for c in self.columns]}
 
 
 def _prefetched(batches: Iterable[pa.RecordBatch], depth: int = 2):
@@ -179,6 +244,28 @@ class _Column:
             if self.counts is not None and len(self.counts) > MAX_CATEGORIES:
                 self.counts = None
 
+    def merge(self, other: _Column) -> None:
+        """Fold in the statistics of the same column over other rows (Chan et al.'s pairwise update)."""
+        self.nulls += other.nulls
+        if other.count and self.numeric:
+            total = self.count + other.count
+            delta = other.mean - self.mean
+            self.mean += delta * other.count / total
+            self.m2 += other.m2 + delta * delta * self.count * other.count / total
+            self.min = other.min if self.min is None else min(self.min, other.min)
+            self.max = other.max if self.max is None else max(self.max, other.max)
+            self.count = total
+        elif other.count:
+            self.count += other.count
+        if self.counts is None or other.counts is None:
+            self.counts = None
+        else:
+            for value, count in other.counts.items():
+                self.counts[value] = self.counts.get(value, 0) + count
+            wide = self.integer and self.min is not None and self.max - self.min >= MAX_CATEGORIES
+            if wide or len(self.counts) > MAX_CATEGORIES:
+                self.counts = None
+
     def _count(self, array: pa.Array) -> None:
         """Add value counts: by bincount over dictionary indices or a narrow integer range, else by hashing."""
         import numpy as np
@@ -202,7 +289,7 @@ class _Column:
             if value is not None:
                 self.counts[value] = self.counts.get(value, 0) + count
 
-    def summary(self, rows: int) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "dtype": self.type, "nulls": self.nulls}
         if self.numeric and self.count:
             out |= {
