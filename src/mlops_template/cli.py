@@ -273,19 +273,26 @@ def models(environment: str | None, project: Path | None) -> None:
     from rich.table import Table
 
     from .registry import list_versions
-    from .tracking import TAG_DATA_PREFIX, client
+    from .tracking import TAG_DATA_PREFIX, TAG_TRAINING_DATA, client
 
     config = _connected(project, environment)
     metric = config.model.gate.metric
-    table = Table("version", "aliases", metric, "run", "data it was trained with", box=None)
+    table = Table("version", "aliases", metric, "run", "trained on", "other data", box=None)
     for v in list_versions(client(), config.model.name, metric=metric):
-        data = ", ".join(
-            f"{k.removeprefix(TAG_DATA_PREFIX)}={val}"
+        training = v.tags.get(TAG_TRAINING_DATA, "")
+        trained_on = set(training.split(",")) if training else set()
+        other = ", ".join(
+            ref
             for k, val in sorted(v.tags.items())
-            if k.startswith(TAG_DATA_PREFIX)
+            if k.startswith(TAG_DATA_PREFIX) and (ref := f"{k.removeprefix(TAG_DATA_PREFIX)}:{val}") not in trained_on
         )
         table.add_row(
-            f"v{v.version}", ", ".join(v.aliases), "" if v.metric is None else f"{v.metric:.4f}", v.run_id or "", data
+            f"v{v.version}",
+            ", ".join(v.aliases),
+            "" if v.metric is None else f"{v.metric:.4f}",
+            v.run_id or "",
+            training.replace(",", ", "),
+            other,
         )
     _console().print(f"[bold]{config.model.name}[/]")
     _console().print(table)
