@@ -490,10 +490,15 @@ def data_add(file: Path, name: str, environment: str | None, project: Path | Non
 
 @data.command("get")
 @click.argument("ref", metavar="ID")
-@click.option("--to", "to", type=click.Path(path_type=Path), help="File or folder [default: ./NAME-ID.FORMAT].")
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(),
+    help="File or folder (an existing one, or ending in /) [default: ./NAME-ID.FORMAT].",
+)
 @_env_option
 @_project_option
-def data_get(ref: str, to: Path | None, environment: str | None, project: Path | None) -> None:
+def data_get(ref: str, to: str | None, environment: str | None, project: Path | None) -> None:
     """Copy a snapshot to a local file, verified against its id."""
     store = _snapshots(project, environment)
     snapshot = store.resolve(ref)

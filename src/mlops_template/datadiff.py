@@ -134,14 +134,19 @@ def diff_frames(df_a: pd.DataFrame, df_b: pd.DataFrame, *, a: str = "A", b: str 
     )
 
 
-def _dtypes(df: pd.DataFrame) -> dict[str, str]:
-    """Column types as Arrow names, the same words the manifests use."""
+def _dtypes(df: pd.DataFrame) -> dict[Any, str]:
+    """Column types as Arrow names, the same words the manifests use (`mixed` where Arrow finds none)."""
     import pyarrow as pa
 
     from .manifest import type_name
 
-    schema = pa.Schema.from_pandas(df, preserve_index=False)
-    return {field.name: type_name(field.type) for field in schema}
+    types: dict[Any, str] = {}
+    for column in df.columns:
+        try:
+            types[column] = type_name(pa.Array.from_pandas(df[column]).type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            types[column] = "mixed"
+    return types
 
 
 def _is_numeric(series: pd.Series) -> bool:
@@ -232,14 +237,20 @@ def _ks(x: np.ndarray, y: np.ndarray) -> float | None:
 
 
 def _numeric_psi(x: np.ndarray, y: np.ndarray) -> float | None:
+    """PSI over A's deciles, with one more bin below A's minimum and one above its maximum."""
     import numpy as np
 
     if not len(x) or not len(y):
         return None
-    edges = np.unique(np.quantile(x, np.linspace(0, 1, _BINS + 1)[1:-1]))
-    count_a = np.bincount(np.searchsorted(edges, x, "right"), minlength=len(edges) + 1)
-    count_b = np.bincount(np.searchsorted(edges, y, "right"), minlength=len(edges) + 1)
-    return _psi(count_a / len(x), count_b / len(y))
+    low = x.min()
+    edges = np.unique(np.append(np.quantile(x, np.linspace(0, 1, _BINS + 1)[1:-1]), x.max()))
+
+    def shares(values: np.ndarray) -> np.ndarray:
+        bins = np.searchsorted(edges, values, "left") + 1
+        bins[values < low] = 0
+        return np.bincount(bins, minlength=len(edges) + 2) / len(values)
+
+    return _psi(shares(x), shares(y))
 
 
 def _psi(share_a: np.ndarray, share_b: np.ndarray) -> float:

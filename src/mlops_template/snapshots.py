@@ -321,6 +321,8 @@ class SnapshotStore:
         for key in self.storage.list(folder):
             if _is_manifest(key) and posixpath.basename(key).startswith(wanted):
                 found.setdefault(posixpath.basename(key).removesuffix(".json"), []).append(key)
+        if not found and not name and is_valid_name(ref) and ref in self.names():
+            return self.current(ref)  # a dataset whose name happens to look like an id
         if not found:
             raise StorageError(
                 f"no snapshot matches '{ref}' in {self.storage.uri(folder)}; {self._known_names()} (`mlops data ls`)"

@@ -1,0 +1,269 @@
+"""Lineage: each snapshot a step reads or writes is an MLflow dataset input of its run, tagged by id, and
+the registered model version names the snapshot it was trained on, which loads back equal to the training data."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from mlops_template import Pipeline, StepContext, load_config
+from mlops_template.cli import main
+from mlops_template.errors import IntegrityError, StepError
+from mlops_template.runner import run_pipeline
+from mlops_template.scaffold import new_project
+from mlops_template.snapshots import open_snapshots
+
+S3_ENVIRONMENT = """
+[environments.s3test]
+storage = "s3://{bucket}/p"
+tracking_uri = "{tracking}"
+s3_endpoint_url = "{endpoint}"
+"""
+
+
+@pytest.fixture(scope="module")
+def shared_db(tmp_path_factory) -> str:
+    """One SQLite store for the module, so its tables are created once; each test has its own experiment."""
+    return f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlruns.db'}"
+
+
+@pytest.fixture
+def tiny_project(tmp_path, shared_db, monkeypatch) -> Path:
+    """A project folder with a local environment on tmp storage, and an experiment of its own."""
+    for var in ("MLOPS_ENVIRONMENT", "MLOPS_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "mlops.toml").write_text(
+        f"""\
+[project]
+name = "lineage-{uuid.uuid4().hex[:12]}"
+package = "tiny"
+
+[environments.local]
+storage = "{tmp_path / "storage"}"
+tracking_uri = "{shared_db}"
+
+[steps.make.params]
+rows = 4
+""",
+        encoding="utf-8",
+    )
+    return root
+
+
+@pytest.fixture(params=["local", "s3"])
+def environment(request, tiny_project, shared_db) -> str:
+    """The tiny project's environment: its local folder, or an S3 bucket on moto's server."""
+    if request.param == "local":
+        return "local"
+    endpoint, bucket = request.getfixturevalue("s3_endpoint"), request.getfixturevalue("s3_bucket")
+    with open(tiny_project / "mlops.toml", "a") as toml:
+        toml.write(S3_ENVIRONMENT.format(bucket=bucket, tracking=shared_db, endpoint=endpoint))
+    return "s3test"
+
+
+def numbers(rows: int) -> pd.DataFrame:
+    return pd.DataFrame({"x": range(rows), "y": [v * 2.5 for v in range(rows)]})
+
+
+def make(ctx: StepContext) -> None:
+    ctx.write("numbers", numbers(ctx.params["rows"]))
+
+
+def use(ctx: StepContext) -> None:
+    ctx.log_metrics({"rows": len(ctx.read("numbers"))})
+
+
+def datasets(client: MlflowClient, run_id: str, context: str) -> list:
+    run = client.get_run(run_id)
+    return [
+        i.dataset
+        for i in run.inputs.dataset_inputs
+        if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == context
+    ]
+
+
+def source_uri(dataset) -> str:
+    return json.loads(dataset.source)["uri"]
+
+
+def test_written_and_read_snapshots_are_dataset_entries_and_tags_of_both_runs(tiny_project, shared_db, environment):
+    config = load_config(tiny_project)
+    result = run_pipeline(Pipeline([make, use]), config, environment=environment)
+    make_run, use_run = (s.run_id for s in result.steps)
+
+    store = open_snapshots(config, environment)
+    [snapshot] = store.list("numbers")  # reading it did not store another version
+    assert store.current("numbers") == snapshot
+    assert (snapshot.run_id, snapshot.step) == (make_run, "make")
+    uri = store.uri(snapshot)
+    assert uri.endswith(f"snapshots/numbers/{snapshot.id}.parquet")
+    assert uri.startswith("s3://" if environment == "s3test" else "/")
+
+    client = MlflowClient(tracking_uri=shared_db)
+    [written] = datasets(client, make_run, "output")
+    [read] = datasets(client, use_run, "input")
+    for dataset in (written, read):
+        assert (dataset.name, dataset.digest, source_uri(dataset)) == ("numbers", snapshot.id, uri)
+    assert datasets(client, make_run, "input") == [] and datasets(client, use_run, "output") == []
+    for run_id in (make_run, use_run):
+        assert client.get_run(run_id).data.tags["mlops.data.numbers"] == snapshot.id
+    pd.testing.assert_frame_equal(store.read(snapshot.id)[1], numbers(4))
+
+
+@pytest.mark.parametrize("ref", ["{id}", "numbers:{id}", "{prefix}", "numbers:{prefix}"])
+def test_read_snapshot_reads_an_older_version_by_id_and_logs_that_id(tiny_project, shared_db, ref):
+    config = load_config(tiny_project)
+    old = run_pipeline(Pipeline([make]), config).steps[0]
+    new = run_pipeline(Pipeline([make]), config, overrides={"rows": 6}).steps[0]
+    store = open_snapshots(config)
+    old_snapshot, new_snapshot = (next(s for s in store.list("numbers") if s.run_id == r.run_id) for r in (old, new))
+    assert old_snapshot.id != new_snapshot.id and store.current("numbers") == new_snapshot
+
+    seen = []
+
+    def read_old(ctx: StepContext) -> None:
+        seen.append(ctx.read_snapshot(ref.format(id=old_snapshot.id, prefix=old_snapshot.id[:6])))
+
+    step = run_pipeline(Pipeline([read_old]), config).steps[0]
+    pd.testing.assert_frame_equal(seen[0], numbers(4))
+    client = MlflowClient(tracking_uri=shared_db)
+    [read] = datasets(client, step.run_id, "input")
+    assert (read.digest, source_uri(read)) == (old_snapshot.id, store.uri(old_snapshot))
+    assert client.get_run(step.run_id).data.tags["mlops.data.numbers"] == old_snapshot.id
+    assert store.current("numbers") == new_snapshot  # reading an old version does not make it current
+
+
+def test_a_tampered_snapshot_fails_the_step_that_reads_it(tiny_project, shared_db):
+    config = load_config(tiny_project)
+    run_pipeline(Pipeline([make]), config)
+    store = open_snapshots(config)
+    [snapshot] = store.list("numbers")
+    stored = Path(store.uri(snapshot))
+    data = stored.read_bytes()
+    stored.write_bytes(data[:-9] + bytes(b ^ 1 for b in data[-9:-8]) + data[-8:])  # one bit, same size
+
+    def read_it(ctx: StepContext) -> None:
+        ctx.read_snapshot(snapshot.id)
+
+    with pytest.raises(StepError) as excinfo:
+        run_pipeline(Pipeline([read_it]), config)
+    assert isinstance(excinfo.value.__cause__, IntegrityError)
+    assert str(excinfo.value).startswith(f"step 'read_it' failed: {stored}: its bytes no longer match snapshot ")
+    assert snapshot.ref in str(excinfo.value)
+    client = MlflowClient(tracking_uri=shared_db)
+    failed = client.get_run(run_id_of(client, config.name, "read_it"))
+    assert failed.info.status == "FAILED"
+    assert failed.inputs.dataset_inputs == []  # nothing unverified was recorded as read
+
+
+def run_id_of(client: MlflowClient, experiment: str, step: str) -> str:
+    exp = client.get_experiment_by_name(experiment)
+    [run] = client.search_runs([exp.experiment_id], f"tags.`mlops.step` = '{step}'")
+    return run.info.run_id
+
+
+@pytest.mark.parametrize(("how", "file"), [("library", "extra.csv"), ("cli", "extra.csv"), ("cli", "extra.parquet")])
+def test_an_added_file_is_read_by_name_in_a_step(tiny_project, shared_db, tmp_path, how, file):
+    frame = pd.DataFrame({"city": ["Oslo", "Lima", "Pune"], "temp": [3.5, 19.0, 27.25]})
+    path = tmp_path / file
+    frame.to_csv(path, index=False) if file.endswith(".csv") else frame.to_parquet(path, index=False)
+    config = load_config(tiny_project)
+    if how == "library":
+        added = open_snapshots(config).add_file(path, "extra").snapshot
+    else:
+        result = CliRunner().invoke(main, ["data", "add", str(path), "--name", "extra", "--project", str(tiny_project)])
+        assert result.exit_code == 0, result.output
+        [added] = open_snapshots(config).list("extra")
+
+    seen = []
+
+    def consume(ctx: StepContext) -> None:
+        seen.append(ctx.read("extra"))
+
+    step = run_pipeline(Pipeline([consume]), config).steps[0]
+    pd.testing.assert_frame_equal(seen[0], frame)
+    [read] = datasets(MlflowClient(tracking_uri=shared_db), step.run_id, "input")
+    store = open_snapshots(config)
+    assert (read.name, read.digest, source_uri(read)) == ("extra", added.id, store.uri(added))
+    assert source_uri(read).endswith(f"/snapshots/extra/{added.id}.{added.format}")
+    assert store.list("extra") == [added]  # recognised as the added version, not stored again
+    assert (added.run_id, added.source) == (None, str(path))
+
+
+# -- the rendered project, run once ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """A rendered project with two raw CSV files, its pipeline run once; the training data as read right after."""
+    from sklearn.datasets import load_iris
+
+    project = new_project("lineage-e2e", directory=tmp_path_factory.mktemp("e2e") / "lineage-e2e")
+    iris = load_iris(as_frame=True)
+    raw = iris.frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    raw["species"] = iris.target_names[raw.pop("target")]
+    raw_files = [project / "data" / "raw" / "a.csv", project / "data" / "raw" / "b.csv"]
+    raw.iloc[:75].to_csv(raw_files[0], index=False)
+    raw.iloc[75:].to_csv(raw_files[1], index=False)
+
+    result = CliRunner().invoke(main, ["run", "--project", str(project)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    featurized = pd.read_parquet(project / "data" / "datasets" / "featurized.parquet")
+    raw_read = pd.concat([pd.read_csv(f) for f in raw_files], ignore_index=True)
+    return project, featurized, raw_read
+
+
+def step_run(client: MlflowClient, step: str):
+    exp = client.get_experiment_by_name("lineage-e2e")
+    [run] = client.search_runs([exp.experiment_id], f"tags.`mlops.step` = '{step}'")
+    return run
+
+
+def test_training_input_and_model_version_point_at_a_snapshot_equal_to_the_training_data(rendered):
+    project, featurized, _ = rendered
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns.db'}")
+    train = step_run(client, "train_model")
+    [training] = datasets(client, train.info.run_id, "training")
+    version = client.get_model_version_by_alias("lineage-e2e", "champion")
+    assert version.run_id == train.info.run_id
+    assert version.tags["mlops.data.featurized"] == training.digest
+    assert version.tags["mlops.training_data"] == f"featurized:{training.digest}"
+
+    store = open_snapshots(load_config(project))
+    snapshot, df = store.read(version.tags["mlops.training_data"])
+    assert (snapshot.id, store.uri(snapshot)) == (training.digest, source_uri(training))
+    assert (snapshot.name, snapshot.step) == ("featurized", "feat_data")
+    assert snapshot.run_id == step_run(client, "feat_data").info.run_id
+    pd.testing.assert_frame_equal(df, featurized)
+    # The splits train_model wrote are its outputs, and tags of the version too; only featurized is training data.
+    outputs = {d.name: d.digest for d in datasets(client, train.info.run_id, "output")}
+    assert set(outputs) == {"train", "test"}
+    assert {k: v for k, v in version.tags.items() if k.startswith("mlops.data.")} == {
+        "mlops.data.featurized": training.digest,
+        "mlops.data.train": outputs["train"],
+        "mlops.data.test": outputs["test"],
+    }
+
+
+def test_the_raw_files_make_data_read_are_a_snapshot_logged_as_its_input(rendered):
+    project, _, raw_read = rendered
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns.db'}")
+    make_data = step_run(client, "make_data")
+    [raw] = datasets(client, make_data.info.run_id, "input")
+    assert raw.name == "raw"
+    assert make_data.data.tags["mlops.data.raw"] == raw.digest
+
+    store = open_snapshots(load_config(project))
+    snapshot, df = store.read(f"raw:{raw.digest}")
+    assert store.uri(snapshot) == source_uri(raw)
+    assert (snapshot.run_id, snapshot.step, snapshot.rows) == (make_data.info.run_id, "make_data", 150)
+    pd.testing.assert_frame_equal(df, raw_read)
+    assert not (project / "data" / "datasets" / "raw.parquet").exists()  # kept as a snapshot only
