@@ -180,6 +180,36 @@ def _prefetched(batches: Iterable[pa.RecordBatch], depth: int = 2):
         thread.join()
 
 
+def _min_max(array: pa.Array) -> tuple[Any, Any]:
+    """Extremes of a numeric array; NumPy's are several times faster for floats without nulls or NaN."""
+    import math
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = _view(array) if pa.types.is_floating(array.type) else None
+    if values is not None:
+        low, high = float(values.min()), float(values.max())
+        if not (math.isnan(low) or math.isnan(high)):
+            return low, high
+    both = pc.min_max(array)
+    return both["min"].as_py(), both["max"].as_py()
+
+
+_NUMPY_TYPES = {"int8": "<i1", "int16": "<i2", "int32": "<i4", "int64": "<i8", "float": "<f4", "double": "<f8"}
+_NUMPY_TYPES |= {f"u{k}": f"<u{v[-1]}" for k, v in _NUMPY_TYPES.items() if k.startswith("int")}
+
+
+def _view(array: pa.Array):
+    """A NumPy view of a null-free numeric Arrow array, or None (Array.to_numpy would import pandas, ~0.2 s)."""
+    import numpy as np
+
+    layout = _NUMPY_TYPES.get(str(array.type))
+    if layout is None or array.null_count:
+        return None
+    return np.frombuffer(array.buffers()[1], layout, len(array), array.offset * int(layout[-1]))
+
+
 def type_name(arrow_type: pa.DataType) -> str:
     """A stable, readable type name: dictionary columns by their value type, large_string as string."""
     import pyarrow as pa
@@ -224,8 +254,7 @@ class _Column:
         if self.numeric:
             if array.type.num_fields == 0 and hasattr(array, "dictionary"):
                 array = array.dictionary_decode()
-            low_high = pc.min_max(array)
-            low, high = low_high["min"].as_py(), low_high["max"].as_py()
+            low, high = _min_max(array)
             self.min = low if self.min is None else min(self.min, low)
             self.max = high if self.max is None else max(self.max, high)
             mean = pc.mean(array).as_py()
@@ -273,13 +302,11 @@ class _Column:
         import pyarrow.compute as pc
 
         if pa.types.is_dictionary(array.type) or (self.integer and self.min is not None):
-            if pa.types.is_dictionary(array.type):
-                codes, values, offset = array.indices, array.dictionary.to_pylist(), 0
-            else:
-                offset = int(pc.min(array).as_py())
-                codes, values = pc.subtract(array, offset), None
-            codes = codes.drop_null().to_numpy()
-            tally = np.bincount(codes)
+            dictionary = pa.types.is_dictionary(array.type)
+            codes = _view(pc.cast((array.indices if dictionary else array).drop_null(), pa.int64()))
+            offset = 0 if dictionary or not len(codes) else int(codes.min())
+            tally = np.bincount(codes - offset if offset else codes)
+            values = array.dictionary.to_pylist() if dictionary else None
             for code in np.flatnonzero(tally):
                 value = values[code] if values is not None else int(code) + offset
                 self.counts[value] = self.counts.get(value, 0) + int(tally[code])

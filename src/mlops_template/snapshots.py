@@ -170,10 +170,10 @@ class SnapshotStore:
     ) -> Stored:
         """Bring a local CSV or parquet file under versioning, stored byte for byte, and make it current.
 
-        The file is read once: while it streams to storage (hashed on the way) a
-        second thread profiles it for the manifest. When a stored version of
-        `name` has the same size, the file is hashed first instead, so an
-        unchanged file is recognised without writing anything.
+        The file is hashed once (memory-mapped, on every core); a version already
+        stored is recognised then and nothing is written. A new one is copied by
+        the kernel (one multipart upload on S3) while a second thread profiles it
+        for the manifest, and is refused if the file changed meanwhile.
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -184,35 +184,34 @@ class SnapshotStore:
         fmt = file_format(path)
         if not path.is_file():
             raise StorageError(f"{path}: not found; give the path of a .csv or .parquet file")
-        size = path.stat().st_size
-        folder = f"{PREFIX}/{name}"
-        stored_sizes = {n for k, n in self.storage.sizes(folder).items() if k.endswith(f".{fmt}")}
-        if size in stored_sizes:
-            existing = self._complete(name, short_id(digest_file(path)))
-            if existing is not None:
-                self.set_current(existing)
-                return Stored(existing, written=False)
-
-        with ThreadPoolExecutor(1) as pool, self.storage.stage(folder) as stage:
-            profiling = pool.submit(profile_file, str(path), fmt)
-            with open(path, "rb") as source:
-                digest, written = copy_hashing(source, stage.file)
-            try:
-                manifest = profiling.result()
-            except Exception as exc:
-                raise StorageError(f"{path}: cannot be read as {fmt} ({exc}); is it a complete {fmt} file?") from exc
-            if written != size or path.stat().st_size != size:
-                raise StorageError(f"{path}: changed while it was being added; add it again once it is complete")
-            existing = self._complete(name, short_id(digest))
-            if existing is None:
-                stage.commit(data_key(name, short_id(digest), fmt))
-        if existing is None:
-            existing = self._finish(name, digest, fmt, size, manifest, run_id, step, str(path.resolve()))
-            written_any = True
-        else:
-            written_any = False
-        self.set_current(existing)
-        return Stored(existing, written=written_any)
+        before = path.stat()
+        digest = digest_file(path)
+        snapshot = self._complete(name, short_id(digest))
+        written = snapshot is None
+        if snapshot is None:
+            key = data_key(name, short_id(digest), fmt)
+            with ThreadPoolExecutor(1) as pool:
+                profiling = pool.submit(profile_file, str(path), fmt)
+                try:
+                    self.storage.put_file(path, key)
+                    try:
+                        manifest = profiling.result()
+                    except Exception as exc:
+                        raise StorageError(
+                            f"{path}: cannot be read as {fmt} ({exc}); is it a complete {fmt} file?"
+                        ) from exc
+                    after = path.stat()
+                    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                        raise StorageError(
+                            f"{path}: changed while it was being added; add it again once it is complete"
+                        )
+                except BaseException:
+                    profiling.cancel()
+                    self.storage.delete(key)
+                    raise
+            snapshot = self._finish(name, digest, fmt, before.st_size, manifest, run_id, step, str(path.resolve()))
+        self.set_current(snapshot)
+        return Stored(snapshot, written=written)
 
     def adopt(self, name: str, data: bytes, fmt: str, *, run_id: str | None, step: str | None) -> Snapshot:
         """The snapshot of bytes read from a dataset's current file, stored first if it is not yet.
@@ -265,8 +264,13 @@ class SnapshotStore:
         return snapshot if self.storage.exists(snapshot.key) else None
 
     def set_current(self, snapshot: Snapshot) -> None:
-        """Make `datasets/<name>` a copy of this snapshot (a server-side copy on S3, in-kernel locally)."""
-        self.storage.copy(snapshot.key, current_key(snapshot.name, snapshot.format))
+        """Make `datasets/<name>` a copy of this snapshot (a server-side copy on S3, in-kernel locally).
+
+        Nothing is copied when it already is one.
+        """
+        key = current_key(snapshot.name, snapshot.format)
+        if not self.storage.holds_copy(key, snapshot.key, snapshot.digest):
+            self.storage.copy(snapshot.key, key)
         for other in FORMATS:
             if other != snapshot.format:
                 self.storage.delete(current_key(snapshot.name, other))

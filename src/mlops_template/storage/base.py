@@ -91,6 +91,10 @@ class Storage:
         finally:
             f.close()
 
+    def holds_copy(self, key: str, source: str, digest: str) -> bool:
+        """Whether `key` already holds the same bytes as `source` (whose BLAKE3 digest is `digest`), checked cheaply."""
+        return False
+
     def copy(self, source: str, target: str) -> None:
         """Copy a stored file to another key, atomically (server-side on S3)."""
         self._call(self.fs.copy, source, self.path(target))

@@ -28,6 +28,16 @@ class S3Storage(Storage):
         """One PUT: S3 makes an object visible only once it is completely written."""
         self._call(self.fs.pipe_file, key, data)
 
+    def holds_copy(self, key: str, source: str, digest: str) -> bool:
+        """Same size and ETag: a server-side copy keeps the ETag of a single-part object."""
+        try:
+            mine, theirs = self.fs.info(self.path(key)), self.fs.info(self.path(source))
+        except (FileNotFoundError, OSError):
+            return False
+        return (
+            mine.get("size") == theirs.get("size") and bool(mine.get("ETag")) and mine.get("ETag") == theirs.get("ETag")
+        )
+
     def put_file(self, local_path, key: str) -> None:
         """One PUT, or a multipart upload for large files: either way visible only once complete."""
         self._call(lambda path: self.fs.put_file(str(local_path), path), key)
