@@ -43,12 +43,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_until_up(url: str, process: subprocess.Popen, timeout: float) -> None:
+def _wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            output = log.read_text(errors="replace")
             raise RuntimeError(f"moto server exited with code {process.returncode}:\n{output}")
         try:
             opener.open(f"{url}/moto-api/", timeout=1).close()
@@ -61,21 +61,24 @@ def _wait_until_up(url: str, process: subprocess.Popen, timeout: float) -> None:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of moto's standalone S3 server, run as a real process on 127.0.0.1.
 
     moto stands in for AWS S3 only: clients reach it over HTTP on loopback
-    through the same boto3/s3fs code path they use against AWS.
+    through the same boto3/s3fs code path they use against AWS. Its request
+    log goes to a file (a pipe nobody reads would fill up and block the server).
     """
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        _wait_until_up(url, process, _SERVER_START_TIMEOUT)
+        _wait_until_up(url, process, log, _SERVER_START_TIMEOUT)
         yield url
     finally:
         process.terminate()
@@ -84,8 +87,6 @@ def s3_endpoint() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stdout:
-            process.stdout.close()
 
 
 @pytest.fixture
