@@ -28,7 +28,6 @@ import s3fs.core
 
 import mlops_template.manifest as manifest_module
 import mlops_template.snapshots as snapshots_module
-import mlops_template.storage.local as local_storage_module
 from mlops_template.errors import IntegrityError, StorageError
 from mlops_template.snapshots import Snapshot, SnapshotStore
 from mlops_template.storage import LocalStorage, S3Storage
@@ -321,11 +320,12 @@ def _interrupt_upload(store: SnapshotStore, monkeypatch: pytest.MonkeyPatch) -> 
     sent: list[int] = []
     if isinstance(store.storage, LocalStorage):
 
-        def copy_part(source, target):
-            sent.append(len(target.write(source.read(100)) * b"."))
+        def stream_part(path, target):
+            with open(path, "rb") as source:
+                sent.append(target.write(source.read(100)))
             raise ConnectionError("connection lost")
 
-        monkeypatch.setattr(local_storage_module, "_copy_in_kernel", copy_part)
+        monkeypatch.setattr(snapshots_module, "stream_file", stream_part)
         return sent
     fs = store.storage.fs
     real = fs._call_s3
@@ -400,9 +400,12 @@ def test_data_without_manifest_is_not_a_snapshot_until_written_again(store):
     assert f"snapshots/train/{snapshot.id}.json" in stored_objects(store)
 
 
-def test_manifest_whose_data_is_gone_is_stored_again_by_the_next_write(store):
+def test_manifest_whose_data_is_gone_is_not_listed_and_is_stored_again_by_the_next_write(store):
     snapshot = store.write_table("train", frame()).snapshot
     store.storage.delete(snapshot.key)
+    assert store.list() == [] and store.names() == []
+    with pytest.raises(StorageError, match="no snapshot matches"):
+        store.resolve(snapshot.id)
 
     again = store.write_table("train", frame())
 

@@ -30,6 +30,7 @@ from .datasets import (
     digest_file,
     is_valid_name,
     short_id,
+    stream_file,
     validate_name,
 )
 from .errors import IntegrityError, StorageError
@@ -170,10 +171,10 @@ class SnapshotStore:
     ) -> Stored:
         """Bring a local CSV or parquet file under versioning, stored byte for byte, and make it current.
 
-        The file is hashed once (memory-mapped, on every core); a version already
-        stored is recognised then and nothing is written. A new one is copied by
-        the kernel (one multipart upload on S3) while a second thread profiles it
-        for the manifest, and is refused if the file changed meanwhile.
+        The file is read once: it streams to storage, hashed on the way, while a
+        second thread profiles it for the manifest. When a stored version of
+        `name` has the same size, the file is hashed first instead (a read-only,
+        memory-mapped pass), so an unchanged file is recognised without writing.
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -185,15 +186,18 @@ class SnapshotStore:
         if not path.is_file():
             raise StorageError(f"{path}: not found; give the path of a .csv or .parquet file")
         before = path.stat()
-        digest = digest_file(path)
-        snapshot = self._complete(name, short_id(digest))
-        written = snapshot is None
-        if snapshot is None:
-            key = data_key(name, short_id(digest), fmt)
-            with ThreadPoolExecutor(1) as pool:
-                profiling = pool.submit(profile_file, str(path), fmt)
-                try:
-                    self.storage.put_file(path, key)
+        folder = f"{PREFIX}/{name}"
+        if before.st_size in {n for k, n in self.storage.sizes(folder).items() if k.endswith(f".{fmt}")}:
+            snapshot = self._complete(name, short_id(digest_file(path)))
+            if snapshot is not None:
+                self.set_current(snapshot)
+                return Stored(snapshot, written=False)
+
+        with ThreadPoolExecutor(1) as pool:
+            profiling = pool.submit(profile_file, str(path), fmt)
+            try:
+                with self.storage.stage(folder) as stage:
+                    digest, size = stream_file(path, stage.file)
                     try:
                         manifest = profiling.result()
                     except Exception as exc:
@@ -201,15 +205,19 @@ class SnapshotStore:
                             f"{path}: cannot be read as {fmt} ({exc}); is it a complete {fmt} file?"
                         ) from exc
                     after = path.stat()
-                    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                    if (size, after.st_size, after.st_mtime_ns) != (before.st_size, before.st_size, before.st_mtime_ns):
                         raise StorageError(
                             f"{path}: changed while it was being added; add it again once it is complete"
                         )
-                except BaseException:
-                    profiling.cancel()
-                    self.storage.delete(key)
-                    raise
-            snapshot = self._finish(name, digest, fmt, before.st_size, manifest, run_id, step, str(path.resolve()))
+                    snapshot = self._complete(name, short_id(digest))
+                    if snapshot is None:
+                        stage.commit(data_key(name, short_id(digest), fmt))
+            except BaseException:
+                profiling.cancel()
+                raise
+        written = snapshot is None
+        if snapshot is None:
+            snapshot = self._finish(name, digest, fmt, size, manifest, run_id, step, str(path.resolve()))
         self.set_current(snapshot)
         return Stored(snapshot, written=written)
 
@@ -243,7 +251,7 @@ class SnapshotStore:
             bytes=size,
             rows=manifest["rows"],
             columns=manifest["columns"],
-            created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
             run_id=run_id,
             step=step,
             source=source,
@@ -279,12 +287,12 @@ class SnapshotStore:
     def list(self, name: str | None = None) -> list[Snapshot]:
         """Complete snapshots, newest first (all datasets, or one)."""
         folder = f"{PREFIX}/{validate_name(name)}" if name else PREFIX
-        keys = [k for k in self.storage.list(folder) if _is_manifest(k)]
+        keys = _complete_manifests(self.storage.list(folder))
         snapshots = [Snapshot.from_json(json.loads(body)) for body in self.storage.read_many(keys).values()]
         return sorted(snapshots, key=lambda s: (s.created_at, s.name), reverse=True)
 
     def names(self) -> list[str]:
-        return sorted({k.split("/")[1] for k in self.storage.list(PREFIX) if _is_manifest(k)})
+        return sorted({k.split("/")[1] for k in _complete_manifests(self.storage.list(PREFIX))})
 
     def current(self, name: str) -> Snapshot:
         """The snapshot that `datasets/<name>` holds now (found by hashing it)."""
@@ -322,8 +330,8 @@ class SnapshotStore:
             )
         folder = f"{PREFIX}/{validate_name(name)}" if name else PREFIX
         found: dict[str, list[str]] = {}
-        for key in self.storage.list(folder):
-            if _is_manifest(key) and posixpath.basename(key).startswith(wanted):
+        for key in _complete_manifests(self.storage.list(folder)):
+            if posixpath.basename(key).startswith(wanted):
                 found.setdefault(posixpath.basename(key).removesuffix(".json"), []).append(key)
         if not found and not name and is_valid_name(ref) and ref in self.names():
             return self.current(ref)  # a dataset whose name happens to look like an id
@@ -392,6 +400,14 @@ class _Discard:
 
 def _looks_like_id(text: str) -> bool:
     return MIN_PREFIX <= len(text) <= ID_LENGTH and all(c in "0123456789abcdef" for c in text)
+
+
+def _complete_manifests(keys: list[str]) -> list[str]:
+    """The manifest keys among `keys` whose data file is there too."""
+    present = set(keys)
+    return [
+        k for k in keys if _is_manifest(k) and any(k.removesuffix(".json") + f".{fmt}" in present for fmt in FORMATS)
+    ]
 
 
 def _is_manifest(key: str) -> bool:
