@@ -32,11 +32,11 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _commands import run_checked, timed
 
 TARGET_RATIO = 3.0
 HERE = Path(__file__).resolve().parent
@@ -127,22 +127,6 @@ def render_project(target: Path, env: dict[str, str]) -> Path:
         sys.exit(f"{config}: expected one `{GATE_FROM}` in the [model] gate to turn off; the template changed")
     config.write_text(text.replace(GATE_FROM, GATE_TO))
     return target
-
-
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
-    """Run `cmd` to completion; its wall-clock seconds and stdout."""
-    started = time.perf_counter()
-    result = run_checked(cmd, cwd, env)
-    return time.perf_counter() - started, result.stdout
-
-
-def run_checked(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        print(f"FAILED (exit {result.returncode}): {' '.join(cmd)}  in {cwd}", file=sys.stderr)
-        print(result.stdout, result.stderr, sep="\n", file=sys.stderr)
-        sys.exit(1)
-    return result
 
 
 def inside(stdout: str) -> float | None:

@@ -45,11 +45,12 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _commands import run_checked, timed
 
 DATA_VERSION = "v1"  # bump when the generated table changes, so cached files are made anew
 SEED = 20240611
@@ -108,7 +109,7 @@ def main() -> None:
             print(f"note: --runs {args.runs} is below the 3 the targets ask for; a quick check only")
         print()
 
-        startup = [timed([str(MLOPS), "--version"], work, env)[0] for _ in range(3)]
+        startup = [timed([str(MLOPS), "--version"], work, env, sync=True)[0] for _ in range(3)]
         warm = work / "warm-up"
         for tool in TOOLS:
             measure(tool, files["parquet"], warm, project, env, args.rows)
@@ -193,7 +194,7 @@ def measure(tool: str, source: Path, folder: Path, project: Path, env: dict[str,
         if tool == "dvc":
             return measure_dvc(source, folder, env)
         target = folder / "cp-target"
-        seconds, _ = timed(["cp", str(source), str(target)], folder, env)
+        seconds, _ = timed(["cp", str(source), str(target)], folder, env, sync=True)
         expect_size(target, source)
         return {"cp": seconds}
     finally:
@@ -206,7 +207,7 @@ def measure_mlops(source: Path, folder: Path, project: Path, env: dict[str, str]
     run_env = env | {"MLOPS_STORAGE": str(storage)}
     fmt = source.suffix.lstrip(".")
     cmd = [str(MLOPS), "data", "add", str(source), "--name", NAME, "--project", str(project)]
-    add, out = timed(cmd, project, run_env)
+    add, out = timed(cmd, project, run_env, sync=True)
     expect_output(out, f"{rows:,} rows", "(stored)")
     snapshots_dir = storage / "snapshots" / NAME
     snapshots, manifests = list(snapshots_dir.glob(f"*.{fmt}")), list(snapshots_dir.glob("*.json"))
@@ -219,7 +220,7 @@ def measure_mlops(source: Path, folder: Path, project: Path, env: dict[str, str]
     expect_size(current, source)
     before = current.stat().st_ino, current.stat().st_mtime_ns
 
-    readd, out = timed(cmd, project, run_env)
+    readd, out = timed(cmd, project, run_env, sync=True)
     expect_output(out, f"{rows:,} rows", "(unchanged, already stored)")
     if (current.stat().st_ino, current.stat().st_mtime_ns) != before:
         warn(f"the unchanged re-add wrote {current.relative_to(storage)} again ({source.stat().st_size / 1e6:,.0f} MB)")
@@ -234,15 +235,15 @@ def measure_dvc(source: Path, folder: Path, env: dict[str, str]) -> dict[str, fl
     run_checked([str(DVC), "remote", "add", "-d", "local", str(remote)], repo, env)
     run_checked([str(DVC), "config", "core.analytics", "false"], repo, env)
     shutil.copyfile(source, repo / source.name)  # untimed; a copy, so DVC can never touch the cached file
-    add, _ = timed([str(DVC), "add", source.name], repo, env)
-    push, _ = timed([str(DVC), "push"], repo, env)
+    add, _ = timed([str(DVC), "add", source.name], repo, env, sync=True)
+    push, _ = timed([str(DVC), "push"], repo, env, sync=True)
     pushed = [p for p in remote.rglob("*") if p.is_file()]
     if len(pushed) != 1:
         warn(f"expected one file in the DVC remote {remote}, found {len(pushed)}")
     for path in pushed:
         expect_size(path, source)
-    readd, _ = timed([str(DVC), "add", source.name], repo, env)
-    repush, _ = timed([str(DVC), "push"], repo, env)
+    readd, _ = timed([str(DVC), "add", source.name], repo, env, sync=True)
+    repush, _ = timed([str(DVC), "push"], repo, env, sync=True)
     return {
         "dvc add": add,
         "dvc push": push,
@@ -254,23 +255,6 @@ def measure_dvc(source: Path, folder: Path, env: dict[str, str]) -> dict[str, fl
 
 
 # -- helpers -------------------------------------------------------------------
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
-    """`sync` (untimed), then run `cmd` to completion; its wall-clock seconds and stdout."""
-    os.sync()
-    started = time.perf_counter()
-    result = run_checked(cmd, cwd, env)
-    return time.perf_counter() - started, result.stdout
-
-
-def run_checked(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        print(f"FAILED (exit {result.returncode}): {' '.join(cmd)}  in {cwd}", file=sys.stderr)
-        print(result.stdout, result.stderr, sep="\n", file=sys.stderr)
-        sys.exit(1)
-    return result
-
-
 def expect_output(stdout: str, *parts: str) -> None:
     text = " ".join(stdout.split())  # rich may wrap a long line
     if missing := [p for p in parts if p not in text]:

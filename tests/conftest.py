@@ -89,6 +89,40 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait()
 
 
+@pytest.fixture(scope="module")
+def shared_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite tracking store per test module, so its tables are created once; each test has its own experiment."""
+    return f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlruns.db'}"
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path, shared_db: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project folder (no package: tests pass their own pipeline) with a local environment on tmp storage.
+
+    Its experiment is named uniquely, and the MLOPS_/MLFLOW_ variables that would redirect it are unset.
+    """
+    for var in ("MLOPS_ENVIRONMENT", "MLOPS_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "mlops.toml").write_text(
+        f"""\
+[project]
+name = "tiny-{uuid.uuid4().hex[:12]}"
+package = "tiny"
+
+[environments.local]
+storage = "{tmp_path / "storage"}"
+tracking_uri = "{shared_db}"
+
+[steps.make.params]
+rows = 4
+""",
+        encoding="utf-8",
+    )
+    return root
+
+
 @pytest.fixture
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake AWS credentials, so nothing can reach a real account."""

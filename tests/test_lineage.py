@@ -4,7 +4,6 @@ the registered model version names the snapshot it was trained on, which loads b
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -25,37 +24,6 @@ storage = "s3://{bucket}/p"
 tracking_uri = "{tracking}"
 s3_endpoint_url = "{endpoint}"
 """
-
-
-@pytest.fixture(scope="module")
-def shared_db(tmp_path_factory) -> str:
-    """One SQLite store for the module, so its tables are created once; each test has its own experiment."""
-    return f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlruns.db'}"
-
-
-@pytest.fixture
-def tiny_project(tmp_path, shared_db, monkeypatch) -> Path:
-    """A project folder with a local environment on tmp storage, and an experiment of its own."""
-    for var in ("MLOPS_ENVIRONMENT", "MLOPS_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID"):
-        monkeypatch.delenv(var, raising=False)
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "mlops.toml").write_text(
-        f"""\
-[project]
-name = "lineage-{uuid.uuid4().hex[:12]}"
-package = "tiny"
-
-[environments.local]
-storage = "{tmp_path / "storage"}"
-tracking_uri = "{shared_db}"
-
-[steps.make.params]
-rows = 4
-""",
-        encoding="utf-8",
-    )
-    return root
 
 
 @pytest.fixture(params=["local", "s3"])

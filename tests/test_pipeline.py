@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -145,42 +144,12 @@ def test_unknown_step_without_near_miss_lists_valid_ones():
 # -- the runner on a tiny pipeline ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shared_db(tmp_path_factory) -> str:
-    """One SQLite store for the module, so its tables are created once; each test has its own experiment."""
-    return f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlruns.db'}"
-
-
 @pytest.fixture
-def tiny_project(tmp_path, shared_db, monkeypatch):
-    """A project folder with a local environment on tmp storage, and an experiment of its own."""
-    for var in ("MLOPS_ENVIRONMENT", "MLOPS_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID"):
-        monkeypatch.delenv(var, raising=False)
-    name = f"tiny-{uuid.uuid4().hex[:12]}"
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "mlops.toml").write_text(
-        f"""\
-[project]
-name = "{name}"
-package = "tiny"
-
-[environments.local]
-storage = "{tmp_path / "storage"}"
-tracking_uri = "{shared_db}"
-
-[params]
-target = "y"
-
-[steps.make.params]
-rows = 4
-
-[steps.use.params]
-scale = 2.5
-""",
-        encoding="utf-8",
-    )
-    return root
+def tiny_project(tiny_project):
+    """The shared tiny project, with shared params and a param of the `use` step."""
+    with open(tiny_project / "mlops.toml", "a", encoding="utf-8") as toml:
+        toml.write('\n[params]\ntarget = "y"\n\n[steps.use.params]\nscale = 2.5\n')
+    return tiny_project
 
 
 def pipeline_runs(tracking_uri: str, experiment: str):
