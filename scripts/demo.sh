@@ -10,7 +10,8 @@ cd demo
 cat <<'TEXT'
 
 Where to look:
-  demo/data/                datasets, predictions and the exported champion model
+  demo/data/                datasets, their snapshots, predictions and the exported champion model
+  (cd demo && ../.venv/bin/mlops data ls)   every dataset version, with the run that made it
   demo/mlruns.db, mlruns/   the MLflow store: (cd demo && ../.venv/bin/mlops ui), then http://127.0.0.1:5000
   demo/src/iris_demo/       the step code a team owns and edits
 TEXT
