@@ -320,9 +320,11 @@ def _interrupt_upload(store: SnapshotStore, monkeypatch: pytest.MonkeyPatch) -> 
     sent: list[int] = []
     if isinstance(store.storage, LocalStorage):
 
-        def stream_part(path, target):
+        def stream_part(path, target, *copies):
             with open(path, "rb") as source:
-                sent.append(target.write(source.read(100)))
+                part = source.read(100)
+            for sink in (target, *copies):
+                sent.append(sink.write(part))
             raise ConnectionError("connection lost")
 
         monkeypatch.setattr(snapshots_module, "stream_file", stream_part)

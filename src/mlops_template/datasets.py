@@ -94,8 +94,8 @@ class HashingWriter:
         return self._hasher.hexdigest()
 
 
-def stream_file(path: str | os.PathLike[str], target: IO[bytes]) -> tuple[str, int]:
-    """Copy a local file into `target`, hashing each chunk as it is written; returns the digest and size.
+def stream_file(path: str | os.PathLike[str], target: IO[bytes], *copies: IO[bytes]) -> tuple[str, int]:
+    """Copy a local file into `target` (and any `copies`), hashing each chunk as it is written; returns digest, size.
 
     The file is memory-mapped, so every chunk is hashed and written from the
     same pages without a copy into Python, and the hash of one chunk runs in a
@@ -117,7 +117,8 @@ def stream_file(path: str | os.PathLike[str], target: IO[bytes]) -> tuple[str, i
                     with view[start : start + _STREAM_CHUNK] as chunk:
                         hashing = pool.submit(hasher.update, chunk)
                         try:
-                            target.write(chunk)
+                            for sink in (target, *copies):
+                                sink.write(chunk)
                         finally:
                             hashing.result()
         finally:

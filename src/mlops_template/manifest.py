@@ -57,7 +57,9 @@ def _profile_csv(path: str, column_types: dict | None = None, *, newlines_in_val
     parse = csv.ParseOptions(newlines_in_values=newlines_in_values)
 
     def reader(start: int, end: int, schema: pa.Schema | None = None) -> csv.CSVStreamingReader:
-        read = csv.ReadOptions(block_size=_CSV_BLOCK, column_names=schema.names if schema else None)
+        read = csv.ReadOptions(
+            block_size=_CSV_BLOCK, column_names=schema.names if schema else None, use_threads=len(bounds) == 1
+        )
         types = {f.name: f.type for f in schema} if schema else column_types
         convert = csv.ConvertOptions(column_types=types)
         body = pa.BufferReader(source.read_at(end - start, start))

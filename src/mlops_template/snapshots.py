@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,32 +194,41 @@ class SnapshotStore:
                 self.set_current(snapshot)
                 return Stored(snapshot, written=False)
 
-        with ThreadPoolExecutor(1) as pool:
+        current = current_key(name, fmt)
+        with ThreadPoolExecutor(1) as pool, ExitStack() as staged:
             profiling = pool.submit(profile_file, str(path), fmt)
             try:
-                with self.storage.stage(folder) as stage:
-                    digest, size = stream_file(path, stage.file)
-                    try:
-                        manifest = profiling.result()
-                    except Exception as exc:
-                        raise StorageError(
-                            f"{path}: cannot be read as {fmt} ({exc}); is it a complete {fmt} file?"
-                        ) from exc
-                    after = path.stat()
-                    if (size, after.st_size, after.st_mtime_ns) != (before.st_size, before.st_size, before.st_mtime_ns):
-                        raise StorageError(
-                            f"{path}: changed while it was being added; add it again once it is complete"
-                        )
-                    snapshot = self._complete(name, short_id(digest))
-                    if snapshot is None:
-                        stage.commit(data_key(name, short_id(digest), fmt))
+                stage = staged.enter_context(self.storage.stage(folder))
+                # Where staging is in place (a local folder) the current copy is written in the same pass.
+                copy = (
+                    staged.enter_context(self.storage.stage("datasets", current))
+                    if self.storage.stages_in_place
+                    else None
+                )
+                digest, size = stream_file(path, stage.file, *([copy.file] if copy else []))
+                try:
+                    manifest = profiling.result()
+                except Exception as exc:
+                    raise StorageError(
+                        f"{path}: cannot be read as {fmt} ({exc}); is it a complete {fmt} file?"
+                    ) from exc
+                after = path.stat()
+                if (size, after.st_size, after.st_mtime_ns) != (before.st_size, before.st_size, before.st_mtime_ns):
+                    raise StorageError(f"{path}: changed while it was being added; add it again once it is complete")
+                snapshot = self._complete(name, short_id(digest))
+                written = snapshot is None
+                if snapshot is None:
+                    stage.commit(data_key(name, short_id(digest), fmt))
+                    snapshot = self._finish(name, digest, fmt, size, manifest, run_id, step, str(path.resolve()))
+                if copy is not None:
+                    copy.commit(current)
             except BaseException:
                 profiling.cancel()
                 raise
-        written = snapshot is None
-        if snapshot is None:
-            snapshot = self._finish(name, digest, fmt, size, manifest, run_id, step, str(path.resolve()))
-        self.set_current(snapshot)
+        if copy is None:
+            self.set_current(snapshot)
+        else:
+            self._drop_other_formats(snapshot)
         return Stored(snapshot, written=written)
 
     def adopt(self, name: str, data: bytes, fmt: str, *, run_id: str | None, step: str | None) -> Snapshot:
@@ -279,6 +289,10 @@ class SnapshotStore:
         key = current_key(snapshot.name, snapshot.format)
         if not self.storage.holds_copy(key, snapshot.key, snapshot.digest):
             self.storage.copy(snapshot.key, key)
+        self._drop_other_formats(snapshot)
+
+    def _drop_other_formats(self, snapshot: Snapshot) -> None:
+        """A dataset has one current copy: writing a CSV version removes a parquet one, and back."""
         for other in FORMATS:
             if other != snapshot.format:
                 self.storage.delete(current_key(snapshot.name, other))

@@ -22,6 +22,7 @@ class Storage:
 
     fs: fsspec.AbstractFileSystem
     root: str
+    stages_in_place = False  # True where a staged file is written beside its target, so extra copies are cheap
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri('')!r})"

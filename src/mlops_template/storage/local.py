@@ -19,6 +19,8 @@ from .base import Stage, Storage
 
 
 class LocalStorage(Storage):
+    stages_in_place = True
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = str(Path(root).resolve())
         self.fs = LocalFileSystem()
