@@ -69,29 +69,18 @@ def spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def writes(store: SnapshotStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The keys published to storage from now on, by any path either backend writes through."""
     keys: list[str] = []
+
+    def spy(real, key_at: int):
+        def publish(*args):
+            keys.append(args[key_at])
+            return real(*args)
+
+        return publish
+
     storage = store.storage
-    real_write, real_put, real_copy, real_commit = storage.write_bytes, storage.put_file, storage.copy, Stage.commit
-
-    def write_bytes(key, data):
-        keys.append(key)
-        return real_write(key, data)
-
-    def put_file(local_path, key):
-        keys.append(key)
-        return real_put(local_path, key)
-
-    def copy(source, target):
-        keys.append(target)
-        return real_copy(source, target)
-
-    def commit(self, key):
-        keys.append(key)
-        return real_commit(self, key)
-
-    monkeypatch.setattr(storage, "write_bytes", write_bytes)
-    monkeypatch.setattr(storage, "put_file", put_file)
-    monkeypatch.setattr(storage, "copy", copy)
-    monkeypatch.setattr(Stage, "commit", commit)
+    for method in ("write_bytes", "put_file", "copy"):  # the key written is the first argument, or the second
+        monkeypatch.setattr(storage, method, spy(getattr(storage, method), 0 if method == "write_bytes" else 1))
+    monkeypatch.setattr(Stage, "commit", spy(Stage.commit, 1))  # (self, key)
     return keys
 
 

@@ -37,11 +37,6 @@ def validate_name(name: str) -> str:
     return name
 
 
-def dataset_key(name: str, fmt: str = "parquet") -> str:
-    """The "current version" of a dataset, which the next step reads."""
-    return f"datasets/{validate_name(name)}.{fmt}"
-
-
 def short_id(digest: str) -> str:
     return digest[:ID_LENGTH]
 

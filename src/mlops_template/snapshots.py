@@ -343,11 +343,12 @@ class SnapshotStore:
                 "NAME:ID or NAME (`mlops data ls` lists them)"
             )
         folder = f"{PREFIX}/{validate_name(name)}" if name else PREFIX
+        manifests = _complete_manifests(self.storage.list(folder))
         found: dict[str, list[str]] = {}
-        for key in _complete_manifests(self.storage.list(folder)):
+        for key in manifests:
             if posixpath.basename(key).startswith(wanted):
                 found.setdefault(posixpath.basename(key).removesuffix(".json"), []).append(key)
-        if not found and not name and is_valid_name(ref) and ref in self.names():
+        if not found and not name and is_valid_name(ref) and ref in {k.split("/")[1] for k in manifests}:
             return self.current(ref)  # a dataset whose name happens to look like an id
         if not found:
             raise StorageError(

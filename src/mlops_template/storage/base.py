@@ -60,10 +60,7 @@ class Storage:
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys of the files below `prefix`, sorted; empty when the folder does not exist."""
-        if not self.exists(prefix):
-            return []
-        root = self.path("")
-        return sorted(posixpath.relpath(f, root) for f in self._call(self.fs.find, prefix))
+        return sorted(self.sizes(prefix))
 
     def delete(self, key: str) -> None:
         if self.exists(key):
