@@ -126,15 +126,58 @@ def test_valid_config_parses_params_steps_and_resources(config):
 
 def test_model_gate_values_and_int_min_becomes_float(config):
     assert config.model.name == "iris-model"
-    assert config.model.gate == Gate(metric="accuracy", min=1.0, beat_champion=False, higher_is_better=True)
+    assert config.model.gate == Gate(metric="accuracy", min=1.0, beat_champion=False)
     assert isinstance(config.model.gate.min, float)
 
 
 def test_model_defaults_to_project_name_and_default_gate(write_config):
     config = load_config(write_config())
     assert config.model.name == "demo"
-    assert config.model.gate == Gate(metric="f1", min=None, beat_champion=True, higher_is_better=True)
+    assert config.model.gate == Gate(metric="f1", min=None, beat_champion=True)
+    assert config.model.task == "classification"
     assert config.params == {} and config.steps == {}
+
+
+BASE = """\
+[project]
+name = "demo"
+package = "demo"
+
+[environments.local]
+storage = "data"
+tracking_uri = "sqlite:///mlruns.db"
+
+"""
+
+
+def test_regression_task_defaults_the_gate_metric_to_r2(write_config):
+    config = load_config(write_config(BASE + '[model]\ntask = "regression"\ngate = { min = 0.5 }\n'))
+    assert (config.model.task, config.model.gate) == ("regression", Gate(metric="r2", min=0.5))
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ('task = "clustering"', "[model] task 'clustering' is unknown; valid: classification, regression"),
+        (
+            'task = "regression"\ngate = { metric = "f1" }',
+            '[model.gate] metric \'f1\' is a classification metric but task = "regression"; use e.g. "r2"',
+        ),
+        (
+            'gate = { metric = "neg_root_mean_squared_error" }',
+            '[model.gate] metric \'neg_root_mean_squared_error\' is a regression metric but task = "classification"; use e.g. "f1"',
+        ),
+        ('gate = { metric = "rand_score" }', "'rand_score' scores a clustering, not a classification model"),
+        (
+            'gate = { metric = "rmse", higher_is_better = false }',
+            "[model.gate] remove 'higher_is_better': every gate metric is higher-is-better",
+        ),
+    ],
+)
+def test_gate_metric_must_fit_the_task(write_config, model, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(BASE + "[model]\n" + model + "\n"))
+    assert message in str(err.value)
 
 
 def test_step_params_lays_step_params_over_shared_params(config):

@@ -1,119 +1,181 @@
-"""The approval gate's decisions, and the hash that pins a registered model's files."""
+"""The approval gate's decisions, the rows it compares on, and the hash that pins a registered model's files."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from mlops_template.config import Gate
-from mlops_template.registry import directory_sha256, evaluate_gate
+from mlops_template.gate import Comparison, evaluate_gate, unseen_rows
+from mlops_template.registry import directory_sha256
+from mlops_template.scoring import metric_problem, metric_task, score
 
 F1 = Gate(metric="f1", min=0.8, beat_champion=True)
-RMSE = Gate(metric="rmse", min=0.5, beat_champion=True, higher_is_better=False)
 
 
 @pytest.mark.parametrize("value", [0.8, 0.81, 1.0])
 def test_passes_at_or_above_min(value):
-    decision = evaluate_gate(F1, {"f1": value, "accuracy": 0.9})
+    decision = evaluate_gate(F1, value, rows=45)
     assert decision.passed
-    assert decision.metric == "f1" and decision.value == value
-    assert decision.reason == f"f1={value:.4g} ≥ 0.8"
+    assert (decision.metric, decision.value, decision.rows) == ("f1", value, 45)
+    assert decision.reason == f"f1={value:.4g} ≥ 0.8 on 45 held-out rows"
 
 
-def test_fails_below_min_and_says_by_how_much():
-    decision = evaluate_gate(F1, {"f1": 0.79})
+def test_fails_below_min_and_says_on_how_many_rows():
+    decision = evaluate_gate(F1, 0.79, rows=45)
     assert not decision.passed
-    assert decision.reason == "f1=0.79 does not reach ≥ 0.8"
+    assert decision.reason == "f1=0.79 on 45 held-out rows does not reach ≥ 0.8"
 
 
-def test_equal_to_champion_does_not_beat_it():
-    decision = evaluate_gate(F1, {"f1": 0.9}, champion_value=0.9, champion_version="3")
+def test_min_is_optional():
+    decision = evaluate_gate(Gate(metric="r2"), 0.1, rows=10)
+    assert decision.passed and decision.reason == "r2=0.1 on 10 held-out rows"
+
+
+def test_equal_to_champion_on_the_same_rows_does_not_beat_it():
+    decision = evaluate_gate(F1, 0.9, rows=45, comparison=Comparison("3", rows=14, candidate=0.9, champion=0.9))
     assert not decision.passed
-    assert "does not beat champion v3 (0.9)" in decision.reason
-    assert decision.champion_version == "3" and decision.champion_value == 0.9
+    assert decision.reason == "f1=0.9 does not beat champion v3 (0.9) on the 14 held-out rows neither model trained on"
+    assert (decision.champion_version, decision.champion_value, decision.candidate_value) == ("3", 0.9, 0.9)
 
 
-def test_worse_than_champion_fails():
-    decision = evaluate_gate(F1, {"f1": 0.85}, champion_value=0.9, champion_version="3")
+def test_better_on_its_own_split_but_worse_on_the_shared_rows_fails_with_both_numbers():
+    decision = evaluate_gate(F1, 0.97, rows=45, comparison=Comparison("3", rows=14, candidate=0.85, champion=0.93))
     assert not decision.passed
-    assert "does not beat champion v3" in decision.reason
+    assert (
+        "f1=0.85 does not beat champion v3 (0.93) on the 14 held-out rows neither model trained on" in decision.reason
+    )
 
 
-def test_better_than_champion_passes():
-    decision = evaluate_gate(F1, {"f1": 0.95}, champion_value=0.9, champion_version="3")
+def test_better_on_the_shared_rows_passes_and_shows_both_numbers():
+    decision = evaluate_gate(F1, 0.9, rows=45, comparison=Comparison("3", rows=14, candidate=0.95, champion=0.9))
     assert decision.passed
-    assert decision.reason == "f1=0.95 ≥ 0.8 and beats champion v3 (0.9)"
+    assert decision.reason == (
+        "f1=0.9 ≥ 0.8 on 45 held-out rows; beats champion v3 on the 14 held-out rows neither model trained on: 0.95 > 0.9"
+    )
 
 
-def test_no_champion_yet_passes():
-    decision = evaluate_gate(F1, {"f1": 0.85})
+def test_min_still_applies_before_the_comparison():
+    decision = evaluate_gate(F1, 0.5, rows=45, comparison=Comparison("3", rows=14, candidate=0.99, champion=0.1))
+    assert not decision.passed and "does not reach ≥ 0.8" in decision.reason
+
+
+def test_champion_that_cannot_score_the_rows_leaves_only_min():
+    comparison = Comparison("2", rows=45, unscorable="it needs column(s) these rows lack: 'petal_area'")
+    decision = evaluate_gate(F1, 0.85, rows=45, comparison=comparison)
     assert decision.passed
-    assert decision.champion_version is None and "champion" not in decision.reason
+    assert decision.reason.endswith(
+        "champion v2 cannot score them (it needs column(s) these rows lack: 'petal_area'), so only min applies"
+    )
+    assert not evaluate_gate(F1, 0.7, rows=45, comparison=comparison).passed
 
 
-def test_champion_without_the_metric_passes_and_says_so():
-    decision = evaluate_gate(F1, {"f1": 0.85}, champion_value=None, champion_version="2")
-    assert decision.passed
-    assert decision.reason == "f1=0.85 ≥ 0.8; champion v2 has no f1"
+def test_no_row_free_of_the_champions_training_data_fails():
+    decision = evaluate_gate(F1, 0.95, rows=45, comparison=Comparison("4", rows=0))
+    assert not decision.passed
+    assert "none is free of champion v4's training data" in decision.reason
 
 
-def test_champion_with_nan_metric_counts_as_having_none():
-    # Otherwise nothing could ever beat it: every comparison with NaN is false.
-    decision = evaluate_gate(F1, {"f1": 0.85}, champion_value=float("nan"), champion_version="2")
-    assert decision.passed
-    assert "champion v2 has no f1" in decision.reason
+def test_champion_scoring_nan_does_not_block_every_candidate():
+    decision = evaluate_gate(
+        F1, 0.85, rows=45, comparison=Comparison("2", rows=9, candidate=0.8, champion=float("nan"))
+    )
+    assert decision.passed and "champion v2 scores NaN" in decision.reason
 
 
 def test_beat_champion_false_ignores_a_better_champion():
     gate = Gate(metric="f1", min=0.8, beat_champion=False)
-    decision = evaluate_gate(gate, {"f1": 0.85}, champion_value=0.99, champion_version="7")
-    assert decision.passed
-    assert decision.reason == "f1=0.85 ≥ 0.8"
+    decision = evaluate_gate(gate, 0.85, rows=45, comparison=Comparison("7", rows=45, candidate=0.85, champion=0.99))
+    assert decision.passed and decision.reason == "f1=0.85 ≥ 0.8 on 45 held-out rows"
 
 
-def test_beat_champion_false_still_applies_min():
-    gate = Gate(metric="f1", min=0.8, beat_champion=False)
-    assert not evaluate_gate(gate, {"f1": 0.5}, champion_value=0.1, champion_version="7").passed
+@pytest.mark.parametrize("value", [float("nan"), None])
+def test_nan_metric_fails(value):
+    decision = evaluate_gate(F1, value, rows=45)
+    assert not decision.passed and decision.reason.startswith("f1 is NaN on 45 held-out rows")
+
+
+# -- the rows neither model trained on ---------------------------------------------------------
+
+
+def test_unseen_rows_drops_every_row_found_in_the_training_data():
+    heldout = pd.DataFrame({"x": [1, 2, 3, 4], "c": ["a", "b", "c", "d"], "y": [0, 1, 0, 1]})
+    training = pd.DataFrame({"x": [2.0, 4.0, 9.0], "c": ["b", "x", "z"], "y": [1, 1, 0]})
+    # (2, b, 1) was trained on; (4, d, 1) differs from (4, x, 1) in one column, so it stays.
+    assert unseen_rows(heldout, training)["x"].tolist() == [1, 3, 4]
+
+
+def test_unseen_rows_compares_only_the_columns_both_tables_have():
+    heldout = pd.DataFrame({"x": [1, 2], "new_feature": [5, 6], "y": [0, 1]})
+    training = pd.DataFrame({"x": [1], "y": [0]})
+    assert unseen_rows(heldout, training)["x"].tolist() == [2]
+
+
+def test_unseen_rows_matches_missing_values_and_ints_against_floats():
+    heldout = pd.DataFrame({"x": [1, np.nan], "c": [None, "b"]})
+    training = pd.DataFrame({"x": [1.0], "c": [None]})
+    assert unseen_rows(heldout, training)["c"].tolist() == ["b"]
+
+
+# -- metric names ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("rmse", "champion", "passed", "reason"),
+    ("metric", "task"),
     [
-        (0.5, None, True, "rmse=0.5 ≤ 0.5"),
-        (0.3, None, True, "rmse=0.3 ≤ 0.5"),
-        (0.6, None, False, "rmse=0.6 does not reach ≤ 0.5"),
-        (0.3, 0.4, True, "rmse=0.3 ≤ 0.5 and beats champion v1 (0.4)"),
-        (0.4, 0.4, False, "rmse=0.4 does not beat champion v1 (0.4)"),
-        (0.45, 0.4, False, "rmse=0.45 does not beat champion v1 (0.4)"),
+        ("f1", "classification"),
+        ("roc_auc", "classification"),
+        ("neg_log_loss", "classification"),
+        ("r2", "regression"),
+        ("neg_root_mean_squared_error", "regression"),
+        ("neg_mean_absolute_error", "regression"),
+        ("adjusted_rand_score", None),
     ],
 )
-def test_lower_is_better_inverts_both_comparisons(rmse, champion, passed, reason):
-    decision = evaluate_gate(
-        RMSE, {"rmse": rmse}, champion_value=champion, champion_version="1" if champion is not None else None
+def test_metric_task_knows_scikit_learns_scorers(metric, task):
+    assert metric_task(metric) == task
+
+
+def test_metric_problem_names_the_task_and_a_fitting_metric():
+    assert metric_problem("roc_auc", "classification") is None
+    assert metric_problem("r2", "classification") == (
+        '\'r2\' is a regression metric but task = "classification"; use e.g. "f1"'
     )
-    assert decision.passed is passed
-    assert decision.reason == reason
 
 
-def test_metric_not_logged_fails_listing_what_was_logged():
-    decision = evaluate_gate(F1, {"recall": 0.9, "accuracy": 0.95})
-    assert not decision.passed
-    assert decision.value is None
-    assert decision.reason == "metric 'f1' was not logged; logged: accuracy, recall"
+def test_macro_names_and_scorers_score_the_same_model():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    y = np.where(X["a"] + 0.5 * rng.normal(size=300) > 0, "yes", "no")
+    model = LogisticRegression().fit(X, y)
+    from sklearn.metrics import f1_score, precision_score, roc_auc_score
+
+    predicted = model.predict(X)
+    assert score(model, X, y, "f1", task="classification") == pytest.approx(f1_score(y, predicted, average="macro"))
+    assert score(model, X, y, "precision", task="classification") == pytest.approx(
+        precision_score(y, predicted, average="macro")
+    )
+    assert score(model, X, y, "roc_auc", task="classification") == pytest.approx(
+        roc_auc_score(y == "yes", model.predict_proba(X)[:, 1])
+    )
 
 
-def test_no_metrics_at_all_fails_clearly():
-    decision = evaluate_gate(F1, {})
-    assert not decision.passed
-    assert decision.reason == "metric 'f1' was not logged; logged: (none)"
+def test_a_predict_only_model_is_scored_through_predict_based_scorers():
+    class Rule:  # not a scikit-learn estimator: a pyfunc, say
+        def predict(self, X):
+            return np.where(X["a"] > 0, "yes", "no")
 
-
-@pytest.mark.parametrize("gate", [F1, RMSE], ids=["higher", "lower"])
-def test_nan_metric_fails(gate):
-    decision = evaluate_gate(gate, {gate.metric: float("nan")})
-    assert not decision.passed
-    assert decision.reason.startswith(f"{gate.metric} is NaN")
+    X = pd.DataFrame({"a": [-1.0, 1.0, 2.0, -2.0]})
+    y = np.array(["no", "yes", "no", "no"])
+    assert score(Rule(), X, y, "accuracy", task="classification") == 0.75
+    with pytest.raises(AttributeError):
+        score(Rule(), X, y, "roc_auc", task="classification")  # needs probabilities
 
 
 # -- directory_sha256 ------------------------------------------------------------------------
@@ -131,7 +193,7 @@ def test_sha256_is_stable_for_the_same_content(tmp_path):
     a = _model_dir(tmp_path / "a")
     b = _model_dir(tmp_path / "b")
     digest = directory_sha256(a)
-    assert len(digest) == 64 and int(digest, 16) >= 0
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)
     assert directory_sha256(a) == digest
     assert directory_sha256(b) == digest  # where the folder is does not matter
     assert directory_sha256(str(a)) == digest

@@ -199,25 +199,36 @@ def test_training_input_and_model_version_point_at_a_snapshot_equal_to_the_train
     project, featurized, _ = rendered
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns.db'}")
     train = step_run(client, "train_model")
+    [featurized_input] = datasets(client, train.info.run_id, "input")
     [training] = datasets(client, train.info.run_id, "training")
+    [heldout] = datasets(client, train.info.run_id, "heldout")
     version = client.get_model_version_by_alias("lineage-e2e", "champion")
     assert version.run_id == train.info.run_id
-    assert version.tags["mlops.data.featurized"] == training.digest
-    assert version.tags["mlops.training_data"] == f"featurized:{training.digest}"
+    assert version.tags["mlops.data.featurized"] == featurized_input.digest
+    assert version.tags["mlops.training_data"] == f"train:{training.digest}"
+    assert version.tags["mlops.heldout_data"] == f"heldout:{heldout.digest}"
 
     store = open_snapshots(load_config(project))
-    snapshot, df = store.read(version.tags["mlops.training_data"])
-    assert (snapshot.id, store.uri(snapshot)) == (training.digest, source_uri(training))
+    snapshot, df = store.read(f"featurized:{featurized_input.digest}")
+    assert (snapshot.id, store.uri(snapshot)) == (featurized_input.digest, source_uri(featurized_input))
     assert (snapshot.name, snapshot.step) == ("featurized", "feat_data")
     assert snapshot.run_id == step_run(client, "feat_data").info.run_id
     pd.testing.assert_frame_equal(df, featurized)
-    # The splits train_model wrote are its outputs, and tags of the version too; only featurized is training data.
-    outputs = {d.name: d.digest for d in datasets(client, train.info.run_id, "output")}
-    assert set(outputs) == {"train", "test"}
+    # The training snapshot is exactly the rows the model learnt from: the split of featurized the gate left out of
+    # the held-out rows, together making up the whole table.
+    trained_on, train_df = store.read(version.tags["mlops.training_data"])
+    assert (trained_on.id, store.uri(trained_on), trained_on.step) == (
+        training.digest,
+        source_uri(training),
+        "train_model",
+    )
+    _, heldout_df = store.read(version.tags["mlops.heldout_data"])
+    assert len(train_df) + len(heldout_df) == len(featurized)
+    assert train_df.merge(heldout_df, on=list(featurized.columns)).empty
     assert {k: v for k, v in version.tags.items() if k.startswith("mlops.data.")} == {
-        "mlops.data.featurized": training.digest,
-        "mlops.data.train": outputs["train"],
-        "mlops.data.test": outputs["test"],
+        "mlops.data.featurized": featurized_input.digest,
+        "mlops.data.train": training.digest,
+        "mlops.data.heldout": heldout.digest,
     }
 
 

@@ -289,10 +289,11 @@ def test_invalid_dataset_name_fails_the_step_and_writes_nothing(tiny_project, sh
 def _train_tiny(ctx: StepContext):
     from sklearn.tree import DecisionTreeClassifier
 
-    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0] * 3, "b": [1.0, 0.0, 1.0, 0.0] * 3})
-    y = [0, 1, 0, 1] * 3
-    model = DecisionTreeClassifier(random_state=0).fit(X, y)
-    return ctx.propose_model(model, input_example=X.head(2), metrics={"f1": 1.0})
+    df = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0] * 3, "b": [1.0, 0.0, 1.0, 0.0] * 3, "y": [0, 1, 0, 1] * 3})
+    df["a"] += range(12)  # distinct rows
+    train, heldout = df.iloc[:8], df.iloc[8:]
+    model = DecisionTreeClassifier(random_state=0).fit(train[["a", "b"]], train["y"])
+    return ctx.propose_model(model, train=train, heldout=heldout, target="y")
 
 
 def test_model_of_a_step_that_fails_after_the_gate_is_not_registered(tiny_project, shared_db):

@@ -81,10 +81,16 @@ def test_training_run_has_params_metrics_figure_and_training_data(trained):
     client = client_for(project)
     parents, children = pipeline_runs(client, "iris-e2e")
     train = next(c for c in children[parents[0].info.run_id] if c.data.tags["mlops.step"] == "train_model")
-    assert train.data.params == {"target": "species", "max_depth": "5", "test_size": "0.3", "seed": "42"}
+    assert train.data.params == {
+        "target": "species",
+        "max_depth": "5",
+        "max_iter": "100",
+        "test_size": "0.3",
+        "seed": "42",
+    }
     assert {"accuracy", "f1", "precision", "recall"} <= set(train.data.metrics)
     assert 0.8 <= train.data.metrics["f1"] <= 1.0
-    assert "confusion_matrix.png" in [a.path for a in client.list_artifacts(train.info.run_id)]
+    assert "evaluation.png" in [a.path for a in client.list_artifacts(train.info.run_id)]
     assert train.data.tags["mlops.gate"] == "passed"
 
     training = [
@@ -92,11 +98,12 @@ def test_training_run_has_params_metrics_figure_and_training_data(trained):
         for i in train.inputs.dataset_inputs
         if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == "training"
     ]
-    assert [i.dataset.name for i in training] == ["featurized"]
-    stored = (project / "data" / "datasets" / "featurized.parquet").read_bytes()
+    assert [i.dataset.name for i in training] == ["train"]
+    stored = (project / "data" / "datasets" / "train.parquet").read_bytes()
     assert training[0].dataset.digest == content_id(stored)
-    snapshot = project / "data" / "snapshots" / "featurized" / f"{content_id(stored)}.parquet"
+    snapshot = project / "data" / "snapshots" / "train" / f"{content_id(stored)}.parquet"
     assert str(snapshot) in training[0].dataset.source
+    assert train.data.tags["mlops.training_data"] == f"train:{content_id(stored)}"
 
 
 def test_passing_model_is_registered_as_champion_and_exported(trained):
@@ -104,8 +111,13 @@ def test_passing_model_is_registered_as_champion_and_exported(trained):
     client = client_for(project)
     version = client.get_model_version_by_alias("iris-e2e", "champion")
     assert str(version.version) == "1"
-    stored = (project / "data" / "datasets" / "featurized.parquet").read_bytes()
-    assert version.tags["mlops.data.featurized"] == content_id(stored)
+
+    def current(name: str) -> str:
+        return content_id((project / "data" / "datasets" / f"{name}.parquet").read_bytes())
+
+    assert version.tags["mlops.data.featurized"] == current("featurized")
+    assert version.tags["mlops.training_data"] == f"train:{current('train')}"
+    assert version.tags["mlops.heldout_data"] == f"heldout:{current('heldout')}"
     exported = project / "data" / "models" / "iris-e2e" / "v1"
     assert (exported / "MLmodel").is_file()
     assert version.tags["mlops.model_sha256"] == directory_sha256(exported)
@@ -115,14 +127,14 @@ def test_predictions_cover_the_held_out_rows_with_the_model_version(trained):
     project, _ = trained
     parents, _ = pipeline_runs(client_for(project), "iris-e2e")
     predictions = pd.read_parquet(project / "data" / "predictions" / f"{parents[0].info.run_id}.parquet")
-    held_out = pd.read_parquet(project / "data" / "datasets" / "test.parquet")
-    trained_on = pd.read_parquet(project / "data" / "datasets" / "train.parquet")
+    version = client_for(project).get_model_version_by_alias("iris-e2e", "champion")
+    snapshots = project / "data" / "snapshots"
+    held_out = pd.read_parquet(snapshots / "heldout" / f"{version.tags['mlops.heldout_data'].split(':')[1]}.parquet")
+    trained_on = pd.read_parquet(snapshots / "train" / f"{version.tags['mlops.training_data'].split(':')[1]}.parquet")
     assert len(predictions) == len(held_out) == 45
     assert set(predictions["model_version"]) == {1}
-    features = [c for c in held_out.columns if c != "species"]
-    assert predictions[features].equals(held_out[features].reset_index(drop=True)) or len(
-        predictions.merge(trained_on, on=features + ["species"])
-    ) < len(predictions)
+    assert predictions[held_out.columns].equals(held_out)  # exactly the champion's held-out rows
+    assert predictions.merge(trained_on, on=list(trained_on.columns)).empty  # none of them trained on
 
 
 def test_failing_gate_registers_nothing_and_tags_why(trained):
@@ -201,7 +213,9 @@ def test_failing_step_stops_the_pipeline_and_points_at_its_log(tmp_path):
     project = new_project("fails", directory=tmp_path / "fails")
     result = CliRunner().invoke(main, ["run", "--project", str(project), "-P", "target=label"])
     assert result.exit_code == 1
-    assert "step 'make_data' failed: ValueError: target column 'label' is missing" in result.output
+    assert (
+        "step 'make_data' failed: target column 'label' is not in the raw data (columns: sepal_length," in result.output
+    )
     log = Path(result.output.split("full log: ")[1].split(")")[0].replace("\n", ""))
     assert "Traceback" in log.read_text() and "Traceback" not in result.output
     client = client_for(project)
@@ -275,7 +289,7 @@ def test_rendered_project_tests_pass(tmp_path):
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     result = run_in(project, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], env=env)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "5 passed" in result.stdout
+    assert "6 passed" in result.stdout
     # The project's tests ran in their own storage: the project folder gained no run output.
     assert not (project / "mlruns.db").exists() and not (project / "data" / "datasets").exists()
 

@@ -40,7 +40,7 @@ def test_pipeline_runs_unchanged_on_s3_and_keeps_secrets_out_of_mlflow(tmp_path,
     assert {
         "iris/datasets/processed.parquet",
         "iris/datasets/featurized.parquet",
-        "iris/datasets/test.parquet",
+        "iris/datasets/heldout.parquet",
         "iris/models/iris-s3/v1/MLmodel",
         f"iris/predictions/{parent.info.run_id}.parquet",
     } <= keys

@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # for type checkers and editors; `X as X` marks a re-export
     from .snapshots import Snapshot as Snapshot
     from .snapshots import SnapshotStore as SnapshotStore
     from .snapshots import open_snapshots as open_snapshots
+    from .targets import check_target as check_target
+    from .targets import split_heldout as split_heldout
 
 _HOME = {
     "Config": "config",
@@ -42,6 +44,8 @@ _HOME = {
     "Snapshot": "snapshots",
     "SnapshotStore": "snapshots",
     "open_snapshots": "snapshots",
+    "check_target": "targets",
+    "split_heldout": "targets",
 }
 __all__ = sorted(_HOME)
 

@@ -30,8 +30,8 @@ _ENVIRONMENT_KEYS = {
 }
 _STEP_KEYS = {"params": dict, "resources": dict}
 _RESOURCE_KEYS = {"cpu": str, "memory": str, "gpu": int, "node_selector": dict, "image": str}
-_MODEL_KEYS = {"name": str, "gate": dict}
-_GATE_KEYS = {"metric": str, "min": float, "beat_champion": bool, "higher_is_better": bool}
+_MODEL_KEYS = {"name": str, "task": str, "gate": dict}
+_GATE_KEYS = {"metric": str, "min": float, "beat_champion": bool}
 
 
 @dataclass(frozen=True)
@@ -54,17 +54,21 @@ class Environment:
 
 @dataclass(frozen=True)
 class Gate:
-    """The approval gate a trained model must pass before it is registered."""
+    """The approval gate a trained model must pass before it is registered.
+
+    `metric` is `f1`/`precision`/`recall` (macro averages) or a scikit-learn
+    scorer name; all are higher-is-better.
+    """
 
     metric: str = "f1"
     min: float | None = None  # no threshold: only `beat_champion` applies
     beat_champion: bool = True
-    higher_is_better: bool = True
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
+    task: str = "classification"
     gate: Gate = field(default_factory=Gate)
 
 
@@ -192,10 +196,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
 
     model_table = _table(raw, "model", path)
     _check_table(model_table, _MODEL_KEYS, path, "model")
-    gate_table = model_table.get("gate", {})
-    _check_table(gate_table, _GATE_KEYS, path, "model.gate")
-    gate = Gate(**{k: float(v) if k == "min" else v for k, v in gate_table.items()})
-    model = ModelConfig(name=model_table.get("name", project["name"]), gate=gate)
+    model = _model(model_table, project["name"], path)
 
     return Config(
         root=root,
@@ -207,6 +208,30 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
         steps=steps,
         default_environment=default_env,
     )
+
+
+def _model(table: dict[str, Any], project: str, path: Path) -> ModelConfig:
+    """`[model]`: the task decides the default gate metric; a metric must fit the task."""
+    from .scoring import DEFAULT_METRIC, metric_problem
+
+    _check_table(table, _MODEL_KEYS, path, "model")
+    task = table.get("task", "classification")
+    if task not in DEFAULT_METRIC:
+        raise ConfigError(f"{path}: [model] task '{task}' is unknown; {choices(DEFAULT_METRIC, task)}")
+    gate_table = table.get("gate", {})
+    if isinstance(gate_table, dict) and "higher_is_better" in gate_table:
+        raise ConfigError(
+            f"{path}: [model.gate] remove 'higher_is_better': every gate metric is higher-is-better "
+            "(losses are scikit-learn scorers named neg_*, e.g. neg_root_mean_squared_error)"
+        )
+    _check_table(gate_table, _GATE_KEYS, path, "model.gate")
+    gate = Gate(**{k: float(v) if k == "min" else v for k, v in gate_table.items()})
+    if "metric" not in gate_table:
+        gate = replace(gate, metric=DEFAULT_METRIC[task])
+    problem = metric_problem(gate.metric, task)
+    if problem:
+        raise ConfigError(f"{path}: [model.gate] metric {problem}")
+    return ModelConfig(name=table.get("name", project), task=task, gate=gate)
 
 
 def _table(raw: dict[str, Any], key: str, path: Path, *, required: bool = False) -> dict[str, Any]:

@@ -8,21 +8,33 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .config import Config, Environment
 from .datasets import FORMATS, content_id
-from .errors import StorageError
+from .errors import MlopsError, StorageError
+from .gate import Comparison, Decision
 from .snapshots import Snapshot, SnapshotStore, current_key
 from .storage import Storage
 from .storage.base import parse_table
-from .tracking import TAG_DATA_PREFIX, TAG_GATE, TAG_GATE_REASON, TAG_MODEL_SHA256, TAG_TRAINING_DATA
+from .tracking import (
+    TAG_DATA_PREFIX,
+    TAG_GATE,
+    TAG_GATE_REASON,
+    TAG_HELDOUT_DATA,
+    TAG_MODEL_SHA256,
+    TAG_MODEL_VERSION,
+    TAG_TRAINING_DATA,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mlflow.entities.model_registry import ModelVersion
+
+    from . import flavors
 
 RAW_PREFIX = "raw"
 
@@ -43,7 +55,7 @@ class StepContext:
     notes: list[str] = field(default_factory=list, init=False)
     _datasets: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _training: dict[str, str] = field(default_factory=dict, init=False, repr=False)
-    _proposal: tuple[str, registry.Decision] | None = field(default=None, init=False, repr=False)
+    _proposal: tuple[_Candidate, Decision] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.log = logging.getLogger(f"{self.config.package}.{self.step}")
@@ -70,8 +82,11 @@ class StepContext:
 
     def write(self, name: str, df: pd.DataFrame) -> str:
         """Store a dataset as a snapshot and as its new current version, record it as an output; returns its id."""
+        return self._store(name, df, "output")
+
+    def _store(self, name: str, df: pd.DataFrame, context: str) -> str:
         stored = self.snapshots.write_table(name, df, run_id=self.run_id, step=self.step)
-        self._log_snapshot(stored.snapshot, df, "output")
+        self._log_snapshot(stored.snapshot, df, context)
         return stored.snapshot.id
 
     def has_raw(self) -> bool:
@@ -140,52 +155,110 @@ class StepContext:
             sys.modules["matplotlib.pyplot"].close(figure)
 
     # -- models ----------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        """`[model] task`: "classification" or "regression"."""
+        return self.config.model.task
+
     def propose_model(
         self,
         model: Any,
         *,
-        input_example: pd.DataFrame,
-        metrics: dict[str, float],
+        train: pd.DataFrame,
+        heldout: pd.DataFrame,
+        target: str,
+        log_model: flavors.LogModel | None = None,
         pip_requirements: list[str] | None = None,
-    ) -> registry.Decision:
-        """Log a trained scikit-learn model and put it to the `[model] gate`.
+    ) -> Decision:
+        """Log a trained model, score it on the held-out rows and put it to the `[model] gate`.
+
+        `train` and `heldout` are stored as snapshots (`train`, `heldout`); the
+        task's metrics and the gate metric are computed here on `heldout`, and
+        the champion is scored on the same rows, less any it trained on. The
+        model is logged with its library's flavour (scikit-learn, XGBoost,
+        LightGBM, a pyfunc), or by `log_model(name)` for anything else.
 
         Passed: once the step has returned without error, a registry version is
-        created (tagged with the ids of the data the step used and the model
-        files' sha256), `champion` moves to it and the model is exported to
-        `models/<name>/v<version>/`. Failed, or the step fails later: nothing is
-        registered. The decision is tagged on this run either way.
+        created (tagged with its data snapshots and its files' sha256), `champion`
+        moves to it (after checking again that nobody moved it meanwhile) and the
+        model is exported to `models/<name>/v<version>/`. Failed, or the step
+        fails later: nothing is registered. The decision is tagged either way.
         """
         import mlflow
 
-        from .requirements import model_requirements
+        from . import flavors
+        from .scoring import predict, reported_metrics, score
+        from .targets import check_target
 
-        self.log_metrics(metrics)
-        name = self.config.model.name
-        info = mlflow.sklearn.log_model(
+        check_target(heldout, target, self.task, table="the held-out rows")
+        self._store("train", train, "training")
+        self._store("heldout", heldout, "heldout")
+        X, y = heldout.drop(columns=[target]), heldout[target]
+        info = flavors.log_model(
             model,
             name="model",
-            input_example=input_example,
-            signature=mlflow.models.infer_signature(input_example, model.predict(input_example)),
-            pip_requirements=pip_requirements or model_requirements(model),
-            skops_trusted_types=["sklearn.tree._tree.Tree"],
+            input_example=train.drop(columns=[target]).head(5),
+            log_model=log_model,
+            pip_requirements=pip_requirements,
         )
-        client = mlflow.MlflowClient()
-        current = registry.champion(client, name)
-        decision = registry.evaluate_gate(
-            self.config.model.gate,
-            metrics,
-            champion_version=current.version if current else None,
-            champion_value=registry.champion_metric(client, current, self.config.model.gate.metric)
-            if current
-            else None,
-        )
-        mlflow.set_tags({TAG_GATE: "passed" if decision.passed else "failed", TAG_GATE_REASON: decision.reason})
+        if log_model is not None or flavors.flavor(model) == flavors.PYFUNC:
+            model = mlflow.pyfunc.load_model(info.model_uri)  # score what was logged
+        metric = self.config.model.gate.metric
+        metrics = reported_metrics(self.task, y, predict(model, X))
+        value = metrics[metric] if metric in metrics else score(model, X, y, metric, task=self.task)
+        self.log_metrics({**metrics, metric: value})
+        candidate = _Candidate(info.model_uri, model, heldout, target, value)
+        decision = self._decide(candidate, registry.champion(mlflow.MlflowClient(), self.config.model.name))
+        self._tag_decision(decision)
         if decision.passed:
-            self._proposal = (info.model_uri, decision)
+            self._proposal = (candidate, decision)
         else:
             self.notes.append(f"gate failed: {decision.reason}; nothing registered")
         return decision
+
+    def _decide(self, candidate: _Candidate, current: ModelVersion | None) -> Decision:
+        """The gate's decision about `candidate` against `current` (the champion, or None)."""
+        from .gate import evaluate_gate
+
+        gate = self.config.model.gate
+        comparison = None
+        if current is not None and gate.beat_champion:
+            comparison = self._compare(candidate, current)
+        return evaluate_gate(gate, candidate.value, rows=len(candidate.heldout), comparison=comparison)
+
+    def _compare(self, candidate: _Candidate, current: ModelVersion) -> Comparison:
+        """Score candidate and champion with the gate metric on the held-out rows neither trained on."""
+        import mlflow
+
+        from .gate import Comparison, unseen_rows
+        from .scoring import score
+
+        champion = registry.load_version(mlflow.MlflowClient(), self.config.model.name, current)
+        rows = candidate.heldout
+        for ref in champion.training_data:
+            try:
+                _, seen = self.snapshots.read(ref)
+            except MlopsError as exc:
+                return Comparison(
+                    champion.version, len(rows), unscorable=f"its training data {ref} is unreadable: {exc}"
+                )
+            rows = unseen_rows(rows, seen)
+        if rows.empty:
+            return Comparison(champion.version, 0)
+        metric, task = self.config.model.gate.metric, self.task
+        X, y = rows.drop(columns=[candidate.target]), rows[candidate.target]
+        try:
+            theirs = score(champion.model, champion.features(X), y, metric, task=task)
+        except KeyError as exc:
+            return Comparison(champion.version, len(rows), unscorable=f"it needs column(s) these rows lack: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a foreign model may raise anything; the reason is reported
+            return Comparison(champion.version, len(rows), unscorable=f"{type(exc).__name__}: {exc}")
+        return Comparison(champion.version, len(rows), score(candidate.model, X, y, metric, task=task), theirs)
+
+    def _tag_decision(self, decision: Decision) -> None:
+        import mlflow
+
+        mlflow.set_tags({TAG_GATE: "passed" if decision.passed else "failed", TAG_GATE_REASON: decision.reason})
 
     def _finish(self) -> None:
         """Register the model that passed the gate: called by the runner once the step succeeded."""
@@ -193,24 +266,37 @@ class StepContext:
             return
         import mlflow
 
-        model_uri, decision = self._proposal
+        candidate, decision = self._proposal
         name = self.config.model.name
+        client = mlflow.MlflowClient()
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+            local = Path(mlflow.artifacts.download_artifacts(candidate.model_uri, dst_path=tmp))
             tags = {
                 TAG_MODEL_SHA256: registry.directory_sha256(local),
                 **{TAG_DATA_PREFIX + k: v for k, v in self._datasets.items()},
-                **({TAG_TRAINING_DATA: _refs(self._training)} if self._training else {}),
+                TAG_TRAINING_DATA: _refs(self._training),
+                TAG_HELDOUT_DATA: f"heldout:{self._datasets['heldout']}",
             }
-            client = mlflow.MlflowClient()
-            previous = registry.champion(client, name)
-            version = registry.register(client, name, model_uri, self.run_id, tags)
+            version = str(registry.create_version(client, name, candidate.model_uri, self.run_id, tags).version)
+            previous, moved = None, False
             try:
-                self.storage.upload_dir(str(local), f"models/{name}/v{version.version}")
+                current = registry.champion(client, name)
+                previous = str(current.version) if current else None
+                if self.config.model.gate.beat_champion and previous != decision.champion_version:
+                    decision = self._decide(candidate, current)
+                    decision = replace(decision, reason=f"champion moved to v{previous} meanwhile; {decision.reason}")
+                    self._tag_decision(decision)
+                    if not decision.passed:
+                        registry.unregister(client, name, version, restore=None)
+                        self.notes.append(f"gate failed: {decision.reason}; nothing registered")
+                        return
+                registry.set_champion(client, name, version)
+                moved = True
+                self.storage.upload_dir(str(local), f"models/{name}/v{version}")
             except BaseException:
-                registry.unregister(client, name, str(version.version), restore=previous)
+                registry.unregister(client, name, version, restore=previous if moved else None)
                 raise
-        self.notes.append(f"gate passed: {decision.reason}; {name} v{version.version} is champion")
+        self.notes.append(f"gate passed: {decision.reason}; {name} v{version} is champion")
 
     def _abandon(self, error: BaseException) -> None:
         """The step failed after its model passed the gate: record that nothing was registered."""
@@ -230,7 +316,7 @@ class StepContext:
         import mlflow
 
         champion = registry.load_champion(mlflow.MlflowClient(), self.config.model.name)
-        mlflow.set_tag("mlops.model_version", champion.version)
+        mlflow.set_tag(TAG_MODEL_VERSION, champion.version)
         self.notes.append(f"model {champion.name} v{champion.version}")
         return champion
 
@@ -242,6 +328,17 @@ class StepContext:
         _log_input(df, self.storage.uri(key), "predictions", content_id(data), "output")
         self.notes.append(f"{len(df)} predictions → {self.storage.uri(key)}")
         return self.storage.uri(key)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A logged model waiting for the gate: what it is scored with, on which rows, and its score."""
+
+    model_uri: str
+    model: Any
+    heldout: pd.DataFrame
+    target: str
+    value: float
 
 
 def _refs(snapshots: dict[str, str]) -> str:

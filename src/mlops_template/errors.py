@@ -34,6 +34,14 @@ class TrackingError(MlopsError):
     """The MLflow tracking store or model registry cannot be reached or used."""
 
 
+class DataError(MlopsError):
+    """A table does not fit what a step needs of it: no rows, no usable target column."""
+
+
+class ModelError(MlopsError):
+    """A model cannot be logged, scored or loaded the way it was asked to be."""
+
+
 class NoChampionError(MlopsError):
     """No registered model version carries the `champion` alias yet."""
 

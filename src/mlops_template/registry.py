@@ -1,17 +1,20 @@
-"""The model registry: the approval gate, registration, the `champion` alias, and verified loading."""
+"""The model registry: versions, the `champion` alias, and verified loading.
+
+MLflow's registry has no compare-and-set, so registration is done in steps
+that can each be undone: create the version, look at `champion` again, move
+the alias, and delete the version if anything after its creation fails.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Gate
 from .errors import IntegrityError, NoChampionError, TrackingError
-from .tracking import TAG_MODEL_SHA256
+from .tracking import TAG_HELDOUT_DATA, TAG_MODEL_SHA256, TAG_TRAINING_DATA
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,57 +22,6 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 CHAMPION = "champion"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the gate decided about a candidate model, and why."""
-
-    passed: bool
-    reason: str
-    metric: str
-    value: float | None
-    champion_version: str | None = None
-    champion_value: float | None = None
-
-
-def evaluate_gate(
-    gate: Gate,
-    metrics: dict[str, float],
-    *,
-    champion_value: float | None = None,
-    champion_version: str | None = None,
-) -> Decision:
-    """Apply the gate: `metric` must reach `min`, and beat the champion when `beat_champion`."""
-    value = metrics.get(gate.metric)
-    if _is_nan(champion_value):
-        champion_value = None  # a champion without a usable value must not block every candidate
-    common = dict(metric=gate.metric, value=value, champion_version=champion_version, champion_value=champion_value)
-    if value is None:
-        logged = ", ".join(sorted(metrics)) or "(none)"
-        return Decision(False, f"metric '{gate.metric}' was not logged; logged: {logged}", **common)
-    if _is_nan(value):
-        return Decision(False, f"{gate.metric} is NaN; check the evaluation that computes it", **common)
-    better = (lambda a, b: a > b) if gate.higher_is_better else (lambda a, b: a < b)
-    bound = "≥" if gate.higher_is_better else "≤"
-    if gate.min is not None and not (value == gate.min or better(value, gate.min)):
-        return Decision(False, f"{gate.metric}={value:.4g} does not reach {bound} {gate.min:g}", **common)
-    if gate.beat_champion and champion_value is not None and not better(value, champion_value):
-        return Decision(
-            False,
-            f"{gate.metric}={value:.4g} does not beat champion v{champion_version} ({champion_value:.4g})",
-            **common,
-        )
-    reason = f"{gate.metric}={value:.4g}" + (f" {bound} {gate.min:g}" if gate.min is not None else "")
-    if gate.beat_champion and champion_value is not None:
-        reason += f" and beats champion v{champion_version} ({champion_value:.4g})"
-    elif gate.beat_champion and champion_version is not None:
-        reason += f"; champion v{champion_version} has no {gate.metric}"
-    return Decision(True, reason, **common)
-
-
-def _is_nan(value: float | None) -> bool:
-    return value is not None and math.isnan(value)
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -85,36 +37,51 @@ def champion(client: MlflowClient, name: str) -> ModelVersion | None:
 
 
 def champion_metric(client: MlflowClient, version: ModelVersion, metric: str) -> float | None:
+    """The metric as logged on the version's training run (for listings; the gate scores afresh)."""
     if not version.run_id:
         return None
     return client.get_run(version.run_id).data.metrics.get(metric)
 
 
-def register(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
-    """Register a new version and move the `champion` alias to it."""
+def create_version(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
+    """Register `model_uri` as a new version of `name` (creating the model on first use); aliases unchanged."""
     from mlflow.exceptions import MlflowException
 
     try:
         try:
-            client.get_registered_model(name)
-        except MlflowException:
             client.create_registered_model(name)
-        version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
-        client.set_registered_model_alias(name, CHAMPION, version.version)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        return client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
     except MlflowException as exc:
-        raise TrackingError(f"model registry: cannot register '{name}' ({exc.message})") from exc
-    return version
+        raise TrackingError(
+            f"model registry: cannot register a version of '{name}' ({exc.message}); "
+            "run the training step again (another registration may have been under way)"
+        ) from exc
+
+
+def set_champion(client: MlflowClient, name: str, version: str) -> None:
+    """Point `champion` at `version`."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_alias(name, CHAMPION, str(version))
+    except MlflowException as exc:
+        raise TrackingError(
+            f"model registry: cannot move '{CHAMPION}' of '{name}' to v{version} ({exc.message})"
+        ) from exc
 
 
 # Written by MLflow into every download of `models:/<name>/<version>`, so not part of the model.
 _DOWNLOAD_NOTES = {"registered_model_meta"}
 
 
-def unregister(client: MlflowClient, name: str, version: str, *, restore: ModelVersion | None) -> None:
-    """Undo `register` when what follows it failed: drop the version, give `champion` back."""
-    client.delete_model_version(name, version)
+def unregister(client: MlflowClient, name: str, version: str, *, restore: str | None) -> None:
+    """Undo a registration that could not be completed: drop the version, give `champion` back."""
+    client.delete_model_version(name, str(version))
     if restore is not None:
-        client.set_registered_model_alias(name, CHAMPION, str(restore.version))
+        client.set_registered_model_alias(name, CHAMPION, str(restore))
 
 
 @dataclass(frozen=True)
@@ -158,7 +125,10 @@ def promote(client: MlflowClient, name: str, version: str, *, alias: str = CHAMP
     """Point `alias` (default `champion`) at an existing version, by hand, bypassing the gate."""
     from mlflow.exceptions import MlflowException
 
-    known = [str(v.version) for v in client.search_model_versions(f"name='{name}'")]
+    try:
+        known = [str(v.version) for v in client.search_model_versions(f"name='{name}'")]
+    except MlflowException as exc:
+        raise TrackingError(f"model registry: cannot list versions of '{name}' ({exc.message})") from exc
     if str(version) not in known:
         raise TrackingError(
             f"model '{name}' has no version '{version}'; valid: {', '.join(sorted(known, key=int)) or '(none: train one first)'}"
@@ -181,39 +151,64 @@ def directory_sha256(folder: str | Path) -> str:
 
 @dataclass
 class Champion:
-    """A loaded champion model: its registry version and a `predict` that feeds it the right columns."""
+    """A loaded champion model: its registry version, the data it came from, and a `predict`."""
 
     name: str
     version: str
     model: Any
-    path: Path
     feature_names: list[str] | None
+    tags: dict[str, str]
+
+    @property
+    def heldout(self) -> str | None:
+        """The snapshot (`name:id`) of the rows held out when it was trained: predict's default input."""
+        return self.tags.get(TAG_HELDOUT_DATA)
+
+    @property
+    def training_data(self) -> list[str]:
+        """The snapshots (`name:id`) it learnt from."""
+        value = self.tags.get(TAG_TRAINING_DATA, "")
+        return [ref for ref in value.split(",") if ref]
+
+    def features(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The columns the model was trained on, in its order; a missing one raises KeyError."""
+        return df[self.feature_names] if self.feature_names else df
 
     def predict(self, df: pd.DataFrame):
-        features = df[self.feature_names] if self.feature_names else df
-        return self.model.predict(features)
+        from .scoring import predict
+
+        return predict(self.model, self.features(df))
 
 
-def load_champion(client: MlflowClient, name: str, *, dst: str | None = None) -> Champion:
-    """Download the champion, check its files against the sha256 recorded at registration, load it."""
-    import mlflow
-
+def load_champion(client: MlflowClient, name: str) -> Champion:
+    """The `champion` version, its files checked against the sha256 recorded at registration, loaded."""
     version = champion(client, name)
     if version is None:
         raise NoChampionError(
             f"model '{name}' has no '{CHAMPION}' version yet; "
             "train one first: `mlops run --step train_model` (it must pass the gate)"
         )
-    dst = dst or tempfile.mkdtemp(prefix="mlops-champion-")
-    path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=dst))
-    expected = version.tags.get(TAG_MODEL_SHA256)
-    actual = directory_sha256(path)
-    if expected and expected != actual:
-        raise IntegrityError(
-            f"model '{name}' v{version.version}: files do not match the sha256 recorded at registration "
-            f"({actual[:12]} != {expected[:12]}); the artifacts were changed, re-train or restore them"
-        )
-    model = mlflow.pyfunc.load_model(str(path))
-    schema = model.metadata.get_input_schema()
+    return load_version(client, name, version)
+
+
+def load_version(client: MlflowClient, name: str, version: ModelVersion) -> Champion:
+    """Download one version into a temporary folder, verify its sha256, load it; the folder is removed."""
+    import mlflow
+    from mlflow.models import Model
+
+    from . import flavors
+
+    with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
+        path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=tmp))
+        expected = version.tags.get(TAG_MODEL_SHA256)
+        actual = directory_sha256(path)
+        if expected and expected != actual:
+            raise IntegrityError(
+                f"model '{name}' v{version.version}: files do not match the sha256 recorded at registration "
+                f"({actual[:12]} != {expected[:12]}); the artifacts were changed, re-train or restore them"
+            )
+        model = flavors.load(path)
+        signature = Model.load(str(path / "MLmodel")).signature
+    schema = signature.inputs if signature is not None else None
     names = schema.input_names() if schema is not None and schema.has_input_names() else None
-    return Champion(name=name, version=str(version.version), model=model, path=path, feature_names=names)
+    return Champion(name=name, version=str(version.version), model=model, feature_names=names, tags=dict(version.tags))

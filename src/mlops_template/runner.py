@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .context import StepContext
-from .errors import MlopsError, StepError
+from .errors import ConfigError, MlopsError, StepError
 from .params import apply_overrides
 from .storage import open_storage
 from .tracking import TAG_ENVIRONMENT, TAG_PIPELINE, TAG_STEP, TAG_STEPS, connect, git_state
@@ -67,6 +67,7 @@ def run_pipeline(
     import mlflow
 
     selected = pipeline.select(steps)
+    _check_gate_metric(config)
     env = config.environment(environment)
     params = apply_overrides({s.name: config.step_params(s.name) for s in selected}, overrides or {})
     storage = open_storage(env)
@@ -99,6 +100,16 @@ def run_pipeline(
         if parent_id:
             os.environ["MLFLOW_RUN_ID"] = parent_id
     return result
+
+
+def _check_gate_metric(config: Config) -> None:
+    """An unknown scorer name is found before the run starts, not after training."""
+    from .scoring import check_scorer
+
+    try:
+        check_scorer(config.model.gate.metric)
+    except ValueError as exc:
+        raise ConfigError(f"{config.path}: [model.gate] metric {exc}") from exc
 
 
 def _run_step(step, params, config, env, storage, parent_run_id, report) -> StepResult:

@@ -33,6 +33,8 @@ TAG_GATE_REASON = "mlops.gate_reason"
 TAG_MODEL_SHA256 = "mlops.model_sha256"
 TAG_DATA_PREFIX = "mlops.data."
 TAG_TRAINING_DATA = "mlops.training_data"
+TAG_HELDOUT_DATA = "mlops.heldout_data"
+TAG_MODEL_VERSION = "mlops.model_version"
 
 
 def connect(config: Config, env: Environment) -> str:

@@ -1,20 +1,20 @@
 """Obtain the raw data and clean it."""
 
 import pandas as pd
-from mlops_template import StepContext
+from mlops_template import StepContext, check_target
 
 
 def make_data(ctx: StepContext) -> None:
     raw = ctx.read_raw() if ctx.has_raw() else bundled_iris()
-    df = clean(raw, target=ctx.params["target"])
+    target = ctx.params["target"]
+    check_target(raw, target, ctx.task, table="the raw data")  # a wrong target or task: one clear line
+    df = clean(raw, target=target)
     ctx.log.info("%d rows kept, %d duplicate or unlabelled dropped", len(df), len(raw) - len(df))
     ctx.write("processed", df)
 
 
 def clean(df: pd.DataFrame, *, target: str) -> pd.DataFrame:
     """Drop exact duplicate rows and rows without a target."""
-    if target not in df.columns:
-        raise ValueError(f"target column '{target}' is missing; columns are {', '.join(map(str, df.columns))}")
     return df.drop_duplicates().dropna(subset=[target]).reset_index(drop=True)
 
 

@@ -1,7 +1,9 @@
-"""Derive model features from the cleaned data."""
+"""Derive model features from the cleaned data: only what the columns at hand support."""
 
 import pandas as pd
 from mlops_template import StepContext
+
+IRIS_COLUMNS = {"sepal_length", "sepal_width", "petal_length", "petal_width"}
 
 
 def feat_data(ctx: StepContext) -> None:
@@ -9,9 +11,19 @@ def feat_data(ctx: StepContext) -> None:
 
 
 def add_features(df: pd.DataFrame) -> pd.DataFrame:
-    """Areas and shape ratios separate the species better than raw lengths alone."""
-    return df.assign(
-        petal_area=df["petal_length"] * df["petal_width"],
-        sepal_area=df["sepal_length"] * df["sepal_width"],
-        petal_ratio=df["petal_length"] / df["petal_width"],
-    )
+    """Iris shape features where the iris columns exist; dates become numbers; other columns pass through."""
+    if IRIS_COLUMNS <= set(df.columns):
+        # Areas and shape ratios separate the species better than raw lengths alone.
+        df = df.assign(
+            petal_area=df["petal_length"] * df["petal_width"],
+            sepal_area=df["sepal_length"] * df["sepal_width"],
+            petal_ratio=df["petal_length"] / df["petal_width"],
+        )
+    dates = df.select_dtypes(["datetime", "datetimetz"]).columns
+    return df.assign(**{str(c): _days_since_epoch(df[c]) for c in dates})
+
+
+def _days_since_epoch(dates: pd.Series) -> pd.Series:
+    if dates.dt.tz is not None:
+        dates = dates.dt.tz_convert(None)
+    return (dates - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)

@@ -1,0 +1,323 @@
+"""Any model library through `propose_model`, a gate that compares like with like, and a champion that moves safely."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from mlops_template import Pipeline, StepContext, load_config
+from mlops_template import registry as registry_module
+from mlops_template.errors import ModelError, StepError, TrackingError
+from mlops_template.runner import run_pipeline
+
+
+def table(n: int = 200, *, seed: int = 0, text: bool = False) -> pd.DataFrame:
+    """Rows whose label is `x > 0`: a perfect rule exists, so every decent model scores well."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"x": rng.uniform(-1, 1, n), "z": rng.normal(size=n)})
+    df["label"] = (df["x"] > 0).astype(int)
+    if text:
+        df["plan"] = np.where(df["label"] == 1, "pro", rng.choice(["basic", "free"], n)).astype(object)
+        df.loc[::9, "plan"] = None
+        df.loc[::11, "x"] = np.nan
+    return df
+
+
+def configured(tiny_project, *, beat_champion: bool = True, min: float | None = None):
+    config = load_config(tiny_project)
+    gate = replace(config.model.gate, beat_champion=beat_champion, min=min)
+    return replace(config, model=replace(config.model, gate=gate))
+
+
+def client_of(config) -> MlflowClient:
+    return MlflowClient(tracking_uri=config.environment().tracking_uri)
+
+
+def champion_version(config) -> str:
+    return str(client_of(config).get_model_version_by_alias(config.model.name, "champion").version)
+
+
+def versions(config) -> list[str]:
+    return sorted(str(v.version) for v in client_of(config).search_model_versions(f"name='{config.model.name}'"))
+
+
+def train_step(make_model, data: pd.DataFrame, *, split: int = 140, **propose):
+    """A step that fits `make_model()` on the first `split` rows and proposes it, holding out the rest."""
+    decisions = []
+
+    def train_model(ctx: StepContext) -> None:
+        train, heldout = data.iloc[:split], data.iloc[split:]
+        model = make_model()
+        if hasattr(model, "fit"):
+            model.fit(train.drop(columns="label"), train["label"])
+        decisions.append(ctx.propose_model(model, train=train, heldout=heldout, target="label", **propose))
+
+    return train_model, decisions
+
+
+# -- any model library ------------------------------------------------------------------------
+
+
+def sklearn_pipeline():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline as SkPipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = SkPipeline([("impute", SimpleImputer()), ("scale", StandardScaler())])
+    prepare = ColumnTransformer(
+        [("num", numeric, ["x", "z"]), ("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"])]
+    )
+    return SkPipeline([("prepare", prepare), ("model", LogisticRegression())])
+
+
+def hist_gradient_boosting():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=20, random_state=0)
+
+
+def lightgbm_model():
+    import lightgbm
+
+    return lightgbm.LGBMClassifier(n_estimators=20, min_child_samples=5, verbose=-1, random_state=0)
+
+
+def xgboost_model():
+    import xgboost
+
+    return xgboost.XGBClassifier(n_estimators=20, max_depth=3, random_state=0)
+
+
+class SignRule(mlflow.pyfunc.PythonModel):
+    """A custom model: no library, just a rule, logged through the pyfunc flavour."""
+
+    def __init__(self, threshold: float = 0.0) -> None:
+        self.threshold = threshold
+
+    def predict(self, context, model_input, params=None):
+        return (model_input["x"] > self.threshold).astype(int).to_numpy()
+
+
+@pytest.mark.parametrize(
+    ("make_model", "text"),
+    [
+        (sklearn_pipeline, True),
+        (hist_gradient_boosting, False),
+        (lightgbm_model, False),
+        (xgboost_model, False),
+        (SignRule, False),
+    ],
+    ids=["sklearn-pipeline", "hist-gradient-boosting", "lightgbm", "xgboost", "pyfunc"],
+)
+def test_each_model_kind_trains_registers_promotes_loads_and_predicts(tiny_project, make_model, text):
+    data = table(text=text)
+    config = configured(tiny_project, beat_champion=False)
+    first, decisions = train_step(make_model, data)
+    run_pipeline(Pipeline([first]), config)
+    assert decisions[0].passed and decisions[0].value > 0.8
+    second, _ = train_step(make_model, table(seed=1, text=text))
+    run_pipeline(Pipeline([second]), config)
+    assert (versions(config), champion_version(config)) == (["1", "2"], "2")
+
+    registry_module.promote(client_of(config), config.model.name, "1")  # roll back by hand
+    predicted = []
+
+    def predict(ctx: StepContext) -> None:
+        champion = ctx.load_champion()
+        predicted.append((champion.version, champion.predict(data.iloc[140:])))
+
+    run_pipeline(Pipeline([predict]), config)
+    [(version, labels)] = predicted
+    assert version == "1"
+    assert (np.asarray(labels).astype(int) == data["label"].iloc[140:].to_numpy()).mean() > 0.8
+
+
+def test_a_model_no_flavour_knows_is_refused_with_the_way_out(tiny_project):
+    class Opaque:
+        def predict(self, X):
+            return np.zeros(len(X), dtype=int)
+
+    step, _ = train_step(Opaque, table())
+    with pytest.raises(StepError, match=r"cannot log a .*Opaque: .* pass log_model=lambda name:"):
+        run_pipeline(Pipeline([step]), configured(tiny_project))
+    assert versions(configured(tiny_project)) == []
+
+
+def test_a_log_model_callable_logs_anything_and_what_it_logged_is_scored(tiny_project):
+    def log_rule(name):
+        return mlflow.pyfunc.log_model(name=name, python_model=SignRule(), pip_requirements=["mlflow"])
+
+    step, decisions = train_step(lambda: None, table(), log_model=log_rule)
+    config = configured(tiny_project)
+    run_pipeline(Pipeline([step]), config)
+    assert decisions[0].passed and decisions[0].value == 1.0  # the rule is perfect on these rows
+    assert champion_version(config) == "1"
+
+
+def test_skops_trusts_only_scikit_learn_numpy_and_scipy_types():
+    from sklearn.preprocessing import FunctionTransformer
+
+    from mlops_template.flavors import trusted_types
+
+    assert "sklearn.tree._tree.Tree" in trusted_types(
+        __import__("sklearn.tree", fromlist=["DecisionTreeClassifier"]).DecisionTreeClassifier().fit([[0], [1]], [0, 1])
+    )
+    custom = FunctionTransformer(_double).fit([[1.0]])
+    with pytest.raises(
+        ModelError, match=r"types skops will not load without trusting their code: .*test_models\._double"
+    ):
+        trusted_types(custom)
+
+
+def _double(x):
+    return x * 2
+
+
+# -- a fair gate ------------------------------------------------------------------------------
+
+
+class Threshold(mlflow.pyfunc.PythonModel):
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def predict(self, context, model_input, params=None):
+        return (model_input["x"] > self.threshold).astype(int).to_numpy()
+
+
+def test_better_on_its_own_split_but_worse_on_the_same_rows_is_refused(tiny_project):
+    config = configured(tiny_project)
+    data = table(300)
+    # The champion is the perfect rule, but its own held-out rows have their labels flipped:
+    # the f1 logged on its run is 0, which any candidate "beats" when compared with logged numbers.
+    flipped = data.iloc[:200].assign(label=lambda d: 1 - d["label"])
+    champion_data = pd.concat([data.iloc[200:], flipped.iloc[:100]], ignore_index=True)
+    first, decisions = train_step(lambda: Threshold(0.0), champion_data, split=100)
+    run_pipeline(Pipeline([first]), config)
+    assert decisions[0].passed and decisions[0].value == 0.0
+    # The candidate is a worse rule, scored on its own clean split: 0.8-0.95, far above the champion's logged 0.
+    candidate_data = pd.concat([data.iloc[200:230], data.iloc[100:200]], ignore_index=True)
+    second, decisions = train_step(lambda: Threshold(0.3), candidate_data, split=30)
+    run_pipeline(Pipeline([second]), config)
+
+    decision = decisions[0]
+    assert not decision.passed
+    assert 0.6 < decision.value < 1.0 and decision.champion_value == 1.0
+    assert decision.reason == (
+        f"f1={decision.candidate_value:.4g} does not beat champion v1 (1) "
+        "on the 100 held-out rows neither model trained on"
+    )
+    assert versions(config) == ["1"]
+
+
+def test_rows_the_champion_trained_on_are_left_out_of_the_comparison(tiny_project):
+    config = configured(tiny_project)
+    data = table(300)
+    first, _ = train_step(lambda: Threshold(0.2), data.iloc[:200], split=150)
+    run_pipeline(Pipeline([first]), config)
+    # 40 of the candidate's 100 held-out rows are rows the champion trained on.
+    candidate_data = pd.concat([data.iloc[200:250], data.iloc[:40], data.iloc[240:300]], ignore_index=True)
+    second, decisions = train_step(lambda: Threshold(0.0), candidate_data, split=50)
+    run_pipeline(Pipeline([second]), config)
+    decision = decisions[0]
+    assert decision.rows == 100
+    assert "on the 60 held-out rows neither model trained on" in decision.reason
+    assert decision.passed and decision.candidate_value == 1.0 > decision.champion_value
+
+
+def test_a_champion_that_cannot_score_the_rows_leaves_only_min(tiny_project):
+    config = configured(tiny_project, min=0.8)
+    data = table()
+    first, _ = train_step(hist_gradient_boosting, data)
+    run_pipeline(Pipeline([first]), config)
+    renamed = data.rename(columns={"z": "noise"})
+    second, decisions = train_step(hist_gradient_boosting, renamed)
+    run_pipeline(Pipeline([second]), config)
+    assert decisions[0].passed
+    assert "champion v1 cannot score them (it needs column(s) these rows lack" in decisions[0].reason
+    assert decisions[0].reason.endswith("so only min applies")
+    assert champion_version(config) == "2"
+
+
+# -- the champion moves safely ----------------------------------------------------------------
+
+
+def test_a_promotion_between_gate_and_alias_move_is_not_overwritten(tiny_project, monkeypatch):
+    config = configured(tiny_project)
+    perfect, _ = train_step(lambda: Threshold(0.0), table(300, seed=1), split=150)
+    run_pipeline(Pipeline([perfect]), config)  # v1: the perfect rule
+    weak, _ = train_step(lambda: Threshold(0.6), table(300, seed=2), split=150)
+    run_pipeline(Pipeline([weak]), configured(tiny_project, beat_champion=False))  # v2: a weak rule
+    client = client_of(config)
+    registry_module.promote(client, config.model.name, "2")  # someone rolls back to v2 by hand
+
+    real_create = registry_module.create_version
+
+    def promote_meanwhile(*args, **kwargs):  # fault injection: v1 is promoted again while the candidate registers
+        registry_module.promote(client, config.model.name, "1")
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(registry_module, "create_version", promote_meanwhile)
+    medium, decisions = train_step(lambda: Threshold(0.2), table(300, seed=3), split=150)
+    result = run_pipeline(Pipeline([medium]), config)
+
+    assert decisions[0].passed  # it beat v2, the champion when the gate decided
+    assert champion_version(config) == "1"  # the promotion made meanwhile stands
+    assert versions(config) == ["1", "2"]  # the candidate's version was removed again
+    run = client.get_run(result.steps[0].run_id)
+    assert run.data.tags["mlops.gate"] == "failed"
+    assert run.data.tags["mlops.gate_reason"].startswith("champion moved to v1 meanwhile; f1=")
+    assert "does not beat champion v1 (1)" in run.data.tags["mlops.gate_reason"]
+
+
+def test_a_failed_alias_move_removes_the_version_just_registered(tiny_project, monkeypatch):
+    config = configured(tiny_project)
+
+    def refuse(client, name, version):  # fault injection: the registry refuses the alias move
+        raise TrackingError(f"model registry: cannot move 'champion' of '{name}' to v{version} (database is locked)")
+
+    monkeypatch.setattr(registry_module, "set_champion", refuse)
+    step, decisions = train_step(lambda: Threshold(0.0), table())
+    with pytest.raises(StepError, match="database is locked"):
+        run_pipeline(Pipeline([step]), config)
+    assert decisions[0].passed
+    assert versions(config) == []
+    assert not (tiny_project.parent / "storage" / "models").exists()
+
+
+def test_two_first_registrations_at_once_both_end_registered_or_one_fails_clearly(tiny_project):
+    config = load_config(tiny_project)
+    run_pipeline(Pipeline([train_step(lambda: Threshold(0.0), table())[0]]), configured(tiny_project))
+    client = client_of(config)
+    source = client.get_model_version(config.model.name, "1")
+    for attempt in range(3):
+        name = f"{config.model.name}-race-{attempt}"
+        barrier, outcomes = threading.Barrier(2), []
+
+        def register(name=name, barrier=barrier, outcomes=outcomes):
+            barrier.wait()
+            try:
+                outcomes.append(
+                    str(registry_module.create_version(client, name, source.source, source.run_id, {}).version)
+                )
+            except TrackingError as exc:
+                outcomes.append(str(exc))
+
+        threads = [threading.Thread(target=register) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        registered = sorted(str(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        assert registered == sorted(o for o in outcomes if o.isdigit())
+        assert registered == ["1", "2"] or (
+            registered == ["1"]
+            and any(o.startswith(f"model registry: cannot register a version of '{name}'") for o in outcomes)
+        )
