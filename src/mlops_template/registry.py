@@ -79,9 +79,17 @@ _DOWNLOAD_NOTES = {"registered_model_meta"}
 
 def unregister(client: MlflowClient, name: str, version: str, *, restore: str | None) -> None:
     """Undo a registration that could not be completed: drop the version, give `champion` back."""
-    client.delete_model_version(name, str(version))
-    if restore is not None:
-        client.set_registered_model_alias(name, CHAMPION, str(restore))
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_model_version(name, str(version))
+        if restore is not None:
+            client.set_registered_model_alias(name, CHAMPION, str(restore))
+    except MlflowException as exc:
+        back = f" and point '{CHAMPION}' back at v{restore} (`mlops promote {restore}`)" if restore else ""
+        raise TrackingError(
+            f"model registry: v{version} of '{name}' could not be undone ({exc.message}); delete it by hand{back}"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -102,10 +110,7 @@ def list_versions(client: MlflowClient, name: str, *, metric: str) -> list[Versi
         versions = client.search_model_versions(f"name='{name}'")
         # Version search leaves `aliases` empty on some stores; the registered model has them all.
         aliases = client.get_registered_model(name).aliases if versions else {}
-    except MlflowException as exc:
-        raise TrackingError(f"model registry: cannot list versions of '{name}' ({exc.message})") from exc
-    return sorted(
-        (
+        infos = [
             VersionInfo(
                 version=str(v.version),
                 aliases=sorted(a for a, target in aliases.items() if str(target) == str(v.version)),
@@ -115,10 +120,10 @@ def list_versions(client: MlflowClient, name: str, *, metric: str) -> list[Versi
                 tags=dict(v.tags),
             )
             for v in versions
-        ),
-        key=lambda v: int(v.version),
-        reverse=True,
-    )
+        ]
+    except MlflowException as exc:
+        raise TrackingError(f"model registry: cannot list versions of '{name}' ({exc.message})") from exc
+    return sorted(infos, key=lambda v: int(v.version), reverse=True)
 
 
 def promote(client: MlflowClient, name: str, version: str, *, alias: str = CHAMPION) -> None:
