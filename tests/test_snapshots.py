@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet
 import pytest
 import s3fs.core
+from durability import assert_landed_durably, record_disk_events
 
 import mlops_template.manifest as manifest_module
 import mlops_template.snapshots as snapshots_module
@@ -432,6 +433,43 @@ def test_tampered_snapshot_is_refused_on_load(store, tmp_path, tamper):
     assert list(target.parent.iterdir()) == []  # neither the file nor a temporary one
 
 
+def _plant_other_digest(store: SnapshotStore, snapshot: Snapshot) -> str:
+    """Rewrite the manifest of `snapshot` to record another digest with the same 16-hex id, as a collision would."""
+    other = snapshot.id + ("0" if snapshot.digest[16] != "0" else "1") + snapshot.digest[17:]
+    manifest = json.loads(stored_bytes(store, f"snapshots/{snapshot.name}/{snapshot.id}.json"))
+    manifest["digest"] = other
+    store.storage.write_bytes(f"snapshots/{snapshot.name}/{snapshot.id}.json", json.dumps(manifest).encode())
+    return other
+
+
+def _store_again(store: SnapshotStore, operation: str, tmp_path: Path) -> Snapshot:
+    data = b"x,label\n1,a\n2,b\n"
+    if operation == "write_table":
+        return store.write_table("train", frame()).snapshot
+    if operation == "adopt":
+        return store.adopt("train", data, "csv", run_id=None, step=None)
+    return store.add_file(write_csv(tmp_path / "train.csv", data.decode()), "train").snapshot
+
+
+@pytest.mark.parametrize("operation", ["write_table", "add_file", "add_file streamed", "adopt"])
+def test_same_id_with_another_digest_is_refused_not_taken_for_the_same_bytes(store, writes, tmp_path, operation):
+    stored = _store_again(store, operation, tmp_path)
+    other = _plant_other_digest(store, stored)
+    if operation == "add_file streamed":  # no stored file of the same size: the file is hashed as it streams
+        store.storage.write_bytes(stored.key, stored_bytes(store, stored.key) + b"\n")
+    before = stored_objects(store)
+    writes.clear()
+
+    with pytest.raises(IntegrityError) as info:
+        _store_again(store, operation, tmp_path)
+
+    message = str(info.value)
+    assert stored.digest in message and other in message
+    assert store.storage.uri(f"snapshots/train/{stored.id}.json") in message
+    assert "collision" in message
+    assert writes == [] and stored_objects(store) == before  # not one byte written
+
+
 def test_read_returns_the_stored_table(store):
     snapshot = store.write_table("train", frame()).snapshot
     for ref in (snapshot, snapshot.ref, snapshot.id, "train"):
@@ -633,6 +671,28 @@ def test_bad_files_are_refused_and_nothing_is_written(store, spool, tmp_path, fi
     assert stored_objects(store) == {}
     assert pending_uploads(store) == []
     assert list(spool.iterdir()) == []
+
+
+def test_add_file_lands_the_snapshot_its_manifest_and_the_current_copy_durably(tmp_path, monkeypatch):
+    store = SnapshotStore(LocalStorage(tmp_path / "root"))
+    source = write_csv(tmp_path / "iris.csv", "x,label\n1,a\n2,b\n")
+    events = record_disk_events(monkeypatch)
+
+    snapshot = store.add_file(source, "iris").snapshot
+
+    root = tmp_path / "root"
+    for key in (snapshot.key, f"snapshots/iris/{snapshot.id}.json", "datasets/iris.csv"):
+        assert_landed_durably(events, root / key)
+
+
+def test_get_lands_the_local_copy_durably(tmp_path, monkeypatch):
+    store = SnapshotStore(LocalStorage(tmp_path / "root"))
+    snapshot = store.write_table("train", frame()).snapshot
+    events = record_disk_events(monkeypatch)
+
+    path = store.get(snapshot, tmp_path / "out" / "train.parquet")
+
+    assert_landed_durably(events, path)
 
 
 # -- adopting ---------------------------------------------------------------------------

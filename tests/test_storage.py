@@ -9,10 +9,12 @@ from pathlib import Path
 import boto3
 import pandas as pd
 import pytest
+from durability import assert_landed_durably, inode, record_disk_events
 
 from mlops_template.config import Environment
 from mlops_template.errors import ConfigError, StorageError
 from mlops_template.storage import LocalStorage, S3Storage, Storage, open_storage
+from mlops_template.storage import local as local_module
 
 FRAME = pd.DataFrame({"x": [1, 2, 3], "y": [0.5, 1.5, 2.5], "label": ["a", "b", "c"]})
 
@@ -129,14 +131,29 @@ def test_keys_that_leave_the_root_are_rejected(storage, key):
         storage.exists(key)
 
 
-def test_upload_dir_copies_every_file_under_the_prefix(storage, tmp_path):
-    model = tmp_path / "exported"
+def model_folder(root: Path) -> Path:
+    """An exported model as MLflow writes one: MLmodel, the model file, a sub-folder."""
+    model = root / "exported"
     (model / "sub").mkdir(parents=True)
     (model / "MLmodel").write_text("flavor: sklearn\n")
     (model / "model.pkl").write_bytes(b"\x00\x01")
     (model / "sub" / "extra.txt").write_text("extra")
+    return model
 
-    storage.upload_dir(str(model), "models/iris/v1")
+
+def everything_under(storage: Storage, prefix: str) -> list[str]:
+    """Every file or object below `prefix`, hidden ones and staging folders included (read past the library)."""
+    if isinstance(storage, LocalStorage):
+        root = Path(storage.root)
+        return sorted(str(p.relative_to(root)) for p in (root / prefix).rglob("*")) if (root / prefix).exists() else []
+    bucket, _, base = storage.root.partition("/")
+    client = boto3.client("s3", endpoint_url=storage.fs.client_kwargs["endpoint_url"], region_name="us-east-1")
+    found = client.list_objects_v2(Bucket=bucket, Prefix=f"{base}/{prefix}/").get("Contents", [])
+    return sorted(o["Key"].removeprefix(f"{base}/") for o in found)
+
+
+def test_upload_dir_copies_every_file_under_the_prefix(storage, tmp_path):
+    storage.upload_dir(str(model_folder(tmp_path)), "models/iris/v1")
 
     assert storage.list("models") == [
         "models/iris/v1/MLmodel",
@@ -145,6 +162,83 @@ def test_upload_dir_copies_every_file_under_the_prefix(storage, tmp_path):
     ]
     assert storage.read_bytes("models/iris/v1/model.pkl") == b"\x00\x01"
     assert storage.read_bytes("models/iris/v1/sub/extra.txt") == b"extra"
+    assert [p for p in everything_under(storage, "models") if "incoming" in p] == []
+
+
+def _fail_on_second_file(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Fault injection: the second file copied fails, as a full disk or a dropped connection would."""
+    copied: list[str] = []
+
+    def failing(real):
+        def copy(source, target):
+            copied.append(str(source))
+            if len(copied) == 2:
+                raise error(28, "No space left on device")
+            return real(source, target)
+
+        return copy
+
+    if isinstance(storage, LocalStorage):  # the copy of one file into the staging folder
+        error = OSError
+        monkeypatch.setattr(local_module, "_copy_durably", failing(local_module._copy_durably))
+    else:  # the PUT of one object
+        error = lambda code, text: StorageError(f"s3://...: storage failed ({text})")  # noqa: E731
+        monkeypatch.setattr(storage, "put_file", failing(storage.put_file))
+    return copied
+
+
+def test_upload_dir_failing_midway_leaves_nothing_at_the_prefix(storage, tmp_path, monkeypatch):
+    storage.write_bytes("models/iris/v1/MLmodel", b"an earlier version stays")
+    copied = _fail_on_second_file(storage, monkeypatch)
+
+    with pytest.raises(StorageError, match="No space left on device"):
+        storage.upload_dir(str(model_folder(tmp_path)), "models/iris/v2")
+
+    assert len(copied) == 2  # the first file was copied before the failure
+    earlier = ["models/iris/v1/MLmodel"]
+    if isinstance(storage, LocalStorage):
+        earlier.insert(0, "models/iris/v1")  # folders are entries too: no empty v2, no hidden staging folder
+    assert everything_under(storage, "models/iris") == earlier
+    monkeypatch.undo()
+    storage.upload_dir(str(model_folder(tmp_path / "again")), "models/iris/v2")  # nothing in the way of a retry
+    assert len(storage.list("models/iris/v2")) == 3
+
+
+def test_upload_dir_refuses_a_prefix_that_exists(storage, tmp_path):
+    storage.write_bytes("models/iris/v1/MLmodel", b"the exported version")
+
+    with pytest.raises(StorageError, match=r"models/iris/v1: already exists .* delete it first") as info:
+        storage.upload_dir(str(model_folder(tmp_path)), "models/iris/v1")
+
+    assert storage.uri("models/iris/v1") in str(info.value)
+    assert everything_under(storage, "models/iris/v1") == ["models/iris/v1/MLmodel"]
+    assert [p for p in everything_under(storage, "models") if "incoming" in p] == []
+    assert storage.read_bytes("models/iris/v1/MLmodel") == b"the exported version"
+
+
+def test_upload_dir_of_a_missing_folder_is_a_storage_error(storage, tmp_path):
+    with pytest.raises(StorageError, match=r"missing: not a folder"):
+        storage.upload_dir(str(tmp_path / "missing"), "models/iris/v1")
+    assert storage.list() == []
+
+
+def test_s3_upload_dir_puts_mlmodel_last(s3_bucket, s3_endpoint, tmp_path, monkeypatch):
+    storage = open_storage(environment(f"s3://{s3_bucket}/p", s3_endpoint_url=s3_endpoint))
+    order: list[str] = []
+    real = storage.put_file
+    # A spy: the order of PUTs cannot be read from the bucket afterwards.
+    monkeypatch.setattr(storage, "put_file", lambda path, key: (order.append(key), real(path, key)))
+    model = model_folder(tmp_path)
+    (model / "a_first.txt").write_text("sorted before MLmodel")
+
+    storage.upload_dir(str(model), "models/iris/v1")
+
+    assert order == [
+        "models/iris/v1/a_first.txt",
+        "models/iris/v1/model.pkl",
+        "models/iris/v1/sub/extra.txt",
+        "models/iris/v1/MLmodel",
+    ]
 
 
 def test_download_copies_a_prefix_to_a_local_folder(storage, tmp_path):
@@ -217,6 +311,57 @@ def test_local_write_into_a_file_path_is_a_storage_error(tmp_path):
     storage.write_bytes("datasets", b"a file where a folder should be")
     with pytest.raises(StorageError, match=r"cannot be written"):
         storage.write_bytes("datasets/a.parquet", b"x")
+
+
+# -- local durability ----------------------------------------------------------------
+
+
+@pytest.fixture
+def disk_events(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    return record_disk_events(monkeypatch)
+
+
+def test_local_write_bytes_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, disk_events):
+    storage = LocalStorage(tmp_path)
+    storage.write_bytes("datasets/a.parquet", b"old")
+    storage.write_bytes("datasets/a.parquet", b"new")  # an overwrite too: a new inode, renamed over the old
+    assert_landed_durably(disk_events[len(disk_events) // 2 :], tmp_path / "datasets" / "a.parquet")
+
+
+@pytest.mark.parametrize("operation", ["stage", "put_file", "copy", "write_table"])
+def test_every_local_write_path_lands_durably(tmp_path, disk_events, operation):
+    storage = LocalStorage(tmp_path / "store")
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"payload")
+    storage.write_bytes("in/source.bin", b"payload")
+    disk_events.clear()
+
+    if operation == "stage":
+        with storage.stage("out") as stage:
+            stage.file.write(b"payload")
+            stage.commit("out/target.bin")
+    elif operation == "put_file":
+        storage.put_file(source, "out/target.bin")
+    elif operation == "copy":
+        storage.copy("in/source.bin", "out/target.bin")
+    else:
+        storage.write_table("out/target.bin", FRAME)
+
+    target = tmp_path / "store" / "out" / "target.bin"
+    assert_landed_durably(disk_events, target)
+    assert ("fsync", inode(target.parent.parent)) in disk_events  # the new folder `out` is durable in its parent
+
+
+def test_local_upload_dir_fsyncs_every_file_and_folder_before_renaming_the_folder_into_place(tmp_path, disk_events):
+    storage = LocalStorage(tmp_path / "store")
+    storage.upload_dir(str(model_folder(tmp_path)), "models/iris/v1")
+
+    target = tmp_path / "store" / "models" / "iris" / "v1"
+    assert_landed_durably(disk_events, target)
+    rename = disk_events.index(("rename", target))
+    for path in (target / "MLmodel", target / "model.pkl", target / "sub" / "extra.txt", target / "sub"):
+        assert ("fsync", inode(path)) in disk_events[:rename], path
+    assert [e for e in disk_events if e[0] == "rename"] == [("rename", target)]  # one rename: all or nothing
 
 
 # -- S3 specifics --------------------------------------------------------------------

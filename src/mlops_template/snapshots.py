@@ -150,7 +150,7 @@ class SnapshotStore:
             writer = HashingWriter(stage.file)
             pq.write_table(table, writer)
             digest, size = writer.hexdigest(), writer.size
-            existing = self._complete(name, short_id(digest))
+            existing = self._complete(name, digest)
             if existing is None:
                 stage.commit(data_key(name, short_id(digest), "parquet"))
         if existing is not None:
@@ -189,7 +189,7 @@ class SnapshotStore:
         before = path.stat()
         folder = f"{PREFIX}/{name}"
         if before.st_size in {n for k, n in self.storage.sizes(folder).items() if k.endswith(f".{fmt}")}:
-            snapshot = self._complete(name, short_id(digest_file(path)))
+            snapshot = self._complete(name, digest_file(path))
             if snapshot is not None:
                 self.set_current(snapshot)
                 return Stored(snapshot, written=False)
@@ -215,7 +215,7 @@ class SnapshotStore:
                 after = path.stat()
                 if (size, after.st_size, after.st_mtime_ns) != (before.st_size, before.st_size, before.st_mtime_ns):
                     raise StorageError(f"{path}: changed while it was being added; add it again once it is complete")
-                snapshot = self._complete(name, short_id(digest))
+                snapshot = self._complete(name, digest)
                 written = snapshot is None
                 if snapshot is None:
                     stage.commit(data_key(name, short_id(digest), fmt))
@@ -237,7 +237,7 @@ class SnapshotStore:
         Keeps lineage whole when `datasets/` holds a file written by other means.
         """
         digest = digest_bytes(data)
-        existing = self._complete(name, short_id(digest))
+        existing = self._complete(name, digest)
         if existing is not None:
             return existing
         import io
@@ -270,16 +270,31 @@ class SnapshotStore:
         self.storage.write_bytes(manifest_key(name, snapshot.id), body)
         return snapshot
 
-    def _complete(self, name: str, snapshot_id: str) -> Snapshot | None:
-        """The stored snapshot with this id, if both its bytes and its manifest exist."""
+    def _complete(self, name: str, digest: str) -> Snapshot | None:
+        """The stored snapshot of the bytes with this full digest, if both its bytes and its manifest exist.
+
+        Snapshots are named by the first 16 hex digits of the digest; one found
+        under that id whose manifest records another digest is refused rather
+        than taken for the same bytes.
+        """
+        key = manifest_key(name, short_id(digest))
         try:
-            manifest = self.storage.read_bytes(manifest_key(name, snapshot_id))
+            manifest = self.storage.read_bytes(key)
         except StorageError as exc:
             if isinstance(exc.__cause__, FileNotFoundError):
                 return None
             raise
         snapshot = Snapshot.from_json(json.loads(manifest))
-        return snapshot if self.storage.exists(snapshot.key) else None
+        if not self.storage.exists(snapshot.key):
+            return None
+        if snapshot.digest != digest:
+            raise IntegrityError(
+                f"{self.storage.uri(key)}: snapshot {snapshot.ref} records digest {snapshot.digest}, "
+                f"but the bytes being stored have digest {digest}: two versions share one id "
+                "(a 64-bit prefix collision) or the manifest was changed; restore it from a backup, "
+                f"or delete {self.storage.uri(snapshot.key)} and its manifest and store the data again"
+            )
+        return snapshot
 
     def set_current(self, snapshot: Snapshot) -> None:
         """Make `datasets/<name>` a copy of this snapshot (a server-side copy on S3, in-kernel locally).
@@ -287,9 +302,26 @@ class SnapshotStore:
         Nothing is copied when it already is one.
         """
         key = current_key(snapshot.name, snapshot.format)
-        if not self.storage.holds_copy(key, snapshot.key, snapshot.digest):
+        if not self._holds(key, snapshot):
             self.storage.copy(snapshot.key, key)
         self._drop_other_formats(snapshot)
+
+    def _holds(self, key: str, snapshot: Snapshot) -> bool:
+        """Whether `key` holds the snapshot's bytes: asked of the storage first (sizes, ETags), hashed only if it cannot tell."""
+        same = self.storage.same_copy(key, snapshot.key)
+        return self._digest(key) == snapshot.digest if same is None else same
+
+    def _digest(self, key: str) -> str:
+        """The full digest of a stored file: memory-mapped where it is on this machine, streamed otherwise."""
+        path = self.storage.local_path(key)
+        if path is not None:
+            try:
+                return digest_file(path)
+            except FileNotFoundError as exc:
+                raise StorageError(f"{self.storage.uri(key)}: not found; was it removed meanwhile?") from exc
+        with self.storage.open_read(key) as f:
+            digest, _ = copy_hashing(f, _Discard())
+        return digest
 
     def _drop_other_formats(self, snapshot: Snapshot) -> None:
         """A dataset has one current copy: writing a CSV version removes a parquet one, and back."""
@@ -313,9 +345,7 @@ class SnapshotStore:
         for fmt in FORMATS:
             key = current_key(name, fmt)
             if self.storage.exists(key):
-                with self.storage.open_read(key) as f:
-                    digest, _ = copy_hashing(f, _Discard())
-                found = self._complete(name, short_id(digest))
+                found = self._complete(name, self._digest(key))
                 if found is None:
                     raise StorageError(
                         f"{self.storage.uri(key)} is not a stored snapshot yet; a step that reads it stores one, "
@@ -374,11 +404,13 @@ class SnapshotStore:
         return snapshot, parse_table(self.read_bytes(snapshot), self.uri(snapshot))
 
     def get(self, ref: str | Snapshot, to: str | os.PathLike[str] | None = None) -> Path:
-        """Copy a snapshot to a local file (verified on the way; nothing is left behind if it fails).
+        """Copy a snapshot to a local file, verified and fsynced on the way; nothing is left behind if it fails.
 
         `to` is a file path or an existing folder; default `./<name>-<id>.<format>`.
         """
         import tempfile
+
+        from .storage.local import fsync_dir
 
         snapshot = ref if isinstance(ref, Snapshot) else self.resolve(ref)
         target = Path(to) if to is not None else Path.cwd()
@@ -390,9 +422,12 @@ class SnapshotStore:
         try:
             with os.fdopen(fd, "wb") as out, self.storage.open_read(snapshot.key) as source:
                 digest, _ = copy_hashing(source, out)
+                out.flush()
+                os.fsync(out.fileno())
             if digest != snapshot.digest:
                 raise _tampered(self.storage.uri(snapshot.key), snapshot)
             os.replace(tmp, target)
+            fsync_dir(target.parent)
         finally:
             Path(tmp).unlink(missing_ok=True)
         return target

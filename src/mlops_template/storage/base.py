@@ -89,9 +89,17 @@ class Storage:
         finally:
             f.close()
 
-    def holds_copy(self, key: str, source: str, digest: str) -> bool:
-        """Whether `key` already holds the same bytes as `source` (whose BLAKE3 digest is `digest`), checked cheaply."""
-        return False
+    def local_path(self, key: str) -> str | None:
+        """The key's file on this machine, for readers that map it into memory; None where storage is remote."""
+        return None
+
+    def same_copy(self, key: str, source: str) -> bool | None:
+        """Whether `key` holds the same bytes as `source`, when the backend can tell without reading them.
+
+        False or True when it can (sizes differ, same ETag); None when only
+        reading both would tell, which is then up to the caller.
+        """
+        return None
 
     def copy(self, source: str, target: str) -> None:
         """Copy a stored file to another key, atomically (server-side on S3)."""
@@ -118,13 +126,29 @@ class Storage:
     def download(self, key: str, local_path: str) -> None:
         self._call(self.fs.get, key, local_path, recursive=True)
 
-    def upload_dir(self, local_dir: str, prefix: str) -> None:
-        """Copy a local folder's files under `prefix`, each file written atomically."""
-        from pathlib import Path
+    def upload_dir(self, local_dir: str | os.PathLike[str], prefix: str) -> None:
+        """Copy a local folder's files under `prefix`, all or nothing, refusing a `prefix` that exists.
 
-        for file in sorted(Path(local_dir).rglob("*")):
-            if file.is_file():
-                self.write_bytes(f"{prefix}/{file.relative_to(local_dir).as_posix()}", file.read_bytes())
+        Each file is one atomic PUT, `MLmodel` (if there is one) last, so a
+        reader that waits for it finds the rest in place. If any upload fails,
+        the files already uploaded are deleted before the error is raised.
+        """
+        files = files_to_upload(local_dir)
+        if self.sizes(prefix):
+            raise already_there(self.uri(prefix))
+        landed: list[str] = []
+        try:
+            for relative in files:
+                key = f"{prefix}/{relative}"
+                landed.append(key)  # before the PUT: one that fails after landing is deleted too
+                self.put_file(os.path.join(local_dir, relative), key)
+        except BaseException:
+            for key in reversed(landed):
+                try:
+                    self.delete(key)
+                except Exception:  # the first error is the one to report
+                    continue
+            raise
 
     # -- tables ----------------------------------------------------------------
     def read_table(self, key: str) -> pd.DataFrame:
@@ -165,6 +189,21 @@ class Stage:
     def commit(self, key: str) -> None:
         self._publish(key)
         self.committed = key
+
+
+def files_to_upload(local_dir: str | os.PathLike[str]) -> list[str]:
+    """The relative paths of a folder's files, in upload order: sorted, a top-level `MLmodel` last."""
+    from pathlib import Path
+
+    folder = Path(local_dir)
+    if not folder.is_dir():
+        raise StorageError(f"{folder}: not a folder; give the folder to upload")
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return sorted(files, key=lambda name: name == "MLmodel")
+
+
+def already_there(uri: str) -> StorageError:
+    return StorageError(f"{uri}: already exists and an upload never overwrites it; delete it first if it is stale")
 
 
 def parse_table(data: bytes, uri: str) -> pd.DataFrame:

@@ -1,7 +1,14 @@
-"""A folder on the local disk: the embedded default for the `local` environment."""
+"""A folder on the local disk: the embedded default for the `local` environment.
+
+Every write is atomic and durable: bytes go to a hidden temporary file (or
+folder) beside the target, are fsynced, and are renamed into place; the
+folder that holds the new name is fsynced too, so a power cut leaves the old
+version or the new one, never half of one and never a name without its bytes.
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import posixpath
@@ -15,7 +22,7 @@ from typing import IO
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import StorageError
-from .base import Stage, Storage
+from .base import Stage, Storage, already_there, files_to_upload
 
 
 class LocalStorage(Storage):
@@ -25,6 +32,9 @@ class LocalStorage(Storage):
         self.root = str(Path(root).resolve())
         self.fs = LocalFileSystem()
 
+    def local_path(self, key: str) -> str | None:
+        return self.path(key)
+
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write to a temporary file beside the target, then rename it into place."""
         with self.stage(posixpath.dirname(key), target=key) as stage:
@@ -33,11 +43,11 @@ class LocalStorage(Storage):
 
     @contextmanager
     def stage(self, folder: str, target: str | None = None) -> Iterator[Stage]:
-        """A hidden temporary file in `folder`; commit renames it into place, so readers never see half a file."""
+        """A hidden temporary file in `folder`; commit fsyncs it and renames it into place."""
         directory = Path(self.path(folder))
         named = Path(self.path(target)) if target else directory
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_dirs(directory)
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".incoming-", suffix=".tmp")
             os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a published file gets the usual mode
         except OSError as exc:
@@ -45,9 +55,13 @@ class LocalStorage(Storage):
 
         def publish(key: str) -> None:
             f.flush()
+            os.fsync(f.fileno())
             target = Path(self.path(key))
-            target.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(target.parent)
             os.replace(tmp, target)
+            fsync_dir(target.parent)
+            if target.parent != directory:
+                fsync_dir(directory)  # the temporary name left this folder
 
         try:
             with os.fdopen(fd, "wb") as f:
@@ -67,19 +81,86 @@ class LocalStorage(Storage):
             _copy_in_kernel(source, stage.file)
             stage.commit(key)
 
-    def holds_copy(self, key: str, source: str, digest: str) -> bool:
-        """Same size, then the same digest (a memory-mapped hash: a fraction of what copying costs)."""
-        from ..datasets import digest_file
-
+    def same_copy(self, key: str, source: str) -> bool | None:
+        """False when the sizes differ (or either file is missing); True for the same file; else unknown."""
         try:
-            if os.path.getsize(self.path(key)) != os.path.getsize(self.path(source)):
-                return False
-            return digest_file(self.path(key)) == digest
+            mine, theirs = os.stat(self.path(key)), os.stat(self.path(source))
         except OSError:
             return False
+        if (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino):
+            return True
+        return None if mine.st_size == theirs.st_size else False
 
     def copy(self, source: str, target: str) -> None:
         self.put_file(self.path(source), target)
+
+    def upload_dir(self, local_dir: str | os.PathLike[str], prefix: str) -> None:
+        """Copy a local folder to `prefix` all at once, refusing a `prefix` that exists.
+
+        The files are copied into a hidden staging folder beside `prefix`,
+        fsynced, and the folder is renamed into place: a reader sees every file
+        or no folder at all. The rename itself refuses a non-empty target, so
+        of two concurrent uploads to one prefix exactly one lands.
+        """
+        files = files_to_upload(local_dir)
+        target = Path(self.path(prefix))
+        if target.exists():
+            raise already_there(self.uri(prefix))
+        staging: Path | None = None
+        try:
+            make_dirs(target.parent)
+            staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.incoming-"))
+            staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
+            for relative in files:
+                destination = staging / relative
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                _copy_durably(Path(local_dir, relative), destination)
+            for folder, _, _ in os.walk(staging, topdown=False):
+                fsync_dir(folder)
+            try:
+                os.rename(staging, target)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise already_there(self.uri(prefix)) from exc
+                raise
+            staging = None
+            fsync_dir(target.parent)
+        except OSError as exc:
+            raise _write_error(target, exc) from exc
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries to disk, so a name renamed into it survives a power cut."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(directory: Path) -> None:
+    """Create a folder and its missing parents, each made durable in its parent."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:  # made meanwhile by another writer
+            continue
+        fsync_dir(folder.parent)
+
+
+def _copy_durably(source: Path, target: Path) -> None:
+    """Copy one file to a new path and fsync it."""
+    with open(source, "rb") as src, open(target, "xb") as out:
+        _copy_in_kernel(src, out)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _copy_in_kernel(source: IO[bytes], target: IO[bytes]) -> None:

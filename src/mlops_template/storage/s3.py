@@ -28,7 +28,7 @@ class S3Storage(Storage):
         """One PUT: S3 makes an object visible only once it is completely written."""
         self._call(self.fs.pipe_file, key, data)
 
-    def holds_copy(self, key: str, source: str, digest: str) -> bool:
+    def same_copy(self, key: str, source: str) -> bool:
         """Same size and ETag: a server-side copy keeps the ETag of a single-part object."""
         try:
             mine, theirs = self.fs.info(self.path(key)), self.fs.info(self.path(source))
