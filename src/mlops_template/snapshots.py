@@ -35,7 +35,7 @@ from .datasets import (
     validate_name,
 )
 from .errors import IntegrityError, StorageError
-from .storage.base import parse_table
+from .tables import parse_table, read_arrow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -240,14 +240,13 @@ class SnapshotStore:
         existing = self._complete(name, digest)
         if existing is not None:
             return existing
-        import io
-
-        import pyarrow.csv as csv
-        import pyarrow.parquet as pq
-
         from .manifest import profile_table
 
-        table: pa.Table = (csv.read_csv if fmt == "csv" else pq.read_table)(io.BytesIO(data))
+        try:
+            table = read_arrow(data, fmt)
+        except Exception as exc:
+            uri = self.storage.uri(current_key(name, fmt))
+            raise StorageError(f"{uri}: cannot be read as {fmt} ({exc}); is the file complete?") from exc
         self.storage.write_bytes(data_key(name, short_id(digest), fmt), data)
         return self._finish(name, digest, fmt, len(data), profile_table(table), run_id, step, None)
 

@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING
 
 from ..errors import StorageError
+from ..tables import parse_table  # also imported from here by older callers
 
 if TYPE_CHECKING:
     import fsspec
@@ -152,7 +153,7 @@ class Storage:
 
     # -- tables ----------------------------------------------------------------
     def read_table(self, key: str) -> pd.DataFrame:
-        """Read a parquet or CSV file (by suffix) into a DataFrame."""
+        """Read a parquet or CSV file (by suffix) into a DataFrame, with the library's one table reader."""
         return parse_table(self.read_bytes(key), self.uri(key))
 
     def write_table(self, key: str, df: pd.DataFrame) -> bytes:
@@ -204,15 +205,3 @@ def files_to_upload(local_dir: str | os.PathLike[str]) -> list[str]:
 
 def already_there(uri: str) -> StorageError:
     return StorageError(f"{uri}: already exists and an upload never overwrites it; delete it first if it is stale")
-
-
-def parse_table(data: bytes, uri: str) -> pd.DataFrame:
-    """A DataFrame from a stored file's bytes: CSV when `uri` ends in .csv, else parquet."""
-    import pandas as pd
-
-    try:
-        if uri.endswith(".csv"):
-            return pd.read_csv(io.BytesIO(data))
-        return pd.read_parquet(io.BytesIO(data))
-    except Exception as exc:
-        raise StorageError(f"{uri}: cannot be read as a table ({exc}); is the file complete?") from exc
