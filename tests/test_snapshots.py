@@ -722,6 +722,14 @@ def test_adopt_stores_a_pointer_written_by_other_means_once(store, fmt):
     assert stored_objects(store) == before
 
 
+def test_adopting_bytes_that_are_not_a_table_is_a_storage_error_and_stores_nothing(store):
+    store.storage.write_bytes("datasets/outside.csv", b"a,b\n1,2\n3\n")
+    before = stored_objects(store)
+    with pytest.raises(StorageError, match=r"datasets/outside\.csv: cannot be read as csv .* is the file complete\?"):
+        store.adopt("outside", b"a,b\n1,2\n3\n", "csv", run_id=None, step=None)
+    assert stored_objects(store) == before
+
+
 # -- getting a local copy ---------------------------------------------------------------
 
 
