@@ -9,7 +9,7 @@ import click
 
 from .entrypoint import env_option, param_option, run_and_report, step_option, verbose_option
 from .errors import MlopsError
-from .terminal import console, fail, show_warnings, skip_final_gc
+from .terminal import console, fail, quiet_mlflow, show_warnings, skip_final_gc
 
 
 def entry() -> None:
@@ -100,6 +100,7 @@ def runs(environment: str | None, limit: int, project: Path | None) -> None:
 
     config = load_config(project)
     env = config.environment(environment)
+    quiet_mlflow()
     metric = config.model.gate.metric
     table = Table("run", "started (UTC)", "status", "env", "steps", "commit", metric, "gate", "model", box=None)
     for run in list_runs(config, env, limit=limit):
@@ -120,13 +121,15 @@ def runs(environment: str | None, limit: int, project: Path | None) -> None:
 
 
 def _connected(project: Path | None, environment: str | None):
-    """The project's config, with MLflow pointed at the chosen environment's stores."""
+    """The project's config and chosen environment, with MLflow pointed at its stores."""
     from .config import load_config
     from .tracking import connect
 
     config = load_config(project)
-    connect(config, config.environment(environment))
-    return config
+    env = config.environment(environment)
+    quiet_mlflow()
+    connect(config, env)
+    return config, env
 
 
 @main.command()
@@ -137,12 +140,14 @@ def models(environment: str | None, project: Path | None) -> None:
     from rich.table import Table
 
     from .registry import list_versions
-    from .tracking import TAG_DATA_PREFIX, TAG_TRAINING_DATA, client
+    from .tracking import TAG_DATA_PREFIX, TAG_TRAINING_DATA, client, store_errors
 
-    config = _connected(project, environment)
+    config, env = _connected(project, environment)
     metric = config.model.gate.metric
     table = Table("version", "aliases", metric, "run", "trained on", "other data", box=None)
-    for v in list_versions(client(), config.model.name, metric=metric):
+    with store_errors(env, registry=True):
+        versions = list_versions(client(), config.model.name, metric=metric)
+    for v in versions:
         training = v.tags.get(TAG_TRAINING_DATA, "")
         trained_on = set(training.split(",")) if training else set()
         other = ", ".join(
@@ -170,11 +175,12 @@ def models(environment: str | None, project: Path | None) -> None:
 def promote(version: str, alias: str, environment: str | None, project: Path | None) -> None:
     """Point the champion (or --alias) at VERSION of the project's model, e.g. to roll back."""
     from .registry import promote as promote_version
-    from .tracking import client
+    from .tracking import client, store_errors
 
-    config = _connected(project, environment)
+    config, env = _connected(project, environment)
     version = version.removeprefix("v")
-    promote_version(client(), config.model.name, version, alias=alias)
+    with store_errors(env, registry=True):
+        promote_version(client(), config.model.name, version, alias=alias)
     console().print(f"{config.model.name}: '{alias}' now points at v{version}")
 
 

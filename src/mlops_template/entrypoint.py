@@ -75,8 +75,10 @@ def _print_where(result: PipelineResult, started: float) -> None:
 
     from rich.markup import escape
 
+    from .tracking import display_uri
+
     out = console()
-    uri = result.tracking_uri
+    uri = display_uri(result.tracking_uri)
     out.print(f"Finished in {time.perf_counter() - started:.1f} s; tracked in {escape(uri)}")
     runs_page = f"#/experiments/{result.experiment_id}/runs"
     if uri.startswith(("http://", "https://")):
