@@ -6,6 +6,7 @@ Kept apart from the runner so that every command that reads runs (`runs`,
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import subprocess
@@ -24,6 +25,8 @@ from .errors import TrackingError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+logger = logging.getLogger(__name__)
 
 # Tag names shared by runs, versions and commands (DESIGN.md, "MLflow conventions").
 TAG_PIPELINE = "mlops.pipeline"
@@ -245,20 +248,54 @@ class GitState:
 
 
 def git_state(root: Path) -> GitState:
-    """The commit checked out in `root` and whether the work tree differs from it."""
+    """The commit checked out in `root` and whether the work tree differs from it.
 
-    def git(*args: str) -> str | None:
+    Where git is missing or `root` has no commit, the run is still tagged
+    (commit `none`, dirty `unknown`) and a warning says how to get the code
+    version recorded: a run whose code cannot be found again is hard to trust.
+    """
+
+    def git(*args: str) -> tuple[str | None, str]:
+        """Its output, or None and why it failed."""
         try:
             out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip()
+        except FileNotFoundError:
+            return None, "git is not installed"
+        except subprocess.CalledProcessError as exc:
+            lines = (exc.stderr or "").strip().splitlines()
+            return None, lines[0] if lines else ""
+        except (OSError, subprocess.SubprocessError) as exc:
+            return None, str(exc)
+        return out.stdout.strip(), ""
 
-    commit = git("rev-parse", "HEAD")
+    commit, why = git("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     if commit is None:
+        logger.warning(
+            "code version not recorded for this run (%s=none): %s: %s; %s",
+            TAG_GIT_COMMIT,
+            root,
+            why.removeprefix("fatal: ") or "the repository has no commit yet",
+            _git_fix(root, why),
+        )
         return GitState(commit="none", dirty=None)
-    status = git("status", "--porcelain", "--untracked-files=normal")
+    status, why = git("status", "--porcelain", "--untracked-files=normal")
+    if status is None:
+        logger.warning(
+            "cannot tell whether this run's code differs from commit %s (%s=unknown): %s: %s",
+            commit[:12],
+            TAG_GIT_DIRTY,
+            root,
+            why.removeprefix("fatal: ") or "git status failed",
+        )
     return GitState(commit=commit, dirty=None if status is None else bool(status))
+
+
+def _git_fix(root: Path, why: str) -> str:
+    if why == "git is not installed":
+        return "install git"
+    if "dubious ownership" in why:
+        return f"trust the folder: git config --global --add safe.directory {root}"
+    return "commit the code there: git init && git add -A && git commit -m start"
 
 
 def _short(exc: BaseException) -> str:
