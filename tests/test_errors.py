@@ -8,16 +8,26 @@ created, a port nobody listens on, and HTTP servers on loopback that answer
 from __future__ import annotations
 
 import http.server
+import os
+import pwd
+import shutil
 import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import mlops_template
 from mlops_template import Pipeline, load_config
 from mlops_template.cli import main
+from mlops_template.errors import StepError
 from mlops_template.runner import run_pipeline
 from mlops_template.tracking import display_uri
 
@@ -210,3 +220,175 @@ def test_runs_without_any_registered_model_list_the_runs(project, shared_db):
 )
 def test_display_uri_hides_passwords(uri, shown):
     assert display_uri(uri) == shown
+
+
+# -- a failed step's traceback ---------------------------------------------------------------
+
+
+def explode(ctx):
+    raise RuntimeError("boom")
+
+
+def log_path(message: str) -> Path:
+    return Path(message.split("(full log: ")[1].split(")")[0].split("; ")[0])
+
+
+@pytest.fixture
+def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`tempfile.gettempdir()` for this test: a folder of its own."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_the_traceback_goes_to_the_temp_folder_when_the_project_cannot_hold_it(tiny_project, temp_dir):
+    (tiny_project / ".mlops").write_text("a file where the logs folder should be")
+    with pytest.raises(StepError) as excinfo:
+        run_pipeline(Pipeline([explode]), load_config(tiny_project))
+    message = str(excinfo.value)
+    assert message.startswith("step 'explode' failed: RuntimeError: boom (full log: ")
+    log = log_path(message)
+    assert log.parent == temp_dir / "mlops-logs" and log.name.endswith("-explode.log")
+    assert "Traceback" in log.read_text() and 'raise RuntimeError("boom")' in log.read_text()
+
+
+def test_a_traceback_nowhere_to_be_written_still_reports_the_steps_error(tiny_project, temp_dir, monkeypatch):
+    (tiny_project / ".mlops").write_text("a file where the logs folder should be")
+    not_a_folder = temp_dir / "file"
+    not_a_folder.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_folder))
+    with pytest.raises(StepError) as excinfo:
+        run_pipeline(Pipeline([explode]), load_config(tiny_project))
+    message = str(excinfo.value)
+    assert message.startswith("step 'explode' failed: RuntimeError: boom (full log not saved: ")
+    assert "; --verbose shows the traceback" in message
+    # MLflow writes the artifact through the same temp folder, so that fails too, and is said too.
+    assert "; not saved in the run: NotADirectoryError" in message
+    assert isinstance(excinfo.value.__cause__, RuntimeError)
+
+
+def test_a_run_artifact_that_cannot_be_saved_does_not_hide_the_steps_error(tiny_project, shared_db):
+    def clobber_then_explode(ctx):
+        # Injected failure: the step puts a file where its run's artifact folder goes.
+        import mlflow
+
+        artifacts = Path(urllib.parse.urlparse(mlflow.get_artifact_uri()).path)
+        shutil.rmtree(artifacts, ignore_errors=True)
+        artifacts.parent.mkdir(parents=True, exist_ok=True)
+        artifacts.write_text("not a folder")
+        raise RuntimeError("boom")
+
+    with pytest.raises(StepError) as excinfo:
+        run_pipeline(Pipeline([clobber_then_explode]), load_config(tiny_project))
+    message = str(excinfo.value)
+    assert message.startswith("step 'clobber_then_explode' failed: RuntimeError: boom (full log: ")
+    assert "; not saved in the run: " in message
+    assert 'raise RuntimeError("boom")' in log_path(message).read_text()
+
+
+# -- a read-only project, as in a pod running a read-only image ------------------------------
+
+
+def _as_another_user() -> list[str]:
+    """The command prefix that runs as a user without write access to root-owned files.
+
+    Root ignores file modes, so as root the run goes through `runuser -u nobody`;
+    any other user is already bound by them.
+    """
+    if os.geteuid() != 0:
+        return []
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        pytest.skip("running as root without `runuser`: cannot run as a user that file modes apply to")
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("running as root and there is no user `nobody` to run as")
+    return [runuser, "-u", "nobody", "--"]
+
+
+def _python_for(prefix: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """This interpreter if the user may execute it, else the system's of the same version with our packages."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    packages = os.pathsep.join([str(Path(mlops_template.__file__).parents[1]), sysconfig.get_paths()["purelib"]])
+    for python, extra in ((sys.executable, {}), (f"/usr/bin/python{version}", {"PYTHONPATH": packages})):
+        probe = subprocess.run(
+            [*prefix, python, "-c", "import mlops_template, mlflow"], env=env | extra, capture_output=True, timeout=120
+        )
+        if probe.returncode == 0:
+            return [python], extra
+    pytest.skip(f"no Python {version} with this environment's packages that the unprivileged user can run")
+
+
+@pytest.fixture
+def read_only_project() -> Iterator[tuple[Path, Path]]:
+    """A project package owned by root (or read-only), and a folder the unprivileged user can write."""
+    base = Path(tempfile.mkdtemp(prefix="mlops-readonly-"))  # not under pytest's 0700 folder: others must read it
+    base.chmod(0o755)
+    root = base / "project"
+    package = root / "src" / "pod_pipeline"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "main.py").write_text(
+        "from mlops_template import Pipeline\n\n\n"
+        "def explode(ctx):\n"
+        '    raise RuntimeError("boom in a read-only pod")\n\n\n'
+        "pipeline = Pipeline([explode])\n"
+    )
+    (root / "mlops.toml").write_text(
+        '[project]\nname = "pod"\npackage = "pod_pipeline"\n\n'
+        '[environments.local]\nstorage = "data"\ntracking_uri = "sqlite:///mlruns.db"\n'
+    )
+    writable = base / "writable"
+    (writable / "tmp").mkdir(parents=True)
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        for folder in (writable, writable / "tmp"):
+            os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    else:
+        for folder in (root, *root.rglob("*")):
+            if folder.is_dir():
+                folder.chmod(0o555)
+    try:
+        yield root, writable
+    finally:
+        for folder in (root, *root.rglob("*")):
+            if folder.is_dir():
+                folder.chmod(0o755)
+        shutil.rmtree(base)
+
+
+def test_a_failing_step_in_a_read_only_project_logs_its_traceback_under_the_temp_folder(read_only_project):
+    root, writable = read_only_project
+    prefix = _as_another_user()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(writable),
+        "TMPDIR": str(writable / "tmp"),
+        "MLOPS_STORAGE": str(writable / "storage"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{writable / 'mlruns.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    python, extra = _python_for(prefix, env)
+    assert not os.access(root, os.W_OK) or prefix, "the project must not be writable for the user that runs it"
+
+    result = subprocess.run(
+        [*prefix, *python, "-m", "mlops_template", "run", "--project", str(root)],
+        cwd=root,
+        env=env | extra,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("Error: step 'explode' failed: RuntimeError: boom in a read-only pod (full log: ")
+    log = log_path(errors[0])
+    assert log.parent == writable / "tmp" / "mlops-logs" and log.name.endswith("-explode.log")
+    assert 'raise RuntimeError("boom in a read-only pod")' in log.read_text()
+    assert not (root / ".mlops").exists()
