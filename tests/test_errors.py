@@ -392,3 +392,14 @@ def test_a_failing_step_in_a_read_only_project_logs_its_traceback_under_the_temp
     assert log.parent == writable / "tmp" / "mlops-logs" and log.name.endswith("-explode.log")
     assert 'raise RuntimeError("boom in a read-only pod")' in log.read_text()
     assert not (root / ".mlops").exists()
+
+
+# -- a project folder that cannot be written -------------------------------------------------
+
+
+def test_new_into_a_folder_that_cannot_be_created_is_one_line(tmp_path):
+    (tmp_path / "taken").write_text("a file where the folder should be")
+    target = tmp_path / "taken" / "churn"
+    line = one_error_line(CliRunner().invoke(main, ["new", "churn", "--directory", str(target)]))
+    assert line.startswith(f"Error: cannot write the project into {target} (")
+    assert line.endswith("; choose a folder you can write with --directory")
