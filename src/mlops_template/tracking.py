@@ -93,13 +93,10 @@ def store_errors(env: Environment, *, registry: bool = False) -> Iterator[None]:
 
 def describe_failure(env: Environment, exc: BaseException, *, registry: bool = False) -> str:
     """One line: which store of which environment failed, the problem, and the fix."""
-    own_registry = registry and bool(env.registry_uri)
-    uri = env.registry_uri if own_registry else env.tracking_uri
-    setting = (
-        "registry_uri in mlops.toml or MLFLOW_REGISTRY_URI"
-        if own_registry
-        else ("tracking_uri in mlops.toml or MLFLOW_TRACKING_URI")
-    )
+    if registry and env.registry_uri:
+        uri, setting = env.registry_uri, "registry_uri in mlops.toml or MLFLOW_REGISTRY_URI"
+    else:
+        uri, setting = env.tracking_uri, "tracking_uri in mlops.toml or MLFLOW_TRACKING_URI"
     store = "model registry" if registry else "tracking store"
     causes = list(_causes(exc))
     return (
