@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
+from .entrypoint import env_option, param_option, run_and_report, step_option, verbose_option
 from .errors import MlopsError
-
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
-    from .runner import PipelineResult, StepResult
+from .terminal import console, fail, quiet_mlflow, show_warnings, skip_final_gc
 
 
 def entry() -> None:
@@ -21,27 +17,7 @@ def entry() -> None:
     try:
         main()
     finally:
-        _skip_final_gc()
-
-
-def _skip_final_gc() -> None:
-    """Spare the interpreter's final garbage collections over MLflow's, pandas' and
-    scikit-learn's object graphs (about a second per command). Everything is
-    written and closed by now, and atexit handlers still run.
-    """
-    import gc
-
-    gc.freeze()
-
-
-def _console(stderr: bool = False):
-    import shutil
-
-    from rich.console import Console
-
-    # Piped output keeps whole lines (full run ids) instead of wrapping at 80 columns.
-    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((160, 24)).columns, 160)
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+        skip_final_gc()
 
 
 class _Group(click.Group):
@@ -51,25 +27,15 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except MlopsError as exc:
-            _fail(exc, verbose=bool(ctx.params.get("verbose")))
-
-
-def _fail(exc: MlopsError, *, verbose: bool) -> None:
-    if verbose:
-        import traceback
-
-        traceback.print_exc()
-    from rich.markup import escape
-
-    _console(stderr=True).print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True)
-    sys.exit(1)
+            fail(exc, verbose=bool(ctx.params.get("verbose")))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--verbose", is_flag=True, help="Show the full traceback of errors.")
+@verbose_option
 @click.version_option(package_name="mlops-template")
 def main(verbose: bool) -> None:
     """Start ML projects with tracked pipelines, versioned data and a gated model registry."""
+    show_warnings()
 
 
 @main.command()
@@ -83,31 +49,15 @@ def new(name: str, directory: Path | None, package: str | None) -> None:
     from .scaffold import new_project
 
     target = new_project(name, directory=directory, package=package)
-    console = _console()
-    console.print(f"Created project [bold]{name}[/] in {target}")
-    console.print(f"Next: [bold]cd {target} && mlops run[/]")
-
-
-_step_option = click.option(
-    "--step", "-s", "steps", multiple=True, help="Run only this step (repeatable); default: all."
-)
-_env_option = click.option(
-    "--environment", "-e", help="Environment from mlops.toml [default: MLOPS_ENVIRONMENT or local]."
-)
-_param_option = click.option(
-    "-P",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a step param (STEP.KEY=VALUE for one step).",
-)
+    out = console()
+    out.print(f"Created project [bold]{name}[/] in {target}")
+    out.print(f"Next: [bold]cd {target} && mlops run[/]")
 
 
 @main.command()
-@_step_option
-@_env_option
-@_param_option
+@step_option
+@env_option
+@param_option
 @click.option(
     "--project",
     type=click.Path(file_okay=False, path_type=Path),
@@ -119,97 +69,11 @@ def run(steps: tuple[str, ...], environment: str | None, params: tuple[str, ...]
     from .project import load_pipeline
 
     config = load_config(project)
-    _run(load_pipeline(config), config, steps, environment, params)
-
-
-def _run(pipeline: Pipeline, config, steps, environment, params) -> PipelineResult:
-    import time
-
-    from rich.markup import escape
-
-    from .params import parse_overrides
-    from .runner import run_pipeline
-
-    console = _console()
-    started = time.perf_counter()
-    _quiet_mlflow()
-    _show_step_logs(config.package)
-
-    def on_step(run: PipelineResult, step: StepResult | None) -> None:
-        if step is None:
-            console.print(
-                f"[bold]{escape(config.name)}[/] pipeline run {run.run_id} on {escape(run.environment)}: "
-                + " → ".join(run.planned)
-            )
-            return
-        mark = "[green]✓[/]" if step.status == "FINISHED" else "[red]✗[/]"
-        console.print(f"  {mark} {step.name:<16} {step.seconds:6.2f} s  {escape('; '.join(step.notes))}")
-
-    result = run_pipeline(
-        pipeline, config, steps=list(steps), environment=environment, overrides=parse_overrides(params), on_step=on_step
-    )
-    console.print(f"Finished in {time.perf_counter() - started:.1f} s; tracked in {escape(result.tracking_uri)}")
-    runs_page = f"#/experiments/{result.experiment_id}/runs"
-    if result.tracking_uri.startswith(("http://", "https://")):
-        console.print(f"See it: {result.tracking_uri.rstrip('/')}/{runs_page}")
-    else:
-        console.print(f"See it: [bold]mlops ui[/], then http://127.0.0.1:5000/{runs_page}")
-    return result
-
-
-def _quiet_mlflow() -> None:
-    """Keep MLflow's INFO chatter (table creation, …) off the terminal; our own lines say what happened."""
-    import logging
-
-    import mlflow  # noqa: F401  (configures its loggers on import, so adjust them after)
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # It warns that pip is missing from uv-made environments; requirements are pinned explicitly anyway.
-    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
-
-
-def _show_step_logs(package: str) -> None:
-    """Print what steps log through `ctx.log` (the project package's loggers) at INFO and above."""
-    import logging
-
-    class CurrentStderr(logging.StreamHandler):
-        """Writes to whatever `sys.stderr` is at the time, so repeated runs in one process all show."""
-
-        stream = property(lambda self: sys.stderr, lambda self, value: None)
-
-    logger = logging.getLogger(package)
-    if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
-        handler = CurrentStderr()
-        handler.setFormatter(logging.Formatter("    %(name)s: %(message)s"))
-        logger.addHandler(handler)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
-
-
-def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:
-    """`python -m <package>.main`: the `run` command for one pipeline, with the same options and errors."""
-
-    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-    @_step_option
-    @_env_option
-    @_param_option
-    @click.option("--verbose", is_flag=True, help="Show the full traceback of errors.")
-    def command(steps, environment, params, verbose):
-        from .config import load_config
-
-        try:
-            _run(pipeline, load_config(), steps, environment, params)
-        except MlopsError as exc:
-            _fail(exc, verbose=verbose)
-
-    try:
-        command.main(args=list(argv) if argv is not None else None, prog_name="main")
-    finally:
-        _skip_final_gc()
+    run_and_report(load_pipeline(config), config, steps, environment, params)
 
 
 @main.command()
-@_env_option
+@env_option
 @click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
 def ui(environment: str | None, port: int, project: Path | None) -> None:
@@ -218,13 +82,13 @@ def ui(environment: str | None, port: int, project: Path | None) -> None:
     from .ui import serve
 
     config = load_config(project)
-    code = serve(config, config.environment(environment), port=port, echo=_console().print)
+    code = serve(config, config.environment(environment), port=port, echo=console().print)
     if code:
         sys.exit(code)
 
 
 @main.command()
-@_env_option
+@env_option
 @click.option("--limit", "-n", default=20, show_default=True, help="How many runs, newest first.")
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
 def runs(environment: str | None, limit: int, project: Path | None) -> None:
@@ -236,6 +100,7 @@ def runs(environment: str | None, limit: int, project: Path | None) -> None:
 
     config = load_config(project)
     env = config.environment(environment)
+    quiet_mlflow()
     metric = config.model.gate.metric
     table = Table("run", "started (UTC)", "status", "env", "steps", "commit", metric, "gate", "model", box=None)
     for run in list_runs(config, env, limit=limit):
@@ -252,33 +117,37 @@ def runs(environment: str | None, limit: int, project: Path | None) -> None:
             run.gate or "",
             f"v{run.model_version}" if run.model_version else "",
         )
-    _console().print(table)
+    console().print(table)
 
 
 def _connected(project: Path | None, environment: str | None):
-    """The project's config, with MLflow pointed at the chosen environment's stores."""
+    """The project's config and chosen environment, with MLflow pointed at its stores."""
     from .config import load_config
     from .tracking import connect
 
     config = load_config(project)
-    connect(config, config.environment(environment))
-    return config
+    env = config.environment(environment)
+    quiet_mlflow()
+    connect(config, env)
+    return config, env
 
 
 @main.command()
-@_env_option
+@env_option
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
 def models(environment: str | None, project: Path | None) -> None:
     """List the registered versions of the project's model and their aliases."""
     from rich.table import Table
 
     from .registry import list_versions
-    from .tracking import TAG_DATA_PREFIX, TAG_TRAINING_DATA, client
+    from .tracking import TAG_DATA_PREFIX, TAG_TRAINING_DATA, client, store_errors
 
-    config = _connected(project, environment)
+    config, env = _connected(project, environment)
     metric = config.model.gate.metric
     table = Table("version", "aliases", metric, "run", "trained on", "other data", box=None)
-    for v in list_versions(client(), config.model.name, metric=metric):
+    with store_errors(env, registry=True):
+        versions = list_versions(client(), config.model.name, metric=metric)
+    for v in versions:
         training = v.tags.get(TAG_TRAINING_DATA, "")
         trained_on = set(training.split(",")) if training else set()
         other = ", ".join(
@@ -294,24 +163,25 @@ def models(environment: str | None, project: Path | None) -> None:
             training.replace(",", ", "),
             other,
         )
-    _console().print(f"[bold]{config.model.name}[/]")
-    _console().print(table)
+    console().print(f"[bold]{config.model.name}[/]")
+    console().print(table)
 
 
 @main.command()
 @click.argument("version")
 @click.option("--alias", default="champion", show_default=True, help="Alias to move.")
-@_env_option
+@env_option
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
 def promote(version: str, alias: str, environment: str | None, project: Path | None) -> None:
     """Point the champion (or --alias) at VERSION of the project's model, e.g. to roll back."""
     from .registry import promote as promote_version
-    from .tracking import client
+    from .tracking import client, store_errors
 
-    config = _connected(project, environment)
+    config, env = _connected(project, environment)
     version = version.removeprefix("v")
-    promote_version(client(), config.model.name, version, alias=alias)
-    _console().print(f"{config.model.name}: '{alias}' now points at v{version}")
+    with store_errors(env, registry=True):
+        promote_version(client(), config.model.name, version, alias=alias)
+    console().print(f"{config.model.name}: '{alias}' now points at v{version}")
 
 
 @main.group()
@@ -346,7 +216,7 @@ def _size(n: int) -> str:
 
 @data.command("ls")
 @click.argument("name", required=False)
-@_env_option
+@env_option
 @_project_option
 @_json_option
 def data_ls(name: str | None, environment: str | None, project: Path | None, as_json: bool) -> None:
@@ -368,12 +238,12 @@ def data_ls(name: str | None, environment: str | None, project: Path | None, as_
             s.step or "",
             s.run_id or (s.source and "added") or "",
         )
-    _console().print(table if found else "No snapshots yet: `mlops run` or `mlops data add` stores some.")
+    console().print(table if found else "No snapshots yet: `mlops run` or `mlops data add` stores some.")
 
 
 @data.command("show")
 @click.argument("ref", metavar="ID")
-@_env_option
+@env_option
 @_project_option
 @_json_option
 def data_show(ref: str, environment: str | None, project: Path | None, as_json: bool) -> None:
@@ -386,12 +256,12 @@ def data_show(ref: str, environment: str | None, project: Path | None, as_json: 
     if as_json:
         _print_json(s.to_json() | {"uri": store.uri(s)})
         return
-    console = _console()
-    console.print(f"[bold]{escape(s.ref)}[/]  {escape(store.uri(s))}")
-    console.print(f"  digest   blake3:{s.digest}")
-    console.print(f"  {s.format}, {_size(s.bytes)}, {s.rows:,} rows, {len(s.columns)} columns; created {s.created_at}")
+    out = console()
+    out.print(f"[bold]{escape(s.ref)}[/]  {escape(store.uri(s))}")
+    out.print(f"  digest   blake3:{s.digest}")
+    out.print(f"  {s.format}, {_size(s.bytes)}, {s.rows:,} rows, {len(s.columns)} columns; created {s.created_at}")
     origin = f"step {s.step} in run {s.run_id}" if s.run_id else f"added from {s.source}" if s.source else "unknown"
-    console.print(f"  made by  {escape(origin)}")
+    out.print(f"  made by  {escape(origin)}")
     table = Table("column", "dtype", "nulls", "min", "max", "mean", "std", "top values", box=None)
     for c in s.columns:
         top = ", ".join(f"{v} ({n:,})" for v, n in c.get("top", [])[:5])
@@ -402,7 +272,7 @@ def data_show(ref: str, environment: str | None, project: Path | None, as_json: 
             *(_num(c.get(k)) for k in ("min", "max", "mean", "std")),
             escape(top),
         )
-    console.print(table)
+    out.print(table)
 
 
 def _num(value) -> str:
@@ -417,7 +287,7 @@ def _num(value) -> str:
 @click.argument("a", metavar="A")
 @click.argument("b", metavar="B")
 @click.option("--limit", "-n", default=10, show_default=True, help="How many differing rows to show per side.")
-@_env_option
+@env_option
 @_project_option
 @_json_option
 def data_diff(a: str, b: str, limit: int, environment: str | None, project: Path | None, as_json: bool) -> None:
@@ -435,17 +305,17 @@ def _print_diff(d) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    console = _console()
-    console.print(f"[bold]{escape(d.a)}[/] → [bold]{escape(d.b)}[/]")
+    out = console()
+    out.print(f"[bold]{escape(d.a)}[/] → [bold]{escape(d.b)}[/]")
     if d.identical and not d.drifted:
-        console.print("  identical rows and schema")
+        out.print("  identical rows and schema")
     for name, dtype in d.added:
-        console.print(f"  [green]+ column {escape(name)}[/] ({dtype})")
+        out.print(f"  [green]+ column {escape(name)}[/] ({dtype})")
     for name, dtype in d.removed:
-        console.print(f"  [red]- column {escape(name)}[/] ({dtype})")
+        out.print(f"  [red]- column {escape(name)}[/] ({dtype})")
     for name, before, after in d.retyped:
-        console.print(f"  [yellow]~ column {escape(name)}[/]: {before} → {after}")
-    console.print(
+        out.print(f"  [yellow]~ column {escape(name)}[/]: {before} → {after}")
+    out.print(
         f"  rows {d.rows_a:,} → {d.rows_b:,}: {d.only_in_a:,} only in A, {d.only_in_b:,} only in B "
         f"(whole rows compared on {len(d.compared_on)} shared columns)"
     )
@@ -455,7 +325,7 @@ def _print_diff(d) -> None:
             table = Table(*map(str, rows[0]), box=None, title=f"rows only in {label} ({shown})", title_justify="left")
             for row in rows:
                 table.add_row(*(_num(v) for v in row.values()))
-            console.print(table)
+            out.print(table)
     table = Table(
         "column", "kind", "nulls A→B", "mean A→B", "std A→B", "shift σ", "KS", "PSI", "share shift", "", box=None
     )
@@ -472,20 +342,20 @@ def _print_diff(d) -> None:
             _num(c.share_shift),
             "[red]drift[/]" if c.drifted else "",
         )
-    console.print(table)
+    out.print(table)
 
 
 @data.command("add")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Dataset name the file becomes a version of.")
-@_env_option
+@env_option
 @_project_option
 def data_add(file: Path, name: str, environment: str | None, project: Path | None) -> None:
     """Store a CSV or parquet FILE as a snapshot of dataset NAME and make it the current version."""
     stored = _snapshots(project, environment).add_file(file, name)
     s = stored.snapshot
     state = "stored" if stored.written else "unchanged, already stored"
-    _console().print(f"{s.ref}  {s.rows:,} rows, {_size(s.bytes)} ({state}); current version of '{s.name}'")
+    console().print(f"{s.ref}  {s.rows:,} rows, {_size(s.bytes)} ({state}); current version of '{s.name}'")
 
 
 @data.command("get")
@@ -496,11 +366,11 @@ def data_add(file: Path, name: str, environment: str | None, project: Path | Non
     type=click.Path(),
     help="File or folder (an existing one, or ending in /) [default: ./NAME-ID.FORMAT].",
 )
-@_env_option
+@env_option
 @_project_option
 def data_get(ref: str, to: str | None, environment: str | None, project: Path | None) -> None:
     """Copy a snapshot to a local file, verified against its id."""
     store = _snapshots(project, environment)
     snapshot = store.resolve(ref)
     target = store.get(snapshot, to)
-    _console().print(f"{snapshot.ref} → {target} (verified)")
+    console().print(f"{snapshot.ref} → {target} (verified)")

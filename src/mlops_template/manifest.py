@@ -280,7 +280,7 @@ def _prefetched(batches: Iterable[pa.RecordBatch], depth: int = 2):
                     return
                 ready.put(batch)
             ready.put(done)
-        except BaseException as exc:  # handed to the consumer, raised there
+        except BaseException as exc:  # noqa: BLE001  (handed to the consumer, raised there)
             ready.put(exc)
 
     thread = threading.Thread(target=produce, daemon=True)

@@ -94,7 +94,7 @@ class Pipeline:
 
     def main(self, argv: Sequence[str] | None = None) -> None:
         """Command line of a project's `main` module: `python -m <package>.main --step X`."""
-        from .cli import run_command
+        from .entrypoint import run_command
 
         run_command(self, argv)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Config
@@ -14,7 +16,7 @@ from .context import StepContext
 from .errors import ConfigError, MlopsError, StepError
 from .params import apply_overrides
 from .storage import open_storage
-from .tracking import TAG_ENVIRONMENT, TAG_PIPELINE, TAG_STEP, TAG_STEPS, connect, git_state
+from .tracking import TAG_ENVIRONMENT, TAG_PIPELINE, TAG_STEP, TAG_STEPS, connect, git_state, store_failures
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -131,22 +133,64 @@ def _run_step(step, params, config, env, storage, parent_run_id, report) -> Step
         try:
             step(ctx)
             ctx._finish()
-        except Exception as exc:
-            ctx._abandon(exc)
-            log = _save_traceback(config, parent_run_id, step.name)
-            mlflow.log_text(log.read_text(), f"{step.name}.error.log")
+        except Exception as exc:  # whatever the step's own code raises fails the step, its traceback kept
+            where = _record_failure(ctx, exc, config, parent_run_id, step.name)
             seconds = time.perf_counter() - started
             report(StepResult(step.name, run.info.run_id, "FAILED", seconds, str(exc), notes=ctx.notes))
             detail = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
-            raise StepError(f"step '{step.name}' failed: {detail} (full log: {log})") from exc
+            raise StepError(f"step '{step.name}' failed: {detail} ({where})") from exc
     result = StepResult(step.name, run.info.run_id, "FINISHED", time.perf_counter() - started, notes=ctx.notes)
     report(result)
     return result
 
 
-def _save_traceback(config: Config, run_id: str, step: str):
-    folder = config.root / ".mlops" / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run_id}-{step}.log"
-    path.write_text(traceback.format_exc())
+def _record_failure(ctx: StepContext, exc: BaseException, config: Config, run_id: str, step: str) -> str:
+    """Keep a failed step's traceback as a file and a run artifact, and say where it went.
+
+    Runs while the step's own error is being reported, so a store or file
+    system failing here is noted, never raised: it must not hide that error.
+    """
+    import mlflow
+
+    secondary = (MlopsError, *store_failures())
+    text = "".join(traceback.format_exception(exc))
+    try:
+        ctx._abandon(exc)
+    except secondary as other:
+        text += f"\nRecording that nothing was registered also failed: {_first_line(other)}\n"
+    try:
+        where = f"full log: {_save_traceback(config, run_id, step, text)}"
+    except OSError as other:
+        where = f"full log not saved: {other}; --verbose shows the traceback"
+    try:
+        mlflow.log_text(text, f"{step}.error.log")
+    except secondary as other:
+        where += f"; not saved in the run: {_first_line(other)}"
+    return where
+
+
+def _save_traceback(config: Config, run_id: str, step: str, text: str) -> Path:
+    """Write a failed step's traceback to `.mlops/logs/<run>-<step>.log` in the project and return its path.
+
+    Where the project folder is read-only (a pod running a read-only image),
+    it goes under the temp folder instead: `mlops-logs/` there, or a fresh
+    folder of its own if another user owns that one. Raises OSError only when
+    none of them can be written.
+    """
+    name = f"{run_id}-{step}.log"
+    folders = [config.root / ".mlops" / "logs", Path(tempfile.gettempdir()) / "mlops-logs"]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+        except OSError:
+            continue
+        return folder / name
+    path = Path(tempfile.mkdtemp(prefix="mlops-logs-")) / name
+    path.write_text(text, encoding="utf-8")
     return path
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

@@ -6,7 +6,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .config import Config, Environment
-from .tracking import TAG_ENVIRONMENT, TAG_GATE, TAG_GIT_COMMIT, TAG_GIT_DIRTY, TAG_STEP, TAG_STEPS, connect
+from .tracking import (
+    TAG_ENVIRONMENT,
+    TAG_GATE,
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIRTY,
+    TAG_STEP,
+    TAG_STEPS,
+    connect,
+    store_errors,
+)
 
 
 @dataclass(frozen=True)
@@ -24,23 +33,32 @@ class PipelineRun:
 
 
 def list_runs(config: Config, env: Environment, *, limit: int = 20) -> list[PipelineRun]:
-    """The newest pipeline runs first, each with its training metrics and gate decision."""
+    """The newest pipeline runs first, each with its training metrics and gate decision.
+
+    A store that fails on the way raises :class:`TrackingError` naming it.
+    """
     import mlflow
 
     experiment_id = connect(config, env)
-    client = mlflow.MlflowClient()
-    parents = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{TAG_STEPS}` != ''",
-        order_by=["attributes.start_time DESC"],
-        max_results=limit,
-    )
-    versions = _versions_by_run(client, config.model.name)
+    with store_errors(env):
+        client = mlflow.MlflowClient()
+        parents = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{TAG_STEPS}` != ''",
+            order_by=["attributes.start_time DESC"],
+            max_results=limit,
+        )
+        children_of = {
+            parent.info.run_id: client.search_runs(
+                [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+            )
+            for parent in parents
+        }
+    with store_errors(env, registry=True):
+        versions = _versions_by_run(client, config.model.name)
     result = []
     for parent in parents:
-        children = client.search_runs(
-            [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
-        )
+        children = children_of[parent.info.run_id]
         train = next((c for c in children if c.data.tags.get(TAG_STEP) == "train_model"), None)
         tags = parent.data.tags
         result.append(
@@ -61,7 +79,12 @@ def list_runs(config: Config, env: Environment, *, limit: int = 20) -> list[Pipe
 
 
 def _versions_by_run(client, name: str) -> dict[str, str]:
+    """Registered version per training run; none while the model has never been registered."""
+    from mlflow.exceptions import MlflowException
+
     try:
         return {v.run_id: str(v.version) for v in client.search_model_versions(f"name='{name}'")}
-    except Exception:  # no registered model yet
-        return {}
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise

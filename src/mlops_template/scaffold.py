@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
@@ -63,17 +64,25 @@ def new_project(name: str, *, directory: str | Path | None = None, package: str 
         raise ProjectError(f"{target} already exists and is not empty; choose a new folder with --directory")
 
     from copier import run_copy
+    from copier.errors import CleanupWarning, CopierError
 
     data = {"project_name": name, "package_name": package, "mlops_version": _version()}
     existed = target.exists()
     try:
+        # A folder that cannot be written fails here as one line; a bug in the template keeps its traceback.
         try:
-            run_copy(str(template_path()), target, data=data, defaults=True, quiet=True, unsafe=False)
-        except Exception as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CleanupWarning)  # cleaning up is ours, below
+                run_copy(str(template_path()), target, data=data, defaults=True, quiet=True, unsafe=False)
+        except OSError as exc:
+            raise ProjectError(
+                f"cannot write the project into {target} ({exc}); choose a folder you can write with --directory"
+            ) from exc
+        except CopierError as exc:
             raise ProjectError(f"rendering the template into {target} failed ({exc})") from exc
         _git_init(target)
-    except BaseException:
-        _remove_partial(target, keep_folder=existed)  # a failed `new` leaves nothing behind
+    except BaseException:  # Ctrl+C included: a failed `new` leaves nothing behind
+        _remove_partial(target, keep_folder=existed)
         raise
     return target
 

@@ -6,10 +6,15 @@ Kept apart from the runner so that every command that reads runs (`runs`,
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +25,8 @@ from .errors import TrackingError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+logger = logging.getLogger(__name__)
 
 # Tag names shared by runs, versions and commands (DESIGN.md, "MLflow conventions").
 TAG_PIPELINE = "mlops.pipeline"
@@ -48,20 +55,104 @@ def connect(config: Config, env: Environment) -> str:
     _export_artifact_settings(env)
     _check_reachable(env)
     _set_uris(env)
-    client = mlflow.MlflowClient()
-    try:
+    with store_errors(env):
+        client = mlflow.MlflowClient()
         experiment = client.get_experiment_by_name(config.name)
         if experiment is None:
             experiment_id = client.create_experiment(config.name, artifact_location=_artifact_location(env))
         else:
             experiment_id = experiment.experiment_id
-    except Exception as exc:
-        raise TrackingError(
-            f"environment '{env.name}': tracking store {env.tracking_uri} failed ({_short(exc)}); "
-            "check tracking_uri in mlops.toml or MLFLOW_TRACKING_URI"
-        ) from exc
-    mlflow.set_experiment(experiment_id=experiment_id)
+        mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def store_failures() -> tuple[type[BaseException], ...]:
+    """What a failing store raises: MLflow's own error, the database driver's, a network or file error."""
+    from mlflow.exceptions import MlflowException
+
+    failures: list[type[BaseException]] = [MlflowException, OSError, sqlite3.Error]
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # a client-only MLflow install talks to servers, never to a database
+        pass
+    else:
+        failures.append(SQLAlchemyError)
+    return tuple(failures)
+
+
+@contextmanager
+def store_errors(env: Environment, *, registry: bool = False) -> Iterator[None]:
+    """Turn a failure of the tracking store (or, with `registry`, the model registry) into one TrackingError line.
+
+    The line names the store, what went wrong and what to change, and keeps
+    the original error as its cause for `--verbose`.
+    """
+    try:
+        yield
+    except store_failures() as exc:
+        raise TrackingError(describe_failure(env, exc, registry=registry)) from exc
+
+
+def describe_failure(env: Environment, exc: BaseException, *, registry: bool = False) -> str:
+    """One line: which store of which environment failed, the problem, and the fix."""
+    if registry and env.registry_uri:
+        uri, setting = env.registry_uri, "registry_uri in mlops.toml or MLFLOW_REGISTRY_URI"
+    else:
+        uri, setting = env.tracking_uri, "tracking_uri in mlops.toml or MLFLOW_TRACKING_URI"
+    store = "model registry" if registry else "tracking store"
+    causes = list(_causes(exc))
+    return (
+        f"environment '{env.name}': {store} {display_uri(uri)} failed: {_problem(causes)}; {_fix(uri, causes, setting)}"
+    )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The error and those it was raised from or while handling, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _problem(causes: list[BaseException]) -> str:
+    """The error's first line; for a lost connection, the network's own reason rather than MLflow's retry report."""
+    if any(_is_connection_error(c) for c in causes):
+        return f"the connection failed ({_short(causes[-1])})"
+    original = getattr(causes[0], "orig", None)  # SQLAlchemy keeps the driver's error here
+    return _short(original if isinstance(original, BaseException) else causes[0])
+
+
+def _fix(uri: str, causes: list[BaseException], setting: str) -> str:
+    if any("is not a database" in str(c) for c in causes):
+        return f"that file is not an MLflow SQLite store: move it aside to start a new one, or fix {setting}"
+    if uri.startswith(("http://", "https://")):
+        if any(_is_connection_error(c) for c in causes):
+            return f"start the server or fix {setting}"
+        return f"check that the server is an MLflow tracking server and its URL is right ({setting})"
+    if any(isinstance(c, OSError) for c in causes):
+        return f"point {setting} at a folder this user can create and write"
+    return f"check {setting}"
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A refused, reset or dropped connection: the builtin kinds and requests'/urllib3's own."""
+    return isinstance(exc, ConnectionError) or type(exc).__name__ in (
+        "ConnectionError",
+        "NewConnectionError",
+        "ProtocolError",
+        "RemoteDisconnected",
+    )
+
+
+def display_uri(uri: str) -> str:
+    """A store URI fit to print: a password in it is replaced by `***`."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _set_uris(env: Environment) -> None:
@@ -111,21 +202,35 @@ def _export_artifact_settings(env: Environment) -> None:
 
 
 def _check_reachable(env: Environment) -> None:
-    """Fail in seconds, not after MLflow's minutes of retries, when a tracking server is down."""
-    uri = env.tracking_uri
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
-            pass
-    except urllib.error.HTTPError:
-        return  # it answered: reachable, whatever it thinks of /health
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TrackingError(
-            f"environment '{env.name}': tracking server {uri} is unreachable ({reason}); "
-            "start it or fix tracking_uri in mlops.toml / MLFLOW_TRACKING_URI"
-        ) from exc
+    """Fail in seconds, not after MLflow's minutes of retries, when a tracking or registry server is down."""
+    for uri, store, setting in (
+        (env.tracking_uri, "tracking server", "tracking_uri in mlops.toml / MLFLOW_TRACKING_URI"),
+        (env.registry_uri, "model registry server", "registry_uri in mlops.toml / MLFLOW_REGISTRY_URI"),
+    ):
+        if (
+            not uri
+            or not uri.startswith(("http://", "https://"))
+            or (store != "tracking server" and uri == env.tracking_uri)
+        ):
+            continue
+        try:
+            with urllib.request.urlopen(_health_url(uri), timeout=5):
+                pass
+        except urllib.error.HTTPError:
+            continue  # it answered: reachable, whatever it thinks of /health
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"environment '{env.name}': {store} {display_uri(uri)} is unreachable ({reason}); "
+                f"start it or fix {setting}"
+            ) from exc
+
+
+def _health_url(uri: str) -> str:
+    """The server's health page, without credentials a URI may carry (urllib would take them for the host)."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
 
 
 @dataclass(frozen=True)
@@ -142,20 +247,54 @@ class GitState:
 
 
 def git_state(root: Path) -> GitState:
-    """The commit checked out in `root` and whether the work tree differs from it."""
+    """The commit checked out in `root` and whether the work tree differs from it.
 
-    def git(*args: str) -> str | None:
+    Where git is missing or `root` has no commit, the run is still tagged
+    (commit `none`, dirty `unknown`) and a warning says how to get the code
+    version recorded: a run whose code cannot be found again is hard to trust.
+    """
+
+    def git(*args: str) -> tuple[str | None, str]:
+        """Its output, or None and why it failed."""
         try:
             out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip()
+        except FileNotFoundError:
+            return None, "git is not installed"
+        except subprocess.CalledProcessError as exc:
+            lines = (exc.stderr or "").strip().splitlines()
+            return None, lines[0] if lines else ""
+        except (OSError, subprocess.SubprocessError) as exc:
+            return None, str(exc)
+        return out.stdout.strip(), ""
 
-    commit = git("rev-parse", "HEAD")
+    commit, why = git("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     if commit is None:
+        logger.warning(
+            "code version not recorded for this run (%s=none): %s: %s; %s",
+            TAG_GIT_COMMIT,
+            root,
+            why.removeprefix("fatal: ") or "the repository has no commit yet",
+            _git_fix(root, why),
+        )
         return GitState(commit="none", dirty=None)
-    status = git("status", "--porcelain", "--untracked-files=normal")
+    status, why = git("status", "--porcelain", "--untracked-files=normal")
+    if status is None:
+        logger.warning(
+            "cannot tell whether this run's code differs from commit %s (%s=unknown): %s: %s",
+            commit[:12],
+            TAG_GIT_DIRTY,
+            root,
+            why.removeprefix("fatal: ") or "git status failed",
+        )
     return GitState(commit=commit, dirty=None if status is None else bool(status))
+
+
+def _git_fix(root: Path, why: str) -> str:
+    if why == "git is not installed":
+        return "install git"
+    if "dubious ownership" in why:
+        return f"trust the folder: git config --global --add safe.directory {root}"
+    return "commit the code there: git init && git add -A && git commit -m start"
 
 
 def _short(exc: BaseException) -> str:

@@ -76,7 +76,7 @@ class Storage:
             return {}
         try:
             found = self.fs.cat([self.path(k) for k in keys])
-        except Exception:  # one failed: fall back to one call per key, for its clear error
+        except Exception:  # noqa: BLE001  (one failed: each key is read again alone, raising its own clear error)
             return {k: self.read_bytes(k) for k in keys}
         by_path = {self.path(k): k for k in keys}
         return {by_path[p]: data for p, data in found.items()}

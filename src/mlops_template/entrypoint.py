@@ -1,0 +1,109 @@
+"""A project's own command line, `python -m <package>.main`, and the run report it shares with `mlops run`.
+
+It lives in the library so that `Pipeline.main` needs nothing from the `mlops`
+command; the command reuses the options and the report from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import click
+
+from .errors import MlopsError
+from .terminal import console, fail, quiet_mlflow, show_step_logs, show_warnings, skip_final_gc
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .pipeline import Pipeline
+    from .runner import PipelineResult, StepResult
+
+step_option = click.option(
+    "--step", "-s", "steps", multiple=True, help="Run only this step (repeatable); default: all."
+)
+env_option = click.option(
+    "--environment", "-e", help="Environment from mlops.toml [default: MLOPS_ENVIRONMENT or local]."
+)
+param_option = click.option(
+    "-P",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a step param (STEP.KEY=VALUE for one step).",
+)
+verbose_option = click.option("--verbose", is_flag=True, help="Show the full traceback of errors.")
+
+
+def run_and_report(
+    pipeline: Pipeline, config: Config, steps: Sequence[str], environment: str | None, params: Sequence[str]
+) -> PipelineResult:
+    """Run the pipeline with command-line options, printing a line per step and where the run is tracked."""
+    import time
+
+    from rich.markup import escape
+
+    from .params import parse_overrides
+    from .runner import run_pipeline
+
+    out = console()
+    started = time.perf_counter()
+    quiet_mlflow()
+    show_warnings()
+    show_step_logs(config.package)
+
+    def on_step(run: PipelineResult, step: StepResult | None) -> None:
+        if step is None:
+            out.print(
+                f"[bold]{escape(config.name)}[/] pipeline run {run.run_id} on {escape(run.environment)}: "
+                + " → ".join(run.planned)
+            )
+            return
+        mark = "[green]✓[/]" if step.status == "FINISHED" else "[red]✗[/]"
+        out.print(f"  {mark} {step.name:<16} {step.seconds:6.2f} s  {escape('; '.join(step.notes))}")
+
+    result = run_pipeline(
+        pipeline, config, steps=list(steps), environment=environment, overrides=parse_overrides(params), on_step=on_step
+    )
+    _print_where(result, started)
+    return result
+
+
+def _print_where(result: PipelineResult, started: float) -> None:
+    import time
+
+    from rich.markup import escape
+
+    from .tracking import display_uri
+
+    out = console()
+    uri = display_uri(result.tracking_uri)
+    out.print(f"Finished in {time.perf_counter() - started:.1f} s; tracked in {escape(uri)}")
+    runs_page = f"#/experiments/{result.experiment_id}/runs"
+    if uri.startswith(("http://", "https://")):
+        out.print(f"See it: {uri.rstrip('/')}/{runs_page}")
+    else:
+        out.print(f"See it: [bold]mlops ui[/], then http://127.0.0.1:5000/{runs_page}")
+
+
+def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:
+    """`python -m <package>.main`: the `run` command for one pipeline, with the same options and errors."""
+
+    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @step_option
+    @env_option
+    @param_option
+    @verbose_option
+    def command(steps, environment, params, verbose):
+        from .config import load_config
+
+        try:
+            run_and_report(pipeline, load_config(), steps, environment, params)
+        except MlopsError as exc:
+            fail(exc, verbose=verbose)
+
+    try:
+        command.main(args=list(argv) if argv is not None else None, prog_name="main")
+    finally:
+        skip_final_gc()
