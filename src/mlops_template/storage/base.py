@@ -147,7 +147,7 @@ class Storage:
             for key in reversed(landed):
                 try:
                     self.delete(key)
-                except Exception:  # the first error is the one to report
+                except Exception:  # noqa: BLE001 - the first error is the one raised; cleanup is best effort
                     continue
             raise
 
