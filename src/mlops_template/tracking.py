@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +38,12 @@ TAG_DATA_PREFIX = "mlops.data."
 TAG_TRAINING_DATA = "mlops.training_data"
 TAG_HELDOUT_DATA = "mlops.heldout_data"
 TAG_MODEL_VERSION = "mlops.model_version"
+# Under `mlflow run`: MLflow's own run names the pipeline run it started, and back.
+TAG_PIPELINE_RUN_ID = "mlops.pipeline_run_id"
+TAG_LAUNCHED_BY = "mlops.launched_by"
+
+# What `mlflow run` hands the entry point's process.
+_PROJECT_RUN_VARIABLES = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_TRACKING_URI")
 
 
 def connect(config: Config, env: Environment) -> str:
@@ -125,6 +134,91 @@ def _check_reachable(env: Environment) -> None:
         raise TrackingError(
             f"environment '{env.name}': tracking server {uri} is unreachable ({reason}); "
             "start it or fix tracking_uri in mlops.toml / MLFLOW_TRACKING_URI"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class LaunchedRun:
+    """The run `mlflow run` created for this process, and the tracking store MLflow keeps it in."""
+
+    run_id: str
+    tracking_uri: str | None
+
+
+@contextmanager
+def launched_run() -> Iterator[LaunchedRun | None]:
+    """Under `mlflow run` (MLFLOW_RUN_ID set), MLflow's run, with MLflow's variables out of the way meanwhile.
+
+    MLflow hands its run to an entry point as MLFLOW_RUN_ID, MLFLOW_EXPERIMENT_ID and
+    MLFLOW_TRACKING_URI. Left in place, every nested run would resume MLflow's run, and
+    the store MLflow falls back to when given none (`./mlflow.db`, or `./mlruns`) would
+    read as the user's override of the environment's store. A URI the user gave
+    (`MLFLOW_TRACKING_URI=… mlflow run …`) stays an override. Restored on exit.
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        yield None
+        return
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    keep = () if uri is None or _is_mlflow_fallback(uri) else ("MLFLOW_TRACKING_URI",)
+    saved = {k: os.environ.pop(k) for k in _PROJECT_RUN_VARIABLES if k in os.environ and k not in keep}
+    try:
+        yield LaunchedRun(run_id, uri)
+    finally:
+        os.environ.update(saved)
+
+
+def _is_mlflow_fallback(uri: str) -> bool:
+    """Whether `uri` is the store MLflow uses in this folder when no tracking URI is set."""
+    path = _local_store_path(uri)
+    here = Path.cwd()
+    return path is not None and path in {(here / "mlflow.db").resolve(), (here / "mlruns").resolve()}
+
+
+def _local_store_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(urllib.parse.unquote(uri[len("sqlite:///") :])).resolve()
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path)).resolve()
+    if parsed.scheme == "":
+        return Path(uri).resolve()
+    return None
+
+
+def joins_launched_run(launched: LaunchedRun, experiment_id: str) -> bool:
+    """Whether MLflow's run is in the connected store and the project's experiment, so it can be the pipeline run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_run(launched.run_id).info.experiment_id == experiment_id
+    except MlflowException:  # not in this store
+        return False
+
+
+def point_launched_run(launched: LaunchedRun, pipeline_run_id: str, config: Config, env: Environment) -> None:
+    """Tag MLflow's run, in its own store, with the pipeline run it started, so one leads to the other.
+
+    Nothing to tag when MLFLOW_RUN_ID came without a store (set by hand, not by `mlflow run`).
+    """
+    import mlflow
+
+    if launched.tracking_uri is None:
+        return
+
+    note = (
+        f"`mlflow run` of {config.name}: its steps ran as pipeline run {pipeline_run_id}, tracked in environment "
+        f"'{env.name}' (experiment '{config.name}'); `mlops runs` and `mlops ui` in the project folder show it."
+    )
+    tags = {TAG_PIPELINE_RUN_ID: pipeline_run_id, TAG_PIPELINE: config.name, TAG_ENVIRONMENT: env.name}
+    try:
+        outer = mlflow.MlflowClient(tracking_uri=launched.tracking_uri)
+        for key, value in {**tags, "mlflow.note.content": note}.items():
+            outer.set_tag(launched.run_id, key, value)
+    except Exception as exc:
+        raise TrackingError(
+            f"`mlflow run`'s run {launched.run_id} could not be tagged with pipeline run {pipeline_run_id} "
+            f"({_short(exc)}); check the MLFLOW_TRACKING_URI `mlflow run` was given"
         ) from exc
 
 
