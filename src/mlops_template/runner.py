@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 import traceback
@@ -16,7 +15,19 @@ from .context import StepContext
 from .errors import ConfigError, MlopsError, StepError
 from .params import apply_overrides
 from .storage import open_storage
-from .tracking import TAG_ENVIRONMENT, TAG_PIPELINE, TAG_STEP, TAG_STEPS, connect, git_state, store_failures
+from .tracking import (
+    TAG_ENVIRONMENT,
+    TAG_LAUNCHED_BY,
+    TAG_PIPELINE,
+    TAG_STEP,
+    TAG_STEPS,
+    connect,
+    git_state,
+    joins_launched_run,
+    launched_run,
+    point_launched_run,
+    store_failures,
+)
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -70,27 +81,32 @@ def run_pipeline(
 
     selected = pipeline.select(steps)
     _check_gate_metric(config)
-    env = config.environment(environment)
-    params = apply_overrides({s.name: config.step_params(s.name) for s in selected}, overrides or {})
-    storage = open_storage(env)
-    experiment_id = connect(config, env)
-    git = git_state(config.root)
+    with launched_run() as launched:
+        env = config.environment(environment)
+        params = apply_overrides({s.name: config.step_params(s.name) for s in selected}, overrides or {})
+        storage = open_storage(env)
+        experiment_id = connect(config, env)
+        git = git_state(config.root)
 
-    tags = {
-        TAG_PIPELINE: config.name,
-        TAG_ENVIRONMENT: env.name,
-        TAG_STEPS: ",".join(s.name for s in selected),
-        **git.tags,
-    }
-    # Under `mlflow run`, MLflow has already created the run this process must report to.
-    # Take it out of the environment, or every nested start_run would resume it too.
-    parent_id = os.environ.pop("MLFLOW_RUN_ID", None)
-    try:
+        tags = {
+            TAG_PIPELINE: config.name,
+            TAG_ENVIRONMENT: env.name,
+            TAG_STEPS: ",".join(s.name for s in selected),
+            **git.tags,
+        }
+        # Under `mlflow run`, MLflow has already created a run for this process. In the project's
+        # store and experiment it is the pipeline run; anywhere else (MLflow's ./mlflow.db, another
+        # experiment) the pipeline run starts here as usual and MLflow's run points at it.
+        joined = launched is not None and joins_launched_run(launched, experiment_id)
+        if launched is not None and not joined:
+            tags[TAG_LAUNCHED_BY] = launched.run_id
         with mlflow.start_run(
-            run_id=parent_id, experiment_id=None if parent_id else experiment_id, tags=tags
+            run_id=launched.run_id if joined else None, experiment_id=None if joined else experiment_id, tags=tags
         ) as parent:
-            if parent_id:
+            if joined:
                 mlflow.set_tags(tags)
+            elif launched is not None:
+                point_launched_run(launched, parent.info.run_id, config, env)
             result = PipelineResult(
                 parent.info.run_id, parent.info.experiment_id, env.name, env.tracking_uri, [s.name for s in selected]
             )
@@ -98,9 +114,6 @@ def run_pipeline(
             report(None)
             for step in selected:
                 result.steps.append(_run_step(step, params[step.name], config, env, storage, result.run_id, report))
-    finally:
-        if parent_id:
-            os.environ["MLFLOW_RUN_ID"] = parent_id
     return result
 
 
