@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import project_client
 
+from mlops_template import load_config, open_snapshots
 from mlops_template.cli import main
 from mlops_template.scaffold import new_project
 
@@ -115,7 +116,11 @@ def test_a_package_shipped_table_with_blanks_and_text_categories(tmp_path):
 
     assert result.exit_code == 0, result.output
     assert registered(project, "wine") == ["1"]
-    assert set(predictions(project)["prediction"]) <= set(wine.target_names)
+    scored = predictions(project)
+    heldout_ref = project_client(project).get_model_version_by_alias("wine", "champion").tags["mlops.heldout_data"]
+    _, heldout = open_snapshots(load_config(project)).read(heldout_ref)
+    assert len(scored) == len(heldout) > 0 and set(scored["prediction"]) <= set(wine.target_names)
+    assert (scored["prediction"] == scored["cultivar"]).mean() > 0.8
 
 
 @pytest.mark.parametrize(
