@@ -1,9 +1,17 @@
-"""Shared fixtures: a real S3 API on loopback, fake AWS credentials, and `mlops.toml` writers."""
+"""Shared fixtures: a real S3 API on loopback, fake AWS credentials, `mlops.toml` writers, and a trained project.
+
+The trained project is made once per session (a whole `mlops run` of a rendered project is the
+slowest thing the tests do). Tests that only look at it share it; a test that runs steps, edits
+files or counts runs takes `trained_copy`, its own copy, so no test depends on another's order.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,6 +19,8 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,6 +45,22 @@ tracking_uri = "sqlite:///mlruns.db"
 def _no_telemetry() -> None:
     """Keep telemetry off even if a test or plugin reset the environment."""
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+
+def store_client(uri: str):
+    """An MlflowClient of the tracking store and model registry at `uri`.
+
+    Given only a tracking URI, MLflow uses the registry URI last set in this process (each `mlops run`
+    sets its project's), so a test could read another project's registry.
+    """
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def project_client(project: Path):
+    """An MlflowClient of a project's own SQLite store (`mlruns.db`), registry included."""
+    return store_client(f"sqlite:///{project / 'mlruns.db'}")
 
 
 def _free_port() -> int:
@@ -160,3 +186,98 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return write
+
+
+# -- a trained project, shared read-only, and private copies of it ------------------------------
+
+TRAINED_NAME = "iris-e2e"
+_RUN_VARIABLES = ("MLOPS_ENVIRONMENT", "MLOPS_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID")
+
+
+@dataclass(frozen=True)
+class TrainedProject:
+    """A rendered project after one whole `mlops run`, and what that command printed."""
+
+    root: Path
+    output: str
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedProject]:
+    """A rendered `iris-e2e` project whose whole pipeline ran once through `mlops run`: v1 is champion.
+
+    Shared by every test of the session, so read it only; take `trained_copy` to change or count anything.
+    At the end of the session its tracking store and data must be as they were.
+    """
+    from click.testing import CliRunner
+
+    from mlops_template.cli import main
+    from mlops_template.scaffold import new_project
+
+    with pytest.MonkeyPatch.context() as mp:
+        for var in _RUN_VARIABLES:
+            mp.delenv(var, raising=False)
+        root = new_project(TRAINED_NAME, directory=tmp_path_factory.mktemp("trained") / TRAINED_NAME)
+        result = CliRunner().invoke(main, ["run", "--project", str(root)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    before = _fingerprint(root)
+    yield TrainedProject(root, result.output)
+    assert _fingerprint(root) == before, "a test changed the shared trained project; give it `trained_copy` instead"
+
+
+def _fingerprint(root: Path) -> dict[str, str]:
+    """The sha256 of the tracking store and of every file the runs wrote."""
+    files = [root / "mlruns.db", *(p for folder in ("data", "mlruns") for p in (root / folder).rglob("*"))]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
+
+
+@pytest.fixture
+def trained_copy(trained_project: TrainedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's own copy of the trained project, its tracking store pointing into the copy only."""
+    for var in _RUN_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    return copy_project(trained_project.root, tmp_path / trained_project.root.name)
+
+
+def copy_project(source: Path, target: Path) -> Path:
+    """Copy a project folder so that the copy reads and writes nothing of the original.
+
+    MLflow's SQLite store keeps absolute paths (the experiment's artifact location, each run's
+    artifact URI, model versions' source and storage location, logged models' locations, dataset
+    sources, ...): every one naming `source` is rewritten to name `target`.
+    """
+    shutil.copytree(source, target, symlinks=True)
+    database = target / "mlruns.db"
+    if database.exists():
+        relocate_paths(database, str(source), str(target))
+    return target
+
+
+def relocate_paths(database: Path, old: str, new: str) -> int:
+    """Replace `old` by `new` in every text value of every table of a SQLite file; returns the values changed."""
+    changed = 0
+    with closing(sqlite3.connect(database)) as connection, connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in [row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')]:
+                changed += connection.execute(
+                    f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                    f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0',
+                    (old, new, old),
+                ).rowcount
+    return changed
+
+
+def text_values_naming(database: Path, text: str) -> list[tuple[str, str, str]]:
+    """(table, column, value) of every text value in a SQLite file that contains `text`."""
+    found = []
+    with closing(sqlite3.connect(database)) as connection:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in [row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')]:
+                rows = connection.execute(
+                    f'SELECT "{column}" FROM "{table}" WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0',
+                    (text,),
+                )
+                found += [(table, column, value) for (value,) in rows]
+    return found

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import project_client, store_client
 from mlflow import MlflowClient
 
 from mlops_template import Pipeline, StepContext, load_config
@@ -75,7 +76,7 @@ def test_written_and_read_snapshots_are_dataset_entries_and_tags_of_both_runs(ti
     assert uri.endswith(f"snapshots/numbers/{snapshot.id}.parquet")
     assert uri.startswith("s3://" if environment == "s3test" else "/")
 
-    client = MlflowClient(tracking_uri=shared_db)
+    client = store_client(shared_db)
     [written] = datasets(client, make_run, "output")
     [read] = datasets(client, use_run, "input")
     for dataset in (written, read):
@@ -102,7 +103,7 @@ def test_read_snapshot_reads_an_older_version_by_id_and_logs_that_id(tiny_projec
 
     step = run_pipeline(Pipeline([read_old]), config).steps[0]
     pd.testing.assert_frame_equal(seen[0], numbers(4))
-    client = MlflowClient(tracking_uri=shared_db)
+    client = store_client(shared_db)
     [read] = datasets(client, step.run_id, "input")
     assert (read.digest, source_uri(read)) == (old_snapshot.id, store.uri(old_snapshot))
     assert client.get_run(step.run_id).data.tags["mlops.data.numbers"] == old_snapshot.id
@@ -126,7 +127,7 @@ def test_a_tampered_snapshot_fails_the_step_that_reads_it(tiny_project, shared_d
     assert isinstance(excinfo.value.__cause__, IntegrityError)
     assert str(excinfo.value).startswith(f"step 'read_it' failed: {stored}: its bytes no longer match snapshot ")
     assert snapshot.ref in str(excinfo.value)
-    client = MlflowClient(tracking_uri=shared_db)
+    client = store_client(shared_db)
     failed = client.get_run(run_id_of(client, config.name, "read_it"))
     assert failed.info.status == "FAILED"
     assert failed.inputs.dataset_inputs == []  # nothing unverified was recorded as read
@@ -158,7 +159,7 @@ def test_an_added_file_is_read_by_name_in_a_step(tiny_project, shared_db, tmp_pa
 
     step = run_pipeline(Pipeline([consume]), config).steps[0]
     pd.testing.assert_frame_equal(seen[0], frame)
-    [read] = datasets(MlflowClient(tracking_uri=shared_db), step.run_id, "input")
+    [read] = datasets(store_client(shared_db), step.run_id, "input")
     store = open_snapshots(config)
     assert (read.name, read.digest, source_uri(read)) == ("extra", added.id, store.uri(added))
     assert source_uri(read).endswith(f"/snapshots/extra/{added.id}.{added.format}")
@@ -197,7 +198,7 @@ def step_run(client: MlflowClient, step: str):
 
 def test_training_input_and_model_version_point_at_a_snapshot_equal_to_the_training_data(rendered):
     project, featurized, _ = rendered
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns.db'}")
+    client = project_client(project)
     train = step_run(client, "train_model")
     [featurized_input] = datasets(client, train.info.run_id, "input")
     [training] = datasets(client, train.info.run_id, "training")
@@ -234,7 +235,7 @@ def test_training_input_and_model_version_point_at_a_snapshot_equal_to_the_train
 
 def test_the_raw_files_make_data_read_are_a_snapshot_logged_as_its_input(rendered):
     project, _, raw_read = rendered
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns.db'}")
+    client = project_client(project)
     make_data = step_run(client, "make_data")
     [raw] = datasets(client, make_data.info.run_id, "input")
     assert raw.name == "raw"

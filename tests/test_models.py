@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import store_client
 from mlflow import MlflowClient
 
 from mlops_template import Pipeline, StepContext, load_config
@@ -36,7 +37,7 @@ def configured(tiny_project, *, beat_champion: bool = True, min: float | None = 
 
 
 def client_of(config) -> MlflowClient:
-    return MlflowClient(tracking_uri=config.environment().tracking_uri)
+    return store_client(config.environment().tracking_uri)
 
 
 def champion_version(config) -> str:

@@ -147,7 +147,7 @@ def test_config_names_the_project_and_package(rendered):
     assert config.name == "churn-model"
     assert config.package == "churner"
     assert config.model.name == "churn-model"
-    assert set(config.environments) >= {"local"}
+    assert set(config.environments) == {"local", "dev", "prod"}
     assert config.environment("local").tracking_uri == f"sqlite:///{rendered.resolve() / 'mlruns.db'}"
 
 

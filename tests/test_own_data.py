@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from mlflow import MlflowClient
+from conftest import project_client
 
+from mlops_template import load_config, open_snapshots
 from mlops_template.cli import main
 from mlops_template.scaffold import new_project
 
@@ -28,7 +29,7 @@ def set_model(project: Path, **values: str) -> None:
 
 
 def registered(project: Path, name: str) -> list[str]:
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns.db'}")
+    client = project_client(project)
     return [str(v.version) for v in client.search_model_versions(f"name='{name}'")]
 
 
@@ -92,7 +93,7 @@ def test_a_regression_target_trains_with_the_task_switched(tmp_path):
     result = run(project, "-P", "target=price")
     assert result.exit_code == 0, result.output
     assert "gate passed: r2=" in result.output
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns.db'}")
+    client = project_client(project)
     train = client.get_run(client.get_model_version("prices", "1").run_id)
     assert {"r2", "rmse", "mae"} <= set(train.data.metrics) and train.data.metrics["r2"] >= 0.8
     scored = predictions(project)
@@ -115,7 +116,11 @@ def test_a_package_shipped_table_with_blanks_and_text_categories(tmp_path):
 
     assert result.exit_code == 0, result.output
     assert registered(project, "wine") == ["1"]
-    assert set(predictions(project)["prediction"]) <= set(wine.target_names)
+    scored = predictions(project)
+    heldout_ref = project_client(project).get_model_version_by_alias("wine", "champion").tags["mlops.heldout_data"]
+    _, heldout = open_snapshots(load_config(project)).read(heldout_ref)
+    assert len(scored) == len(heldout) > 0 and set(scored["prediction"]) <= set(wine.target_names)
+    assert (scored["prediction"] == scored["cultivar"]).mean() > 0.8
 
 
 @pytest.mark.parametrize(

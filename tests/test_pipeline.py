@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
+from conftest import store_client
 
 from mlops_template import Pipeline, Step, StepContext, load_config
 from mlops_template.datasets import content_id
@@ -153,7 +153,7 @@ def tiny_project(tiny_project):
 
 
 def pipeline_runs(tracking_uri: str, experiment: str):
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = store_client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"]) if exp else []
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -262,7 +262,7 @@ def test_failing_step_fails_its_run_and_the_parent_and_stops_the_pipeline(tiny_p
         ("first", "FINISHED"),
         ("explode", "FAILED"),
     ]
-    client = MlflowClient(tracking_uri=shared_db)
+    client = store_client(shared_db)
     assert "explode.error.log" in [a.path for a in client.list_artifacts(children[1].info.run_id)]
 
 
@@ -278,10 +278,11 @@ def test_invalid_dataset_name_fails_the_step_and_writes_nothing(tiny_project, sh
     assert isinstance(excinfo.value.__cause__, StorageError)
 
     base = tiny_project.parent
-    assert list(base.rglob("*.parquet")) == [] and not Path("/abs.parquet").exists()
-    storage = base / "storage"
-    assert not storage.exists() or [p for p in storage.rglob("*") if p.is_file()] == []
+    assert not Path("/abs.parquet").exists()
     parents, children = pipeline_runs(shared_db, config.name)
+    # Nothing but the config and the failed step's traceback, in the storage folder or anywhere near it.
+    log = tiny_project / ".mlops" / "logs" / f"{parents[0].info.run_id}-sneaky.log"
+    assert sorted(p for p in base.rglob("*") if p.is_file()) == [log, tiny_project / "mlops.toml"]
     assert [p.info.status for p in parents] == ["FAILED"]
     assert [c.info.status for c in children] == ["FAILED"]
 
@@ -305,7 +306,7 @@ def test_model_of_a_step_that_fails_after_the_gate_is_not_registered(tiny_projec
     with pytest.raises(StepError, match="evaluation report failed"):
         run_pipeline(Pipeline([train_then_fail]), config)
 
-    client = MlflowClient(tracking_uri=shared_db)
+    client = store_client(shared_db)
     assert client.search_model_versions(f"name='{config.model.name}'") == []
     _, children = pipeline_runs(shared_db, config.name)
     assert children[0].data.tags["mlops.gate"] == "failed"
@@ -318,7 +319,7 @@ def test_failed_export_unregisters_the_version_and_keeps_the_old_champion(tiny_p
 
     config = load_config(tiny_project)
     run_pipeline(Pipeline([_train_tiny]), config)
-    client = MlflowClient(tracking_uri=shared_db)
+    client = store_client(shared_db)
     assert str(client.get_model_version_by_alias(config.model.name, "champion").version) == "1"
 
     def full_disk(self, local_dir, prefix):  # fault injection: the storage refuses the export

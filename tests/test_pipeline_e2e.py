@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import copy_project, project_client, text_values_naming
 from mlflow import MlflowClient
 
+from mlops_template import load_config, read_predictions
 from mlops_template.cli import main
 from mlops_template.datasets import content_id
 from mlops_template.registry import directory_sha256
@@ -26,10 +30,6 @@ def set_gate(project: Path, text: str) -> None:
     toml = project / "mlops.toml"
     lines = [text if line.startswith("gate = ") else line for line in toml.read_text().splitlines()]
     toml.write_text("\n".join(lines) + "\n")
-
-
-def client_for(project: Path) -> MlflowClient:
-    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns.db'}")
 
 
 def pipeline_runs(client: MlflowClient, name: str):
@@ -48,18 +48,9 @@ def latest_step_run(client: MlflowClient, name: str, step: str):
     return client.search_runs([experiment.experiment_id], filter_string, order_by=["attributes.start_time DESC"])[0]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One project, its full pipeline run once through `mlops run`."""
-    project = new_project("iris-e2e", directory=tmp_path_factory.mktemp("e2e") / "iris-e2e")
-    result = run_cli("run", "--project", str(project))
-    assert result.exit_code == 0, result.output
-    return project, result.output
-
-
-def test_full_run_is_one_parent_with_a_child_per_step(trained):
-    project, output = trained
-    client = client_for(project)
+def test_full_run_is_one_parent_with_a_child_per_step(trained_project):
+    project, output = trained_project.root, trained_project.output
+    client = project_client(project)
     parents, children = pipeline_runs(client, "iris-e2e")
     assert len(parents) == 1
     parent = parents[0]
@@ -76,9 +67,9 @@ def test_full_run_is_one_parent_with_a_child_per_step(trained):
     assert "iris_e2e.make_data: 149 rows kept, 1 duplicate or unlabelled dropped" in output  # ctx.log is shown
 
 
-def test_training_run_has_params_metrics_figure_and_training_data(trained):
-    project, _ = trained
-    client = client_for(project)
+def test_training_run_has_params_metrics_figure_and_training_data(trained_project):
+    project = trained_project.root
+    client = project_client(project)
     parents, children = pipeline_runs(client, "iris-e2e")
     train = next(c for c in children[parents[0].info.run_id] if c.data.tags["mlops.step"] == "train_model")
     assert train.data.params == {
@@ -106,9 +97,9 @@ def test_training_run_has_params_metrics_figure_and_training_data(trained):
     assert train.data.tags["mlops.training_data"] == f"train:{content_id(stored)}"
 
 
-def test_passing_model_is_registered_as_champion_and_exported(trained):
-    project, _ = trained
-    client = client_for(project)
+def test_passing_model_is_registered_as_champion_and_exported(trained_project):
+    project = trained_project.root
+    client = project_client(project)
     version = client.get_model_version_by_alias("iris-e2e", "champion")
     assert str(version.version) == "1"
 
@@ -123,11 +114,11 @@ def test_passing_model_is_registered_as_champion_and_exported(trained):
     assert version.tags["mlops.model_sha256"] == directory_sha256(exported)
 
 
-def test_predictions_cover_the_held_out_rows_with_the_model_version(trained):
-    project, _ = trained
-    parents, _ = pipeline_runs(client_for(project), "iris-e2e")
+def test_predictions_cover_the_held_out_rows_with_the_model_version(trained_project):
+    project = trained_project.root
+    parents, _ = pipeline_runs(project_client(project), "iris-e2e")
     predictions = pd.read_parquet(project / "data" / "predictions" / f"{parents[0].info.run_id}.parquet")
-    version = client_for(project).get_model_version_by_alias("iris-e2e", "champion")
+    version = project_client(project).get_model_version_by_alias("iris-e2e", "champion")
     snapshots = project / "data" / "snapshots"
     held_out = pd.read_parquet(snapshots / "heldout" / f"{version.tags['mlops.heldout_data'].split(':')[1]}.parquet")
     trained_on = pd.read_parquet(snapshots / "train" / f"{version.tags['mlops.training_data'].split(':')[1]}.parquet")
@@ -137,35 +128,32 @@ def test_predictions_cover_the_held_out_rows_with_the_model_version(trained):
     assert predictions.merge(trained_on, on=list(trained_on.columns)).empty  # none of them trained on
 
 
-def test_failing_gate_registers_nothing_and_tags_why(trained):
-    project, _ = trained
+def test_failing_gate_registers_nothing_and_tags_why(trained_copy):
+    project = trained_copy
     set_gate(project, 'gate = { metric = "f1", min = 1.01, beat_champion = true }')
-    try:
-        result = run_cli("run", "--project", str(project), "--step", "train_model")
-    finally:
-        set_gate(project, 'gate = { metric = "f1", min = 0.8, beat_champion = true }')
+    result = run_cli("run", "--project", str(project), "--step", "train_model")
     assert result.exit_code == 0, result.output
     assert "gate failed" in result.output and "nothing registered" in result.output
-    client = client_for(project)
+    client = project_client(project)
     assert [str(v.version) for v in client.search_model_versions("name='iris-e2e'")] == ["1"]
     latest = latest_step_run(client, "iris-e2e", "train_model")
     assert latest.data.tags["mlops.gate"] == "failed"
     assert "does not reach ≥ 1.01" in latest.data.tags["mlops.gate_reason"]
 
 
-def test_equal_model_does_not_beat_the_champion(trained):
-    project, _ = trained
+def test_equal_model_does_not_beat_the_champion(trained_copy):
+    project = trained_copy
     result = run_cli("run", "--project", str(project), "--step", "train_model")
     assert result.exit_code == 0, result.output
     assert "does not beat champion v1" in result.output
-    assert len(client_for(project).search_model_versions("name='iris-e2e'")) == 1
+    assert len(project_client(project).search_model_versions("name='iris-e2e'")) == 1
 
 
-def test_param_override_is_logged_on_the_step_run(trained):
-    project, _ = trained
+def test_param_override_is_logged_on_the_step_run(trained_copy):
+    project = trained_copy
     result = run_cli("run", "--project", str(project), "--step", "train_model", "-P", "max_depth=2")
     assert result.exit_code == 0, result.output
-    client = client_for(project)
+    client = project_client(project)
     latest = latest_step_run(client, "iris-e2e", "train_model")
     assert latest.data.params["max_depth"] == "2"
 
@@ -178,14 +166,14 @@ def test_param_override_is_logged_on_the_step_run(trained):
         (["-P", "max_dpth=3"], "param 'max_dpth' is not a param of any step being run; did you mean 'max_depth'?"),
     ],
 )
-def test_bad_arguments_fail_before_any_run(trained, args, message):
-    project, _ = trained
-    before = len(pipeline_runs(client_for(project), "iris-e2e")[0])
+def test_bad_arguments_fail_before_any_run(trained_copy, args, message):
+    project = trained_copy
+    before = len(pipeline_runs(project_client(project), "iris-e2e")[0])
     result = CliRunner().invoke(main, ["run", "--project", str(project), *args])
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
-    assert len(pipeline_runs(client_for(project), "iris-e2e")[0]) == before
+    assert len(pipeline_runs(project_client(project), "iris-e2e")[0]) == before
 
 
 def test_bad_config_names_the_file_and_key(tmp_path):
@@ -204,7 +192,7 @@ def test_predict_without_champion_says_to_train_first(tmp_path):
     result = CliRunner().invoke(main, ["run", "--project", str(project), "--step", "predict"])
     assert result.exit_code == 1
     assert "step 'predict' failed: model 'no-champion' has no 'champion' version yet; train one first" in result.output
-    parents, children = pipeline_runs(client_for(project), "no-champion")
+    parents, children = pipeline_runs(project_client(project), "no-champion")
     assert parents[0].info.status == "FAILED"
     assert [c.info.status for c in children[parents[0].info.run_id]] == ["FAILED"]
 
@@ -218,7 +206,7 @@ def test_failing_step_stops_the_pipeline_and_points_at_its_log(tmp_path):
     )
     log = Path(result.output.split("full log: ")[1].split(")")[0].replace("\n", ""))
     assert "Traceback" in log.read_text() and "Traceback" not in result.output
-    client = client_for(project)
+    client = project_client(project)
     parents, children = pipeline_runs(client, "fails")
     assert parents[0].info.status == "FAILED"
     assert [c.data.tags["mlops.step"] for c in children[parents[0].info.run_id]] == ["make_data"]
@@ -237,46 +225,15 @@ def _project_env(project: Path) -> dict[str, str]:
     return env
 
 
-def test_python_module_entry_point_runs_one_step(trained):
-    project, _ = trained
-    result = run_in(
-        project,
-        [sys.executable, "-m", "iris_e2e.main", "--step", "make_data", "--environment", "local"],
-        env=_project_env(project),
-    )
-    assert result.returncode == 0, result.stderr
-    parents, children = pipeline_runs(client_for(project), "iris-e2e")
-    assert parents[-1].data.tags["mlops.steps"] == "make_data"
-    assert [c.data.tags["mlops.step"] for c in children[parents[-1].info.run_id]] == ["make_data"]
-
-
-def test_python_module_entry_point_reports_errors_in_one_line(trained):
-    project, _ = trained
+def test_python_module_entry_point_reports_errors_in_one_line(trained_copy):
+    project = trained_copy
     result = run_in(project, [sys.executable, "-m", "iris_e2e.main", "--step", "nope"], env=_project_env(project))
     assert result.returncode == 1
     assert "unknown step 'nope'" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_mlproject_entry_point_runs_under_mlflow_run(trained):
-    project, _ = trained
-    env = _project_env(project)
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlruns.db'}"
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
-    result = run_in(
-        project,
-        [str(mlflow_cli), "run", ".", "-e", "feat_data", "--env-manager", "local", "--experiment-name", "iris-e2e"],
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    parents, children = pipeline_runs(client_for(project), "iris-e2e")
-    outer = parents[-1]
-    assert outer.data.tags["mlops.steps"] == "feat_data"
-    assert [c.data.tags["mlops.step"] for c in children[outer.info.run_id]] == ["feat_data"]
-    assert outer.info.status == "FINISHED"
-
-
-def test_mlproject_lists_main_and_every_step(trained):
-    project, _ = trained
+def test_mlproject_lists_main_and_every_step(trained_project):
+    project = trained_project.root
     import yaml
 
     spec = yaml.safe_load((project / "MLproject").read_text())
@@ -294,52 +251,41 @@ def test_rendered_project_tests_pass(tmp_path):
     assert not (project / "mlruns.db").exists() and not (project / "data" / "datasets").exists()
 
 
-def test_runs_lists_pipeline_runs_newest_first_with_gate_and_version(trained):
-    project, _ = trained
-    parents, _ = pipeline_runs(client_for(project), "iris-e2e")
+def test_runs_lists_pipeline_runs_newest_first_with_gate_and_version(trained_copy):
+    project = trained_copy
+    assert run_cli("run", "--project", str(project), "--step", "make_data").exit_code == 0
+    parents, _ = pipeline_runs(project_client(project), "iris-e2e")
     result = run_cli("runs", "--project", str(project), "-n", "50")
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.strip() and not line.strip().startswith("run ")]
     ids = [line.split()[0] for line in lines]
-    assert ids == [p.info.run_id for p in reversed(parents)]
-    first = dict(zip(ids, lines, strict=True))[parents[0].info.run_id]
-    assert "passed" in first and "v1" in first and "make_data,feat_data,train_model,predict" in first
+    assert len(parents) == 2 and ids == [parents[1].info.run_id, parents[0].info.run_id]
+    rows = dict(zip(ids, lines, strict=True))
+    first, second = rows[parents[0].info.run_id], rows[parents[1].info.run_id]
+    assert {"passed", "v1", "make_data,feat_data,train_model,predict"} <= set(first.split())
+    assert "make_data" in second.split() and not {"passed", "failed", "v1"} & set(second.split())
 
 
-def test_models_and_promote_move_the_champion(tmp_path):
-    project = new_project("promote-me", directory=tmp_path / "promote-me")
+def test_models_and_promote_move_the_champion(trained_copy):
+    project = trained_copy
     set_gate(project, 'gate = { metric = "f1", min = 0.5, beat_champion = false }')
-    for depth in ("5", "1"):
-        assert (
-            run_cli(
-                "run",
-                "--project",
-                str(project),
-                "--step",
-                "make_data",
-                "--step",
-                "feat_data",
-                "--step",
-                "train_model",
-                "-P",
-                f"max_depth={depth}",
-            ).exit_code
-            == 0
-        )
-    client = client_for(project)
-    assert str(client.get_model_version_by_alias("promote-me", "champion").version) == "2"
+    result = run_cli("run", "--project", str(project), "--step", "train_model", "-P", "max_depth=1")
+    assert result.exit_code == 0, result.output
+    client = project_client(project)
+    assert str(client.get_model_version_by_alias("iris-e2e", "champion").version) == "2"
 
     listing = run_cli("models", "--project", str(project)).output
-    rows = {line.split()[0]: line for line in listing.splitlines() if line.strip().startswith("v")}
+    rows = {line.split()[0]: line for line in listing.splitlines() if re.match(r"\s*v\d+\s", line)}
+    assert set(rows) == {"v1", "v2"}
     assert "champion" in rows["v2"] and "champion" not in rows["v1"]
 
     result = run_cli("promote", "v1", "--project", str(project))
     assert result.exit_code == 0 and "'champion' now points at v1" in result.output
-    assert str(client.get_model_version_by_alias("promote-me", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("iris-e2e", "champion").version) == "1"
 
     missing = CliRunner().invoke(main, ["promote", "7", "--project", str(project)])
     assert missing.exit_code == 1
-    assert "model 'promote-me' has no version '7'; valid: 1, 2" in missing.output
+    assert "model 'iris-e2e' has no version '7'; valid: 1, 2" in missing.output
 
 
 def test_unreachable_tracking_server_fails_fast_with_one_line(tmp_path):
@@ -356,3 +302,67 @@ def test_unreachable_tracking_server_fails_fast_with_one_line(tmp_path):
     assert f"environment 'remote': tracking server http://127.0.0.1:{port} is unreachable" in result.output
     assert "Traceback" not in result.output
     assert not (project / "data" / "datasets").exists()
+
+
+# -- copies of the trained project ---------------------------------------------------------------
+
+
+def test_a_copy_of_the_trained_project_runs_with_the_original_gone(trained_project, tmp_path):
+    original = trained_project.root
+    copy = copy_project(original, tmp_path / "copy")
+    assert text_values_naming(copy / "mlruns.db", str(original)) == []
+    assert [row for row in text_values_naming(copy / "mlruns.db", str(copy)) if row[:2] == ("runs", "artifact_uri")]
+    # Files are copied byte for byte (a model's files are hashed at registration); the only mention of the
+    # original left is MLflow's note of where each model was first logged, which nothing reads back.
+    mentions = {
+        line
+        for p in copy.rglob("*")
+        if p.is_file() and p.name != "mlruns.db" and ".git" not in p.parts and str(original).encode() in p.read_bytes()
+        for line in p.read_text(errors="replace").splitlines()
+        if str(original) in line
+    }
+    assert all(line.startswith(f"artifact_path: file://{original}/mlruns/models/") for line in mentions)
+
+    away = original.with_name(original.name + "-away")
+    original.rename(away)  # nothing the copy does may reach the original's files
+    try:
+        result = run_cli("run", "--project", str(copy), "--step", "predict")
+        assert result.exit_code == 0, result.output
+        client = project_client(copy)
+        train = latest_step_run(client, "iris-e2e", "train_model")
+        assert "evaluation.png" in [a.path for a in client.list_artifacts(train.info.run_id)]
+        figure = client.download_artifacts(train.info.run_id, "evaluation.png", str(tmp_path))
+        assert Path(figure).read_bytes().startswith(b"\x89PNG")
+        predict = latest_step_run(client, "iris-e2e", "predict")
+        scored = read_predictions(load_config(copy), predict.data.tags["mlflow.parentRunId"])
+        assert len(scored) == 45 and set(scored["model_version"]) == {1}
+    finally:
+        away.rename(original)
+    assert not away.exists() and (original / "mlruns.db").is_file()
+
+
+def test_train_and_predict_leave_no_model_folders_in_the_temporary_folder(trained_copy, tmp_path, monkeypatch):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    made: list[Path] = []
+
+    class Noted(tempfile.TemporaryDirectory):
+        """A spy: the real TemporaryDirectory, each folder it makes noted, to show the run used `temp`."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(Path(self.name))
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", Noted)
+    # No comparison with the champion: the new model passes, is downloaded to be hashed and registered.
+    set_gate(trained_copy, 'gate = { metric = "f1", min = 0.8, beat_champion = false }')
+
+    result = run_cli("run", "--project", str(trained_copy), "--step", "train_model", "--step", "predict")
+
+    assert result.exit_code == 0, result.output
+    assert "iris-e2e v2 is champion" in result.output and "model iris-e2e v2" in result.output
+    ours = sorted(p.name.split("-")[1] for p in made if p.name.startswith(("mlops-champion-", "mlops-model-")))
+    assert ours == ["champion", "model"]
+    assert all(p.parent == temp for p in made)
+    assert [p.name for p in temp.iterdir() if p.name.startswith(("mlops-champion-", "mlops-model-"))] == []

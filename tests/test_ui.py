@@ -15,14 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import TRAINED_NAME, copy_project
 
 from mlops_template import load_config
-from mlops_template.cli import main
-from mlops_template.scaffold import new_project
 from mlops_template.ui import serve, ui_command
 
-_START_TIMEOUT = 60.0
+_START_TIMEOUT = 120.0  # a loaded machine takes a minute to start MLflow's server and its job workers
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
 
 
@@ -88,12 +86,9 @@ def _listening_addresses(port: int) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A rendered project whose `make_data` step has run once, so its store holds an experiment."""
-    project = new_project("ui-demo", directory=tmp_path_factory.mktemp("ui") / "ui-demo")
-    result = CliRunner().invoke(main, ["run", "--project", str(project), "--step", "make_data"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return project
+def project(trained_project, tmp_path_factory) -> Path:
+    """This module's copy of the trained project, whose store holds one pipeline run of four steps."""
+    return copy_project(trained_project.root, tmp_path_factory.mktemp("ui") / TRAINED_NAME)
 
 
 @pytest.fixture(scope="module")
@@ -124,20 +119,20 @@ def ui_server(project, tmp_path_factory):
 
 def test_ui_serves_the_environments_store(ui_server):
     base, _, log = ui_server
-    status, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-demo")
+    status, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={TRAINED_NAME}")
     assert status == 200, body
     experiment = json.loads(body)["experiment"]
-    assert experiment["name"] == "ui-demo"
+    assert experiment["name"] == TRAINED_NAME
     assert experiment["lifecycle_stage"] == "active"
 
     status, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=not-there")
     assert status == 404 and b"RESOURCE_DOES_NOT_EXIST" in body
-    assert f"MLflow UI for ui-demo (local): {base}" in log.read_text()
+    assert f"MLflow UI for {TRAINED_NAME} (local): {base}" in log.read_text()
 
 
 def test_ui_shows_the_runs_of_the_store(ui_server, project):
     base, _, _ = ui_server
-    status, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-demo")
+    status, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={TRAINED_NAME}")
     experiment_id = json.loads(body)["experiment"]["experiment_id"]
     request = urllib.request.Request(
         f"{base}/api/2.0/mlflow/runs/search",
@@ -147,8 +142,8 @@ def test_ui_shows_the_runs_of_the_store(ui_server, project):
     with _LOOPBACK.open(request, timeout=10) as response:
         runs = json.loads(response.read())["runs"]
     steps = sorted(t["value"] for r in runs for t in r["data"].get("tags", []) if t["key"] == "mlops.step")
-    assert steps == ["make_data"]
-    assert len(runs) == 2  # the pipeline run and its one step
+    assert steps == ["feat_data", "make_data", "predict", "train_model"]
+    assert len(runs) == 5  # the pipeline run and its four steps
 
 
 def test_ui_listens_on_loopback_only(ui_server, project):

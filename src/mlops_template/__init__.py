@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # for type checkers and editors; `X as X` marks a re-export
     from .errors import MlopsError as MlopsError
     from .pipeline import Pipeline as Pipeline
     from .pipeline import Step as Step
+    from .predictions import read_predictions as read_predictions
     from .snapshots import Snapshot as Snapshot
     from .snapshots import SnapshotStore as SnapshotStore
     from .snapshots import open_snapshots as open_snapshots
@@ -41,6 +42,7 @@ _HOME = {
     "MlopsError": "errors",
     "Pipeline": "pipeline",
     "Step": "pipeline",
+    "read_predictions": "predictions",
     "Snapshot": "snapshots",
     "SnapshotStore": "snapshots",
     "open_snapshots": "snapshots",

@@ -45,4 +45,6 @@ def build_model(X: pd.DataFrame, task: str, *, max_depth: int, max_iter: int, se
         ]
     )
     estimator = HistGradientBoostingClassifier if task == "classification" else HistGradientBoostingRegressor
-    return Pipeline([("prepare", prepare), ("model", estimator(max_depth=max_depth, max_iter=max_iter, random_state=seed))])
+    return Pipeline(
+        [("prepare", prepare), ("model", estimator(max_depth=max_depth, max_iter=max_iter, random_state=seed))]
+    )
