@@ -225,6 +225,19 @@ def _project_env(project: Path) -> dict[str, str]:
     return env
 
 
+def test_python_module_entry_point_runs_one_step(trained_copy):
+    project = trained_copy
+    result = run_in(
+        project,
+        [sys.executable, "-m", "iris_e2e.main", "--step", "make_data", "--environment", "local"],
+        env=_project_env(project),
+    )
+    assert result.returncode == 0, result.stderr
+    parents, children = pipeline_runs(project_client(project), "iris-e2e")
+    assert parents[-1].data.tags["mlops.steps"] == "make_data"
+    assert [c.data.tags["mlops.step"] for c in children[parents[-1].info.run_id]] == ["make_data"]
+
+
 def test_python_module_entry_point_reports_errors_in_one_line(trained_copy):
     project = trained_copy
     result = run_in(project, [sys.executable, "-m", "iris_e2e.main", "--step", "nope"], env=_project_env(project))
