@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import MINIMAL_CONFIG
 
 from mlops_template.config import (
     Config,
@@ -138,20 +139,8 @@ def test_model_defaults_to_project_name_and_default_gate(write_config):
     assert config.params == {} and config.steps == {}
 
 
-BASE = """\
-[project]
-name = "demo"
-package = "demo"
-
-[environments.local]
-storage = "data"
-tracking_uri = "sqlite:///mlruns.db"
-
-"""
-
-
 def test_regression_task_defaults_the_gate_metric_to_r2(write_config):
-    config = load_config(write_config(BASE + '[model]\ntask = "regression"\ngate = { min = 0.5 }\n'))
+    config = load_config(write_config(MINIMAL_CONFIG + '[model]\ntask = "regression"\ngate = { min = 0.5 }\n'))
     assert (config.model.task, config.model.gate) == ("regression", Gate(metric="r2", min=0.5))
 
 
@@ -176,7 +165,7 @@ def test_regression_task_defaults_the_gate_metric_to_r2(write_config):
 )
 def test_gate_metric_must_fit_the_task(write_config, model, message):
     with pytest.raises(ConfigError) as err:
-        load_config(write_config(BASE + "[model]\n" + model + "\n"))
+        load_config(write_config(MINIMAL_CONFIG + "[model]\n" + model + "\n"))
     assert message in str(err.value)
 
 
