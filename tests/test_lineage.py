@@ -9,14 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import project_client, store_client
+from conftest import TRAINED_NAME, project_client, store_client
 from mlflow import MlflowClient
 
 from mlops_template import Pipeline, StepContext, load_config
 from mlops_template.cli import main
 from mlops_template.errors import IntegrityError, StepError
 from mlops_template.runner import run_pipeline
-from mlops_template.scaffold import new_project
 from mlops_template.snapshots import open_snapshots
 
 S3_ENVIRONMENT = """
@@ -167,43 +166,26 @@ def test_an_added_file_is_read_by_name_in_a_step(tiny_project, shared_db, tmp_pa
     assert (added.run_id, added.source) == (None, str(path))
 
 
-# -- the rendered project, run once ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    """A rendered project with two raw CSV files, its pipeline run once; the training data as read right after."""
-    from sklearn.datasets import load_iris
-
-    project = new_project("lineage-e2e", directory=tmp_path_factory.mktemp("e2e") / "lineage-e2e")
-    iris = load_iris(as_frame=True)
-    raw = iris.frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
-    raw["species"] = iris.target_names[raw.pop("target")]
-    raw_files = [project / "data" / "raw" / "a.csv", project / "data" / "raw" / "b.csv"]
-    raw.iloc[:75].to_csv(raw_files[0], index=False)
-    raw.iloc[75:].to_csv(raw_files[1], index=False)
-
-    result = CliRunner().invoke(main, ["run", "--project", str(project)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    featurized = pd.read_parquet(project / "data" / "datasets" / "featurized.parquet")
-    raw_read = pd.concat([pd.read_csv(f) for f in raw_files], ignore_index=True)
-    return project, featurized, raw_read
+# -- the trained project --------------------------------------------------------------------------
 
 
 def step_run(client: MlflowClient, step: str):
-    exp = client.get_experiment_by_name("lineage-e2e")
-    [run] = client.search_runs([exp.experiment_id], f"tags.`mlops.step` = '{step}'")
-    return run
+    """The newest run of `step` in the trained project's experiment."""
+    exp = client.get_experiment_by_name(TRAINED_NAME)
+    return client.search_runs(
+        [exp.experiment_id], f"tags.`mlops.step` = '{step}'", order_by=["attributes.start_time DESC"]
+    )[0]
 
 
-def test_training_input_and_model_version_point_at_a_snapshot_equal_to_the_training_data(rendered):
-    project, featurized, _ = rendered
+def test_training_input_and_model_version_point_at_a_snapshot_equal_to_the_training_data(trained_project):
+    project = trained_project.root
+    featurized = pd.read_parquet(project / "data" / "datasets" / "featurized.parquet")
     client = project_client(project)
     train = step_run(client, "train_model")
     [featurized_input] = datasets(client, train.info.run_id, "input")
     [training] = datasets(client, train.info.run_id, "training")
     [heldout] = datasets(client, train.info.run_id, "heldout")
-    version = client.get_model_version_by_alias("lineage-e2e", "champion")
+    version = client.get_model_version_by_alias(TRAINED_NAME, "champion")
     assert version.run_id == train.info.run_id
     assert version.tags["mlops.data.featurized"] == featurized_input.digest
     assert version.tags["mlops.training_data"] == f"train:{training.digest}"
@@ -233,17 +215,28 @@ def test_training_input_and_model_version_point_at_a_snapshot_equal_to_the_train
     }
 
 
-def test_the_raw_files_make_data_read_are_a_snapshot_logged_as_its_input(rendered):
-    project, _, raw_read = rendered
+def test_the_raw_files_make_data_read_are_a_snapshot_logged_as_its_input(trained_copy):
+    from sklearn.datasets import load_iris
+
+    project = trained_copy
+    iris = load_iris(as_frame=True)
+    raw = iris.frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    raw["species"] = iris.target_names[raw.pop("target")]
+    raw_files = [project / "data" / "raw" / "a.csv", project / "data" / "raw" / "b.csv"]
+    raw.iloc[:75].to_csv(raw_files[0], index=False)
+    raw.iloc[75:].to_csv(raw_files[1], index=False)
+    result = CliRunner().invoke(main, ["run", "--project", str(project), "--step", "make_data"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
     client = project_client(project)
     make_data = step_run(client, "make_data")
-    [raw] = datasets(client, make_data.info.run_id, "input")
-    assert raw.name == "raw"
-    assert make_data.data.tags["mlops.data.raw"] == raw.digest
+    [raw_input] = datasets(client, make_data.info.run_id, "input")
+    assert raw_input.name == "raw"
+    assert make_data.data.tags["mlops.data.raw"] == raw_input.digest
 
     store = open_snapshots(load_config(project))
-    snapshot, df = store.read(f"raw:{raw.digest}")
-    assert store.uri(snapshot) == source_uri(raw)
+    snapshot, df = store.read(f"raw:{raw_input.digest}")
+    assert store.uri(snapshot) == source_uri(raw_input)
     assert (snapshot.run_id, snapshot.step, snapshot.rows) == (make_data.info.run_id, "make_data", 150)
-    pd.testing.assert_frame_equal(df, raw_read)
+    pd.testing.assert_frame_equal(df, pd.concat([pd.read_csv(f) for f in raw_files], ignore_index=True))
     assert not (project / "data" / "datasets" / "raw.parquet").exists()  # kept as a snapshot only

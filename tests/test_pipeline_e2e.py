@@ -341,6 +341,7 @@ def test_a_copy_of_the_trained_project_runs_with_the_original_gone(trained_proje
     try:
         result = run_cli("run", "--project", str(copy), "--step", "predict")
         assert result.exit_code == 0, result.output
+        assert "model iris-e2e v1" in result.output  # the champion, downloaded and checked against its sha256
         client = project_client(copy)
         train = latest_step_run(client, "iris-e2e", "train_model")
         assert "evaluation.png" in [a.path for a in client.list_artifacts(train.info.run_id)]
