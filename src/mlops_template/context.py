@@ -323,7 +323,9 @@ class StepContext:
     def write_predictions(self, df: pd.DataFrame) -> str:
         """Store predictions as `predictions/<pipeline-run-id>.parquet`; returns its URI."""
 
-        key = f"predictions/{self.pipeline_run_id}.parquet"
+        from .predictions import predictions_key
+
+        key = predictions_key(self.pipeline_run_id)
         data = self.storage.write_table(key, df)
         _log_input(df, self.storage.uri(key), "predictions", content_id(data), "output")
         self.notes.append(f"{len(df)} predictions → {self.storage.uri(key)}")
