@@ -280,9 +280,10 @@ def test_invalid_dataset_name_fails_the_step_and_writes_nothing(tiny_project, sh
     base = tiny_project.parent
     assert not Path("/abs.parquet").exists()
     parents, children = pipeline_runs(shared_db, config.name)
-    # Nothing but the config and the failed step's traceback, in the storage folder or anywhere near it.
+    # Nothing but the config, the failed step's traceback and the pipeline run's record, anywhere near.
     log = tiny_project / ".mlops" / "logs" / f"{parents[0].info.run_id}-sneaky.log"
-    assert sorted(p for p in base.rglob("*") if p.is_file()) == [log, tiny_project / "mlops.toml"]
+    record = base / "storage" / "pipeline-runs" / f"{parents[0].data.tags['mlops.pipeline_run']}.json"
+    assert sorted(p for p in base.rglob("*") if p.is_file()) == sorted([log, record, tiny_project / "mlops.toml"])
     assert [p.info.status for p in parents] == ["FAILED"]
     assert [c.info.status for c in children] == ["FAILED"]
 

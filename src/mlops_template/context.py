@@ -17,6 +17,7 @@ from .config import Config, Environment
 from .datasets import FORMATS, content_id
 from .errors import MlopsError, StorageError
 from .gate import Comparison, Decision
+from .pipeline_runs import TAG_OUTPUT_PREFIX, RunScope
 from .snapshots import Snapshot, SnapshotStore, current_key
 from .storage import Storage
 from .storage.base import parse_table
@@ -50,10 +51,13 @@ class StepContext:
     storage: Storage
     run_id: str
     pipeline_run_id: str
+    scope: RunScope | None = field(default=None, repr=False)  # None: reads take the current versions
     log: logging.Logger = field(init=False)
     snapshots: SnapshotStore = field(init=False, repr=False)
     notes: list[str] = field(default_factory=list, init=False)
     _datasets: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _written: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _pins: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
     _training: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _proposal: tuple[_Candidate, Decision] | None = field(default=None, init=False, repr=False)
 
@@ -63,13 +67,26 @@ class StepContext:
 
     # -- data ------------------------------------------------------------------
     def read(self, name: str, *, context: str = "input") -> pd.DataFrame:
-        """Read the current version of a dataset and record its snapshot as an input of this step.
+        """Read a dataset as this pipeline run knows it, and record its snapshot as an input of this step.
 
-        `context="training"` marks the data a model is trained on; the registered
-        version then names that snapshot in `mlops.training_data`.
+        That is the version the latest successful attempt of an earlier step of
+        this pipeline run wrote, even if another run has written a newer one
+        since. When no step of this pipeline run wrote it, the current version
+        is read and pinned to the pipeline run, so a retried step reads the
+        same bytes. `context="training"` marks the data a model is trained on;
+        the registered version then names that snapshot in `mlops.training_data`.
         """
+        snapshot_id = self._written.get(name) or (self.scope.written(name) if self.scope else None)
+        if snapshot_id is None and self.scope is not None:
+            snapshot_id = self.scope.pinned(name)
+        if snapshot_id is not None:
+            return self.read_snapshot(f"{name}:{snapshot_id}", context=context)
         fmt, data = self._read_current(name)
         snapshot = self.snapshots.adopt(name, data, fmt, run_id=self.run_id, step=self.step)
+        if self.scope is not None:
+            pinned = self.scope.pin(name, snapshot.id, self.run_id)
+            if pinned != snapshot.id:  # another step of this pipeline run pinned a version first
+                return self.read_snapshot(f"{name}:{pinned}", context=context)
         df = parse_table(data, self.storage.uri(current_key(name, fmt)))
         self._log_snapshot(snapshot, df, context)
         return df
@@ -85,31 +102,50 @@ class StepContext:
         return self._store(name, df, "output")
 
     def _store(self, name: str, df: pd.DataFrame, context: str) -> str:
+        import mlflow
+
         stored = self.snapshots.write_table(name, df, run_id=self.run_id, step=self.step)
         self._log_snapshot(stored.snapshot, df, context)
+        self._written[name] = stored.snapshot.id
+        mlflow.set_tag(TAG_OUTPUT_PREFIX + name, stored.snapshot.id)  # what later steps of this pipeline run read
         return stored.snapshot.id
 
     def has_raw(self) -> bool:
-        """Whether the storage holds raw input files under `raw/`."""
-        return bool(self._raw_keys())
+        """Whether the storage holds raw input files under `raw/` (or this pipeline run already read some)."""
+        return self._pinned_raw() is not None or bool(self._raw_keys())
 
     def read_raw(self) -> pd.DataFrame:
         """All CSV and parquet files under the storage's `raw/`, concatenated in name order.
 
         What was read is kept as a snapshot named `raw`, so a later run can be
-        reproduced even after the raw files change.
+        reproduced even after the raw files change, and pinned to the pipeline
+        run: a retried step reads that snapshot, whatever `raw/` holds by then.
         """
         import pandas as pd
 
+        pinned = self._pinned_raw()
+        if pinned is not None:
+            return self.read_snapshot(f"{RAW_PREFIX}:{pinned}")
         keys = self._raw_keys()
         if not keys:
             raise StorageError(
                 f"no .csv or .parquet files under {self.storage.uri(RAW_PREFIX)}/; add some or drop read_raw()"
             )
         df = pd.concat([self.storage.read_table(k) for k in keys], ignore_index=True)
-        stored = self.snapshots.write_table("raw", df, run_id=self.run_id, step=self.step, current=False)
+        stored = self.snapshots.write_table(RAW_PREFIX, df, run_id=self.run_id, step=self.step, current=False)
+        if self.scope is not None:
+            pinned = self.scope.pin(RAW_PREFIX, stored.snapshot.id, self.run_id)
+            if pinned != stored.snapshot.id:  # another attempt of this pipeline run read raw/ first
+                return self.read_snapshot(f"{RAW_PREFIX}:{pinned}")
         self._log_snapshot(stored.snapshot, df, "input")
         return df
+
+    def _pinned_raw(self) -> str | None:
+        if self.scope is None:
+            return None
+        if "raw" not in self._pins:
+            self._pins["raw"] = self.scope.pinned(RAW_PREFIX)
+        return self._pins["raw"]
 
     def _raw_keys(self) -> list[str]:
         return [k for k in self.storage.list(RAW_PREFIX) if k.endswith((".csv", ".parquet"))]

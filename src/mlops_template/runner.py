@@ -1,7 +1,8 @@
-"""Run steps, in pipeline order and in one process, as one MLflow parent run with a nested run per step."""
+"""Run steps in pipeline order as one pipeline run: an MLflow parent run, found by its key, with a nested run per step."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import traceback
@@ -14,6 +15,19 @@ from .config import Config
 from .context import StepContext
 from .errors import ConfigError, MlopsError, StepError
 from .params import apply_overrides
+from .pipeline_runs import (
+    KEY_VARIABLE,
+    Heartbeat,
+    ParentRun,
+    RunScope,
+    attempts,
+    check_key,
+    lease_seconds,
+    mark_lost,
+    new_key,
+    open_parent,
+    settle,
+)
 from .storage import open_storage
 from .tracking import (
     TAG_ENVIRONMENT,
@@ -26,6 +40,7 @@ from .tracking import (
     joins_launched_run,
     launched_run,
     point_launched_run,
+    store_errors,
     store_failures,
 )
 
@@ -49,8 +64,12 @@ class PipelineResult:
     experiment_id: str
     environment: str
     tracking_uri: str
-    planned: list[str] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)  # the steps this call runs, in order
     steps: list[StepResult] = field(default_factory=list)
+    key: str = ""  # the pipeline run's key (tag mlops.pipeline_run)
+    plan: list[str] = field(default_factory=list)  # every step the pipeline run plans, across processes
+    joined: bool = False  # the pipeline run was started earlier, by this key
+    status: str = "RUNNING"  # the pipeline run's status once this call's steps are done
 
     @property
     def ok(self) -> bool:
@@ -69,52 +88,115 @@ def run_pipeline(
     environment: str | None = None,
     overrides: dict[str, Any] | None = None,
     on_step: OnStep | None = None,
+    pipeline_run: str | None = None,
+    plan: Sequence[str] | None = None,
 ) -> PipelineResult:
     """Run the chosen steps (default: all) and return what happened.
 
-    Everything a user can get wrong (step names, environment, params) is
-    checked before a run is created. A failing step marks its run and the
-    parent FAILED and raises :class:`StepError` naming the step, the error
-    and where its full traceback was saved.
+    With `pipeline_run` (or `MLOPS_PIPELINE_RUN`), the steps join the pipeline
+    run of that key, created by whichever process comes first; without one, a
+    fresh key starts a new pipeline run. `plan` names every step the pipeline
+    run will have (default: the whole pipeline when joining by key, else the
+    steps run here); the parent run is FINISHED once each planned step's latest
+    attempt finished, FAILED while one's latest attempt failed.
+
+    Everything a user can get wrong (step names, plan, key, environment,
+    params) is checked before a run is created. A failing step marks its run
+    FAILED and raises :class:`StepError` naming the step, the error and where
+    its full traceback was saved.
     """
     import mlflow
 
     selected = pipeline.select(steps)
+    key = pipeline_run or os.environ.get(KEY_VARIABLE) or None
+    if key is not None:
+        check_key(key)
+    planned = _plan(pipeline, selected, plan, keyed=key is not None and bool(steps))
     _check_gate_metric(config)
+    lease = lease_seconds()
     with launched_run() as launched:
         env = config.environment(environment)
         params = apply_overrides({s.name: config.step_params(s.name) for s in selected}, overrides or {})
         storage = open_storage(env)
         experiment_id = connect(config, env)
         git = git_state(config.root)
+        client = mlflow.MlflowClient()
 
-        tags = {
-            TAG_PIPELINE: config.name,
-            TAG_ENVIRONMENT: env.name,
-            TAG_STEPS: ",".join(s.name for s in selected),
-            **git.tags,
-        }
+        tags = {TAG_PIPELINE: config.name, TAG_ENVIRONMENT: env.name, TAG_STEPS: ",".join(planned), **git.tags}
         # Under `mlflow run`, MLflow has already created a run for this process. In the project's
         # store and experiment it is the pipeline run; anywhere else (MLflow's ./mlflow.db, another
         # experiment) the pipeline run starts here as usual and MLflow's run points at it.
         joined = launched is not None and joins_launched_run(launched, experiment_id)
         if launched is not None and not joined:
             tags[TAG_LAUNCHED_BY] = launched.run_id
-        with mlflow.start_run(
-            run_id=launched.run_id if joined else None, experiment_id=None if joined else experiment_id, tags=tags
-        ) as parent:
-            if joined:
-                mlflow.set_tags(tags)
-            elif launched is not None:
-                point_launched_run(launched, parent.info.run_id, config, env)
-            result = PipelineResult(
-                parent.info.run_id, parent.info.experiment_id, env.name, env.tracking_uri, [s.name for s in selected]
+        with store_errors(env):
+            parent = open_parent(
+                client,
+                storage,
+                experiment_id,
+                key or new_key(),
+                plan=planned,
+                plan_given=plan is not None,
+                tags=tags,
+                run_id=launched.run_id if joined else None,
             )
-            report = (lambda step: on_step(result, step)) if on_step else (lambda step: None)
-            report(None)
+        if launched is not None and not joined:
+            point_launched_run(launched, parent.run_id, config, env)
+        missing = [s.name for s in selected if s.name not in parent.plan]
+        if missing:
+            raise ConfigError(
+                f"pipeline run '{parent.key}' plans {','.join(parent.plan)}; step {','.join(missing)} is not in it: "
+                "use a new key, or run the planned steps"
+            )
+        result = PipelineResult(
+            parent.run_id,
+            experiment_id,
+            env.name,
+            env.tracking_uri,
+            [s.name for s in selected],
+            key=parent.key,
+            plan=list(parent.plan),
+            joined=parent.joined,
+        )
+        report = (lambda step: on_step(result, step)) if on_step else (lambda step: None)
+        report(None)
+        attempt = _Attempt(client, experiment_id, parent, storage, pipeline.names, git.tags, lease)
+        try:
             for step in selected:
-                result.steps.append(_run_step(step, params[step.name], config, env, storage, result.run_id, report))
+                result.steps.append(_run_step(step, params[step.name], config, env, attempt, report))
+        except BaseException:
+            try:  # the step's own error is the one to report; a store failing here too must not hide it
+                result.status = settle(client, experiment_id, parent)
+            except store_failures():
+                pass
+            raise
+        with store_errors(env):
+            result.status = settle(client, experiment_id, parent)
     return result
+
+
+def _plan(pipeline: Pipeline, selected: list, plan: Sequence[str] | None, *, keyed: bool) -> list[str]:
+    """The steps the pipeline run plans: `plan` as given, the whole pipeline for keyed steps, else those run here."""
+    if plan is None:
+        return pipeline.names if keyed else [s.name for s in selected]
+    names = [s.name for s in pipeline.select(list(plan))]
+    outside = [s.name for s in selected if s.name not in names]
+    if outside:
+        raise ConfigError(f"step {','.join(outside)} is not in --plan {','.join(plan)}; add it to the plan")
+    return names
+
+
+@dataclass
+class _Attempt:
+    """What every step attempt of this call shares: the store, the parent run, the lease."""
+
+    client: Any
+    experiment_id: str
+    parent: ParentRun
+    storage: Any
+    order: list[str]
+    git_tags: dict[str, str]
+    lease: float
 
 
 def _check_gate_metric(config: Config) -> None:
@@ -127,11 +209,19 @@ def _check_gate_metric(config: Config) -> None:
         raise ConfigError(f"{config.path}: [model.gate] metric {exc}") from exc
 
 
-def _run_step(step, params, config, env, storage, parent_run_id, report) -> StepResult:
+def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResult:
     import mlflow
 
     started = time.perf_counter()
-    with mlflow.start_run(run_name=step.name, nested=True, tags={TAG_STEP: step.name}) as run:
+    tags = {TAG_STEP: step.name, **attempt.git_tags}
+    with mlflow.start_run(
+        experiment_id=attempt.experiment_id, run_name=step.name, parent_run_id=attempt.parent.run_id, tags=tags
+    ) as run:
+        with store_errors(env):
+            runs = attempts(attempt.client, attempt.experiment_id, attempt.parent.run_id)
+            mark_lost(attempt.client, runs, step.name, run.info.run_id, attempt.lease)
+            if attempt.parent.joined:
+                settle(attempt.client, attempt.experiment_id, attempt.parent)
         if params:
             mlflow.log_params(params)
         ctx = StepContext(
@@ -139,19 +229,21 @@ def _run_step(step, params, config, env, storage, parent_run_id, report) -> Step
             params=params,
             config=config,
             environment=env,
-            storage=storage,
+            storage=attempt.storage,
             run_id=run.info.run_id,
-            pipeline_run_id=parent_run_id,
+            pipeline_run_id=attempt.parent.run_id,
+            scope=RunScope(attempt.storage, attempt.parent.key, step.name, attempt.order, runs),
         )
-        try:
-            step(ctx)
-            ctx._finish()
-        except Exception as exc:  # whatever the step's own code raises fails the step, its traceback kept
-            where = _record_failure(ctx, exc, config, parent_run_id, step.name)
-            seconds = time.perf_counter() - started
-            report(StepResult(step.name, run.info.run_id, "FAILED", seconds, str(exc), notes=ctx.notes))
-            detail = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
-            raise StepError(f"step '{step.name}' failed: {detail} ({where})") from exc
+        with Heartbeat(attempt.client, run.info.run_id, attempt.lease):
+            try:
+                step(ctx)
+                ctx._finish()
+            except Exception as exc:  # whatever the step's own code raises fails the step, its traceback kept
+                where = _record_failure(ctx, exc, config, attempt.parent.run_id, step.name)
+                seconds = time.perf_counter() - started
+                report(StepResult(step.name, run.info.run_id, "FAILED", seconds, str(exc), notes=ctx.notes))
+                detail = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
+                raise StepError(f"step '{step.name}' failed: {detail} ({where})") from exc
     result = StepResult(step.name, run.info.run_id, "FINISHED", time.perf_counter() - started, notes=ctx.notes)
     report(result)
     return result

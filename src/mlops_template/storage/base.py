@@ -51,6 +51,15 @@ class Storage:
         """Write a whole object so that readers see the old version or the new one, never half."""
         raise NotImplementedError
 
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """Write a whole object only if `key` does not exist yet; False, writing nothing, when it does.
+
+        The check and the write are one step of the backend (a hard link
+        locally, a conditional PUT on S3), so of writers racing for one key
+        exactly one succeeds.
+        """
+        raise NotImplementedError
+
     def sizes(self, prefix: str) -> dict[str, int]:
         """Size in bytes of every file below `prefix`, by key; empty when the folder does not exist."""
         if not self.exists(prefix):
@@ -173,7 +182,7 @@ class Storage:
             raise StorageError(f"{self.uri(key)}: not found; has the step that writes it run?") from exc
         except PermissionError as exc:
             raise StorageError(f"{self.uri(key)}: access denied; check the environment's credentials") from exc
-        except StorageError:
+        except (StorageError, FileExistsError):  # FileExistsError: a conditional write that lost, for the caller
             raise
         except Exception as exc:  # botocore/aiohttp failures carry many types
             raise StorageError(f"{self.uri(key)}: storage failed ({type(exc).__name__}: {exc})") from exc

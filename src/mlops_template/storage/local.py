@@ -41,6 +41,30 @@ class LocalStorage(Storage):
             stage.file.write(data)
             stage.commit(key)
 
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """Write and fsync a temporary file, then hard-link it to `key`: the link fails if `key` exists."""
+        target = Path(self.path(key))
+        try:
+            make_dirs(target.parent)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-", suffix=".tmp")
+        except OSError as exc:
+            raise _write_error(target, exc) from exc
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise _write_error(target, exc) from exc
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        fsync_dir(target.parent)
+        return True
+
     @contextmanager
     def stage(self, folder: str, target: str | None = None) -> Iterator[Stage]:
         """A hidden temporary file in `folder`; commit fsyncs it and renames it into place."""

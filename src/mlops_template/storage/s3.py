@@ -28,6 +28,14 @@ class S3Storage(Storage):
         """One PUT: S3 makes an object visible only once it is completely written."""
         self._call(self.fs.pipe_file, key, data)
 
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """One conditional PUT (`If-None-Match: *`): S3 refuses it when the key exists."""
+        try:
+            self._call(lambda path: self.fs.pipe_file(path, data, mode="create"), key)
+        except FileExistsError:
+            return False
+        return True
+
     def same_copy(self, key: str, source: str) -> bool:
         """Same size and ETag: a server-side copy keeps the ETag of a single-part object."""
         try:
