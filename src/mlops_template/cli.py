@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from .entrypoint import env_option, param_option, run_and_report, step_option, verbose_option
+from .entrypoint import (
+    env_option,
+    param_option,
+    pipeline_run_option,
+    plan_option,
+    run_and_report,
+    step_option,
+    verbose_option,
+)
 from .errors import MlopsError
 from .terminal import console, fail, quiet_mlflow, show_warnings, skip_final_gc
 
@@ -58,18 +66,27 @@ def new(name: str, directory: Path | None, package: str | None) -> None:
 @step_option
 @env_option
 @param_option
+@pipeline_run_option
+@plan_option
 @click.option(
     "--project",
     type=click.Path(file_okay=False, path_type=Path),
     help="Project folder [default: the one holding the nearest mlops.toml].",
 )
-def run(steps: tuple[str, ...], environment: str | None, params: tuple[str, ...], project: Path | None) -> None:
-    """Run the pipeline, or some steps, as one tracked pipeline run."""
+def run(
+    steps: tuple[str, ...],
+    environment: str | None,
+    params: tuple[str, ...],
+    pipeline_run: str | None,
+    plan: str | None,
+    project: Path | None,
+) -> None:
+    """Run the pipeline, or some steps, as one tracked pipeline run (joining KEY's with --pipeline-run)."""
     from .config import load_config
     from .project import load_pipeline
 
     config = load_config(project)
-    run_and_report(load_pipeline(config), config, steps, environment, params)
+    run_and_report(load_pipeline(config), config, steps, environment, params, pipeline_run=pipeline_run, plan=plan)
 
 
 @main.command()

@@ -34,10 +34,28 @@ param_option = click.option(
     help="Override a step param (STEP.KEY=VALUE for one step).",
 )
 verbose_option = click.option("--verbose", is_flag=True, help="Show the full traceback of errors.")
+pipeline_run_option = click.option(
+    "--pipeline-run",
+    metavar="KEY",
+    envvar="MLOPS_PIPELINE_RUN",
+    help="Join the pipeline run of this key, or start it [default: MLOPS_PIPELINE_RUN, else a new key].",
+)
+plan_option = click.option(
+    "--plan",
+    metavar="S1,S2,...",
+    help="Every step the keyed pipeline run will have [default: the whole pipeline with --pipeline-run].",
+)
 
 
 def run_and_report(
-    pipeline: Pipeline, config: Config, steps: Sequence[str], environment: str | None, params: Sequence[str]
+    pipeline: Pipeline,
+    config: Config,
+    steps: Sequence[str],
+    environment: str | None,
+    params: Sequence[str],
+    *,
+    pipeline_run: str | None = None,
+    plan: str | None = None,
 ) -> PipelineResult:
     """Run the pipeline with command-line options, printing a line per step and where the run is tracked."""
     import time
@@ -55,16 +73,24 @@ def run_and_report(
 
     def on_step(run: PipelineResult, step: StepResult | None) -> None:
         if step is None:
+            verb = "joined" if run.joined else "started"
             out.print(
-                f"[bold]{escape(config.name)}[/] pipeline run {run.run_id} on {escape(run.environment)}: "
-                + " → ".join(run.planned)
+                f"[bold]{escape(config.name)}[/] pipeline run {run.run_id} on {escape(run.environment)} "
+                f"({verb}, key {escape(run.key)}): " + " → ".join(run.planned)
             )
             return
         mark = "[green]✓[/]" if step.status == "FINISHED" else "[red]✗[/]"
         out.print(f"  {mark} {step.name:<16} {step.seconds:6.2f} s  {escape('; '.join(step.notes))}")
 
     result = run_pipeline(
-        pipeline, config, steps=list(steps), environment=environment, overrides=parse_overrides(params), on_step=on_step
+        pipeline,
+        config,
+        steps=list(steps),
+        environment=environment,
+        overrides=parse_overrides(params),
+        on_step=on_step,
+        pipeline_run=pipeline_run,
+        plan=[s.strip() for s in plan.split(",") if s.strip()] if plan else None,
     )
     _print_where(result, started)
     return result
@@ -94,12 +120,14 @@ def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:
     @step_option
     @env_option
     @param_option
+    @pipeline_run_option
+    @plan_option
     @verbose_option
-    def command(steps, environment, params, verbose):
+    def command(steps, environment, params, pipeline_run, plan, verbose):
         from .config import load_config
 
         try:
-            run_and_report(pipeline, load_config(), steps, environment, params)
+            run_and_report(pipeline, load_config(), steps, environment, params, pipeline_run=pipeline_run, plan=plan)
         except MlopsError as exc:
             fail(exc, verbose=verbose)
 

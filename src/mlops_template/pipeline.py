@@ -83,13 +83,22 @@ class Pipeline:
         params: dict[str, Any] | None = None,
         project: str | Path | None = None,
         on_step: OnStep | None = None,
+        pipeline_run: str | None = None,
+        plan: Sequence[str] | None = None,
     ) -> PipelineResult:
-        """Run as one tracked pipeline run, with config from the project's `mlops.toml`."""
+        """Run as one tracked pipeline run (joining `pipeline_run`'s, if given), with the project's `mlops.toml`."""
         from .config import load_config
         from .runner import run_pipeline
 
         return run_pipeline(
-            self, load_config(project), steps=steps, environment=environment, overrides=params, on_step=on_step
+            self,
+            load_config(project),
+            steps=steps,
+            environment=environment,
+            overrides=params,
+            on_step=on_step,
+            pipeline_run=pipeline_run,
+            plan=plan,
         )
 
     def main(self, argv: Sequence[str] | None = None) -> None:

@@ -61,15 +61,61 @@ def connect(config: Config, env: Environment) -> str:
     _export_artifact_settings(env)
     _check_reachable(env)
     _set_uris(env)
-    with store_errors(env):
+    with store_errors(env), _creation_lock(env.tracking_uri):
         client = mlflow.MlflowClient()
         experiment = client.get_experiment_by_name(config.name)
         if experiment is None:
-            experiment_id = client.create_experiment(config.name, artifact_location=_artifact_location(env))
+            experiment_id = _create_experiment(client, config.name, _artifact_location(env))
         else:
             experiment_id = experiment.experiment_id
         mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def _create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """Create the project's experiment; if another process just did, use theirs."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as exc:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        logger.debug("experiment %s was created meanwhile: %s", name, exc.message)
+        return experiment.experiment_id
+
+
+@contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """Processes opening one SQLite store take turns, so the first ones do not all create its tables at once.
+
+    MLflow creates and migrates a new SQLite store on first use; two processes
+    doing it together break each other's migration. The lock is a file in the
+    temp folder named after the store (nothing is added to the project), held
+    only while the store is opened and the experiment looked up.
+    """
+    path = _local_store_path(uri) if uri.startswith("sqlite:///") else None
+    if path is None:
+        yield
+        return
+    import fcntl
+    import hashlib
+    import tempfile
+
+    name = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"mlops-store-{name}.lock"
+    try:
+        handle = open(lock, "a+b")  # noqa: SIM115 (closed below)
+    except OSError:  # another user's lock file: go on unlocked, as MLflow alone would
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def store_failures() -> tuple[type[BaseException], ...]:
