@@ -13,12 +13,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 from conftest import store_client
 
 from mlops_template.config import load_config
 from mlops_template.pipeline_runs import TAG_LOST, TAG_OUTPUT_PREFIX, TAG_PIPELINE_RUN, open_parent, record_key
+from mlops_template.project import load_pipeline
 from mlops_template.scaffold import new_project
 from mlops_template.storage import open_storage
 from mlops_template.tracking import connect
@@ -101,22 +103,32 @@ def test_four_step_processes_with_one_key_make_one_pipeline_run_like_one_process
     assert (project / "data" / "predictions" / f"{keyed[0].info.run_id}.parquet").is_file()
 
 
-def test_a_key_is_checked_and_a_plan_stands_once_recorded(trained_copy):
-    bad = mlops(trained_copy, "run", "--step", "make_data", "--pipeline-run", "a/b")
-    assert bad.returncode == 1
-    assert "pipeline run key 'a/b' is not valid" in bad.stderr and "Traceback" not in bad.stderr
+def cli(project: Path, *args: str, env: dict[str, str] | None = None):
+    """`mlops ARGS` in this process (CliRunner): for checks of what a command says, without a new interpreter."""
+    from click.testing import CliRunner
 
-    first = mlops(trained_copy, "run", "--step", "make_data", "--pipeline-run", "k1", "--plan", "make_data,feat_data")
-    assert first.returncode == 0, first.stderr
-    other = mlops(trained_copy, "run", "--step", "feat_data", "--pipeline-run", "k1", "--plan", "feat_data")
-    assert other.returncode == 1
-    assert "pipeline run 'k1' was planned as make_data,feat_data, not feat_data" in other.stderr
-    outside = mlops(trained_copy, "run", "--step", "predict", "--pipeline-run", "k1")
-    assert outside.returncode == 1
-    assert "pipeline run 'k1' plans make_data,feat_data; step predict is not in it" in outside.stderr
+    from mlops_template.cli import main
+
+    return CliRunner().invoke(main, [*args[:1], "--project", str(project), *args[1:]], env=env)
+
+
+def test_a_key_is_checked_and_a_plan_stands_once_recorded(trained_copy):
+    bad = cli(trained_copy, "run", "--step", "make_data", "--pipeline-run", "a/b")
+    assert bad.exit_code == 1
+    assert "pipeline run key 'a/b' is not valid" in bad.output and "Traceback" not in bad.output
+
+    first = cli(trained_copy, "run", "--step", "make_data", "--pipeline-run", "k1", "--plan", "make_data,feat_data")
+    assert first.exit_code == 0, first.output
+    other = cli(trained_copy, "run", "--step", "feat_data", "--pipeline-run", "k1", "--plan", "feat_data")
+    assert other.exit_code == 1
+    assert "pipeline run 'k1' was planned as make_data,feat_data, not feat_data" in other.output
+    outside = cli(trained_copy, "run", "--step", "predict", "--pipeline-run", "k1")
+    assert outside.exit_code == 1
+    assert "pipeline run 'k1' plans make_data,feat_data; step predict is not in it" in outside.output
     # Through the variable, as a pod gets it; the plan recorded by the first process stands.
-    last = mlops(trained_copy, "run", "--step", "feat_data", env={"MLOPS_PIPELINE_RUN": "k1"})
-    assert last.returncode == 0, last.stderr
+    last = cli(trained_copy, "run", "--step", "feat_data", env={"MLOPS_PIPELINE_RUN": "k1"})
+    assert last.exit_code == 0, last.output
+    assert "(joined, key k1)" in last.output
     parents, _ = runs_of(trained_copy)
     keyed = [p for p in parents if p.data.tags.get(TAG_PIPELINE_RUN) == "k1"]
     assert [p.info.status for p in keyed] == ["FINISHED"]
@@ -237,6 +249,15 @@ pipeline = Pipeline([make, slow])
 """
 
 
+def with_steps(project: Path, code: str) -> None:
+    """Give the project a package of its own (a fresh name: this process imports it too) holding `code` as main."""
+    package = f"tiny_{uuid.uuid4().hex[:8]}"
+    config = project / "mlops.toml"
+    config.write_text(config.read_text().replace('package = "tiny"', f'package = "{package}"'))
+    (project / "src" / package).mkdir(parents=True)
+    (project / "src" / package / "main.py").write_text(code)
+
+
 def _wait_for(predicate, timeout: float = 60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -247,13 +268,14 @@ def _wait_for(predicate, timeout: float = 60):
     raise AssertionError("timed out")
 
 
-def test_a_killed_attempt_is_failed_by_the_next_one_only_once_its_lease_lapsed(tiny_project, tmp_path):
-    (tiny_project / "src" / "tiny").mkdir(parents=True)
-    (tiny_project / "src" / "tiny" / "main.py").write_text(TINY_STEPS)
+def test_a_killed_attempt_is_failed_by_the_next_one_only_once_its_lease_lapsed(tiny_project, tmp_path, monkeypatch):
+    with_steps(tiny_project, TINY_STEPS)
     hold = tmp_path / "hold"
     key = "retry-me"
     env = {"HOLD": str(hold), "MLOPS_STEP_LEASE": "2"}
-    assert mlops(tiny_project, "run", "--step", "make", "--pipeline-run", key, env=env).returncode == 0
+    monkeypatch.setenv("MLOPS_STEP_LEASE", "2")
+    pipeline = load_pipeline(load_config(tiny_project))
+    pipeline.run(project=tiny_project, steps=["make"], pipeline_run=key)
 
     def attempts():
         _, children = runs_of(tiny_project)
@@ -284,11 +306,13 @@ def test_a_killed_attempt_is_failed_by_the_next_one_only_once_its_lease_lapsed(t
     first.send_signal(signal.SIGKILL)
     second.send_signal(signal.SIGKILL)
     first.wait(), second.wait()
-    assert mlops(tiny_project, "run", "--step", "make", env={**env, "ROWS": "9"}).returncode == 0
+    monkeypatch.setenv("ROWS", "9")
+    pipeline.run(project=tiny_project, steps=["make"])
     time.sleep(2.5)  # the lease lapses
     hold.unlink()
-    retry = mlops(tiny_project, "run", "--step", "slow", "--pipeline-run", key, env=env)
-    assert retry.returncode == 0, retry.stderr
+    monkeypatch.setenv("HOLD", str(hold))
+    retry = pipeline.run(project=tiny_project, steps=["slow"], pipeline_run=key)
+    assert retry.status == "FINISHED" and retry.joined
 
     killed_1, killed_2, last = attempts()
     assert [killed_1.info.status, killed_2.info.status, last.info.status] == ["FAILED", "FAILED", "FINISHED"]
@@ -305,8 +329,8 @@ def test_a_killed_attempt_is_failed_by_the_next_one_only_once_its_lease_lapsed(t
 
 
 def test_a_retry_reads_the_raw_files_its_pipeline_run_read_first(tiny_project, tmp_path):
-    (tiny_project / "src" / "tiny").mkdir(parents=True)
-    (tiny_project / "src" / "tiny" / "main.py").write_text(
+    with_steps(
+        tiny_project,
         textwrap.dedent(
             """
             from mlops_template import Pipeline
@@ -318,17 +342,16 @@ def test_a_retry_reads_the_raw_files_its_pipeline_run_read_first(tiny_project, t
 
             pipeline = Pipeline([make])
             """
-        )
+        ),
     )
     raw = tmp_path / "storage" / "raw"
     raw.mkdir(parents=True)
     (raw / "a.csv").write_text("x\n1\n2\n")
-    assert mlops(tiny_project, "run", "--pipeline-run", "raw-key").returncode == 0
+    pipeline = load_pipeline(load_config(tiny_project))
+    assert not pipeline.run(project=tiny_project, pipeline_run="raw-key").joined
     (raw / "a.csv").write_text("x\n1\n2\n3\n")  # the raw files change before a retry
-    again = mlops(tiny_project, "run", "--pipeline-run", "raw-key")
-    assert again.returncode == 0, again.stderr
-    plain = mlops(tiny_project, "run")
-    assert plain.returncode == 0, plain.stderr
+    assert pipeline.run(project=tiny_project, pipeline_run="raw-key").joined
+    pipeline.run(project=tiny_project)
 
     _, children = runs_of(tiny_project)
     keyed, fresh = [], []
