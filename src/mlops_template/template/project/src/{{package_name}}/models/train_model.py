@@ -1,14 +1,20 @@
-"""Train a model on whatever columns the table has, and put it to the approval gate."""
+"""Train a model on whatever columns the table has, and put it to the approval gate.
+
+scikit-learn is imported where it is used, so that a process running only
+another step (one pod per step) starts without loading it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from mlops_template import StepContext, split_heldout
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
 
 from ..lib.evaluation import confusion_matrix_figure, residuals_figure
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def train_model(ctx: StepContext) -> None:
@@ -31,6 +37,12 @@ def train_model(ctx: StepContext) -> None:
 
 def build_model(X: pd.DataFrame, task: str, *, max_depth: int, max_iter: int, seed: int) -> Pipeline:
     """Impute and encode the numeric and text columns found in X, then gradient-boosted trees."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
     numeric = X.select_dtypes("number").columns.tolist()
     categorical = [c for c in X.columns if c not in numeric]
     prepare = ColumnTransformer(
