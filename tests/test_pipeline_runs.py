@@ -359,3 +359,28 @@ def test_a_retry_reads_the_raw_files_its_pipeline_run_read_first(tiny_project, t
         (keyed if len(keyed) < 2 else fresh).append(child.data.tags["mlops.data.raw"])
     assert keyed[0] == keyed[1]  # the retry read what the first attempt read
     assert fresh[0] != keyed[0]  # a new pipeline run reads raw/ as it is now
+
+
+def test_a_stopped_step_process_marks_its_attempt_and_the_pipeline_run_failed(tiny_project, tmp_path):
+    with_steps(tiny_project, TINY_STEPS)
+    hold = tmp_path / "hold"
+    hold.touch()
+    env = {"HOLD": str(hold)}
+    assert mlops(tiny_project, "run", "--step", "make", "--pipeline-run", "stop-me", env=env).returncode == 0
+    step = subprocess.Popen(
+        [sys.executable, "-m", "mlops_template", "run", "--step", "slow", "--pipeline-run", "stop-me"],
+        cwd=tiny_project,
+        env=_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(lambda: [c for c in runs_of(tiny_project)[1] if c.data.tags.get("mlops.data.numbers")])
+    step.send_signal(signal.SIGTERM)  # what Kubernetes sends a pod it stops
+    _, err = step.communicate(timeout=60)
+    assert step.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in err
+    parents, children = runs_of(tiny_project)
+    slow = [c for c in children if c.data.tags["mlops.step"] == "slow"]
+    assert [c.info.status for c in slow] == ["FAILED"]
+    assert [p.info.status for p in parents] == ["FAILED"]

@@ -67,6 +67,7 @@ def run_and_report(
 
     out = console()
     started = time.perf_counter()
+    stop_on_sigterm()
     quiet_mlflow()
     show_warnings()
     show_step_logs(config.package)
@@ -94,6 +95,22 @@ def run_and_report(
     )
     _print_where(result, started)
     return result
+
+
+def stop_on_sigterm() -> None:
+    """End on SIGTERM (a pod being stopped, a scheduler's timeout) as on Ctrl+C: the step's run is marked FAILED.
+
+    Python's default is to die at once, which would leave the attempt RUNNING
+    until a retry finds its lease lapsed.
+    """
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _print_where(result: PipelineResult, started: float) -> None:
