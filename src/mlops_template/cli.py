@@ -119,12 +119,16 @@ def runs(environment: str | None, limit: int, project: Path | None) -> None:
     env = config.environment(environment)
     quiet_mlflow()
     metric = config.model.gate.metric
-    table = Table("run", "started (UTC)", "status", "env", "steps", "commit", metric, "gate", "model", box=None)
+    table = Table(box=None)
+    table.add_column("run", no_wrap=True, min_width=32)  # whole ids: they are what other commands take
+    for heading in ("key", "started (UTC)", "status", "env", "steps", "commit", metric, "gate", "model"):
+        table.add_column(heading, no_wrap=True)
     for run in list_runs(config, env, limit=limit):
         commit = run.git_commit[:8] + ("+dirty" if run.git_dirty == "true" else "")
         value = run.metrics.get(metric)
         table.add_row(
             run.run_id,
+            run.key,
             f"{run.started:%Y-%m-%d %H:%M:%S}",
             run.status,
             run.environment,

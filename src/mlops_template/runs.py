@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .config import Config, Environment
+from .pipeline_runs import TAG_PIPELINE_RUN
 from .tracking import (
     TAG_ENVIRONMENT,
     TAG_GATE,
@@ -21,6 +22,7 @@ from .tracking import (
 @dataclass(frozen=True)
 class PipelineRun:
     run_id: str
+    key: str
     started: datetime
     status: str
     environment: str
@@ -59,11 +61,13 @@ def list_runs(config: Config, env: Environment, *, limit: int = 20) -> list[Pipe
     result = []
     for parent in parents:
         children = children_of[parent.info.run_id]
-        train = next((c for c in children if c.data.tags.get(TAG_STEP) == "train_model"), None)
+        trainings = [c for c in children if c.data.tags.get(TAG_STEP) == "train_model"]
+        train = max(trainings, key=lambda c: c.info.start_time or 0, default=None)  # the latest attempt
         tags = parent.data.tags
         result.append(
             PipelineRun(
                 run_id=parent.info.run_id,
+                key=tags.get(TAG_PIPELINE_RUN, ""),
                 started=datetime.fromtimestamp(parent.info.start_time / 1000, tz=UTC),
                 status=parent.info.status,
                 environment=tags.get(TAG_ENVIRONMENT, "?"),

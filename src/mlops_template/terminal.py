@@ -20,7 +20,7 @@ def console(stderr: bool = False):
 
     from rich.console import Console
 
-    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((160, 24)).columns, 160)
+    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((240, 24)).columns, 240)
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
