@@ -53,12 +53,27 @@ def create_version(client: MlflowClient, name: str, model_uri: str, run_id: str,
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        return client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+        return client.create_model_version(
+            name, model_uri, run_id=run_id, tags=tags, model_id=logged_model_id(model_uri)
+        )
     except MlflowException as exc:
         raise TrackingError(
             f"model registry: cannot register a version of '{name}' ({exc.message}); "
             "run the training step again (another registration may have been under way)"
         ) from exc
+
+
+def logged_model_id(model_uri: str) -> str | None:
+    """The logged model's id in `models:/<id>` (what `log_model` returns), None for any other URI.
+
+    A tracking server accepts such a source only with that id alongside: it checks that
+    the version's source belongs to the logged model it names.
+    """
+    prefix = "models:/"
+    if not model_uri.startswith(prefix):
+        return None
+    rest = model_uri[len(prefix) :]
+    return rest if rest and "/" not in rest else None
 
 
 def set_champion(client: MlflowClient, name: str, version: str) -> None:

@@ -70,8 +70,16 @@ def show_step_logs(package: str) -> None:
 
 
 def quiet_mlflow() -> None:
-    """Keep MLflow's INFO chatter (table creation, …) off the terminal; our own lines say what happened."""
+    """Keep MLflow's chatter (table creation, …) off the terminal; our own lines say what happened.
+
+    Against a tracking server MLflow writes "View run …" and "View experiment …" to
+    stdout whenever a run ends; the pipeline's summary already says where runs are.
+    A user who sets MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false gets them back.
+    """
     import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
     import mlflow  # noqa: F401  (configures its loggers on import, so adjust them after)
 
