@@ -25,6 +25,9 @@ from pathlib import Path
 
 import pytest
 
+# The team stack's fixtures: a PostgreSQL server and an MLflow tracking server over it.
+pytest_plugins = ["stack"]
+
 # MLflow must never phone home from a test run; set before anything imports it.
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
@@ -149,16 +152,37 @@ rows = 4
     return root
 
 
+# Fake AWS credentials (so nothing can reach a real account), and the variables that would override them.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+}
+AWS_OVERRIDES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
 @pytest.fixture
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake AWS credentials, so nothing can reach a real account."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    for name, value in FAKE_AWS.items():
+        monkeypatch.setenv(name, value)
+    for name in AWS_OVERRIDES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+def make_bucket(endpoint: str) -> str:
+    """Create a fresh, uniquely named bucket on the moto S3 server (with the fake credentials); returns its name."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    keys = {
+        "aws_access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+    }
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(Bucket=name)
+    return name
 
 
 @pytest.fixture
@@ -168,11 +192,7 @@ def s3_bucket(s3_endpoint: str, aws_credentials: None) -> str:
     The bucket is reached over HTTP on loopback, through the same s3fs code
     path as AWS; the credentials are fake and set for this test only.
     """
-    import boto3
-
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
-    return name
+    return make_bucket(s3_endpoint)
 
 
 @pytest.fixture

@@ -1,0 +1,215 @@
+"""A team's stack on loopback: PostgreSQL, and `mlflow server` over it with artifacts proxied to S3 (moto).
+
+`postgres` is one PostgreSQL server per session, initialised into a temporary
+folder; each test or module that needs a fresh store asks it for a database of
+its own. PostgreSQL refuses to run as root, so as root its folder belongs to an
+unprivileged user (`nobody`, or a system user made for it) and its programs run
+through `runuser`; any other user runs them as themself.
+
+`mlflow_server` is one tracking server per test module, started as a team would
+start theirs: PostgreSQL backend store, `--artifacts-destination s3://…` on the
+moto server, logs in a file. Its default security middleware admits clients on
+127.0.0.1, so no `--allowed-hosts` is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import AWS_OVERRIDES, FAKE_AWS, make_bucket
+
+_SUPERUSER = "postgres"  # the database role initdb creates; loopback only, trusted
+_SERVICE_USER = "mlops-postgres"  # made only when running as root on a system without `nobody`
+_MLFLOW_START_TIMEOUT = 180.0  # two imports of MLflow's server on a busy machine
+# Variables that would send the server's or a command's MLflow elsewhere.
+MLFLOW_OVERRIDES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_bindir() -> Path | None:
+    """The folder holding `initdb` and `pg_ctl`: from PATH, `pg_config --bindir`, or /usr/lib/postgresql/<newest>/bin."""
+    candidates = []
+    if initdb := shutil.which("initdb"):
+        candidates.append(Path(initdb).resolve().parent)
+    if pg_config := shutil.which("pg_config"):
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        candidates.append(Path(out.stdout.strip()))
+    versions = glob.glob("/usr/lib/postgresql/*/bin")
+    candidates += [Path(p) for p in sorted(versions, key=lambda p: int(Path(p).parent.name), reverse=True)]
+    return next((c for c in candidates if (c / "initdb").is_file() and (c / "pg_ctl").is_file()), None)
+
+
+def _service_user() -> str:
+    """The unprivileged user PostgreSQL runs as when the tests run as root."""
+    for name in ("nobody", _SERVICE_USER):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _SERVICE_USER], check=True
+    )
+    return _SERVICE_USER
+
+
+@dataclass
+class Postgres:
+    """A running PostgreSQL server on 127.0.0.1 that makes a fresh database on request."""
+
+    port: int
+    folder: Path
+
+    def create_database(self) -> str:
+        """A new, empty database; returns its SQLAlchemy URI (as `mlflow server --backend-store-uri` takes it)."""
+        import psycopg2
+
+        name = f"mlflow_{uuid.uuid4().hex[:12]}"
+        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=_SUPERUSER, dbname="postgres")
+        try:
+            connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+            with connection.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            connection.close()
+        return f"postgresql+psycopg2://{_SUPERUSER}@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server for the session: `initdb` into a temporary folder, `pg_ctl start`, stopped at the end."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL is not installed (no initdb): scripts/test.sh installs it, or apt-get install postgresql"
+        )
+    prefix: list[str] = []
+    # Not under pytest's temp folder: it is 0700 root's, and the server's user must reach its own folder.
+    folder = Path(tempfile.mkdtemp(prefix="mlops-postgres-"))
+    if os.geteuid() == 0:
+        user = _service_user()
+        shutil.chown(folder, user)
+        prefix = ["runuser", "-u", user, "--"]
+    data, log, port = folder / "data", folder / "server.log", free_port()
+
+    def run(*command: str) -> None:
+        done = subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            server_log = log.read_text(errors="replace") if log.exists() else ""
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}{server_log}")
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", _SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync")
+    # Throwaway data: no fsync; sockets in its own folder, as the default one may not be writable.
+    options = f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
+    try:
+        yield Postgres(port, folder)
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    """A running `mlflow server`: its URL, the bucket its artifacts go to (under `mlartifacts/`), and its log."""
+
+    url: str
+    bucket: str
+    s3_endpoint: str
+    backend_store_uri: str
+    log: Path
+
+
+def client_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the fake AWS keys, and no variable redirecting MLflow, mlops or AWS."""
+    env = {k: v for k, v in os.environ.items() if k not in (*AWS_OVERRIDES, *MLFLOW_OVERRIDES)}
+    env = {k: v for k, v in env.items() if not k.startswith(("MLOPS_", "MLFLOW_S3_"))}
+    return {**env, **FAKE_AWS, "MLFLOW_DISABLE_TELEMETRY": "true", **extra}
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(
+    postgres: Postgres, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlflowServer]:
+    """`mlflow server` on 127.0.0.1 for one test module: a fresh PostgreSQL database, artifacts proxied to a fresh bucket.
+
+    Job execution (MLflow's background workers, unused here) is off, to spare the machine five processes.
+    """
+    bucket = make_bucket(s3_endpoint)
+    backend = postgres.create_database()
+    port = free_port()
+    folder = tmp_path_factory.mktemp("mlflow-server")  # its working folder: anything it writes stays here
+    log = folder / "server.log"
+    env = client_env(MLFLOW_S3_ENDPOINT_URL=s3_endpoint, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend,
+        "--artifacts-destination", f"s3://{bucket}/mlartifacts",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1",
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        # Its own process group: `mlflow server` runs uvicorn as a child, and both must stop.
+        process = subprocess.Popen(
+            command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_health(url, process, log)
+        yield MlflowServer(url, bucket, s3_endpoint, backend, log)
+    finally:
+        _stop(process)
+
+
+def _wait_for_health(url: str, process: subprocess.Popen, log: Path) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+    deadline = time.monotonic() + _MLFLOW_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"mlflow server exited with code {process.returncode}:\n{log.read_text(errors='replace')}"
+            )
+        try:
+            with opener.open(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # refused while starting; urllib's HTTPError is an OSError too
+            pass
+        time.sleep(0.3)
+    _stop(process)
+    raise RuntimeError(
+        f"mlflow server did not answer {url}/health within {_MLFLOW_START_TIMEOUT:.0f}s:\n{log.read_text()}"
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop the server and its uvicorn child: its whole process group, which it leads."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):  # whatever of the group is still there
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
