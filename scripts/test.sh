@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install mlops-template with its test extras, lint, and run the test suite (arguments go to pytest).
 source "$(dirname "$0")/_uv.sh"
+source scripts/_postgres.sh
+ensure_postgres
 "$UV" sync --frozen --extra test --compile-bytecode
 "$UV" run --frozen --no-sync ruff check src tests benchmarks
 "$UV" run --frozen --no-sync ruff format --check --quiet src tests benchmarks
