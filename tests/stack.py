@@ -18,6 +18,7 @@ import contextlib
 import glob
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -57,7 +58,10 @@ def postgres_bindir() -> Path | None:
         out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
         candidates.append(Path(out.stdout.strip()))
     versions = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += [Path(p) for p in sorted(versions, key=lambda p: int(Path(p).parent.name), reverse=True)]
+    newest_first = sorted(
+        versions, key=lambda p: [int(n) for n in re.findall(r"\d+", Path(p).parent.name)], reverse=True
+    )
+    candidates += [Path(p) for p in newest_first]
     return next((c for c in candidates if (c / "initdb").is_file() and (c / "pg_ctl").is_file()), None)
 
 
@@ -80,7 +84,6 @@ class Postgres:
     """A running PostgreSQL server on 127.0.0.1 that makes a fresh database on request."""
 
     port: int
-    folder: Path
 
     def create_database(self) -> str:
         """A new, empty database; returns its SQLAlchemy URI (as `mlflow server --backend-store-uri` takes it)."""
@@ -109,6 +112,8 @@ def postgres() -> Iterator[Postgres]:
     # Not under pytest's temp folder: it is 0700 root's, and the server's user must reach its own folder.
     folder = Path(tempfile.mkdtemp(prefix="mlops-postgres-"))
     if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without `runuser`: PostgreSQL cannot be started as another user")
         user = _service_user()
         shutil.chown(folder, user)
         prefix = ["runuser", "-u", user, "--"]
@@ -120,14 +125,16 @@ def postgres() -> Iterator[Postgres]:
             server_log = log.read_text(errors="replace") if log.exists() else ""
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}{server_log}")
 
-    run(str(bindir / "initdb"), "-D", str(data), "-U", _SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync")
     # Throwaway data: no fsync; sockets in its own folder, as the default one may not be writable.
     options = f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
     try:
-        yield Postgres(port, folder)
+        run(str(bindir / "initdb"), "-D", str(data), "-U", _SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync")
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
+        try:
+            yield Postgres(port)
+        finally:
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
     finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
         shutil.rmtree(folder, ignore_errors=True)
 
 
