@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from . import environ
 from .config import Config, Environment
 from .errors import TrackingError
-from .uris import redact, redact_text
+from .uris import redact, redact_text, redacted_repr
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -333,6 +333,7 @@ def _mlflow_answer(response) -> dict | None:
     return None
 
 
+@redacted_repr
 @dataclass(frozen=True)
 class LaunchedRun:
     """The run `mlflow run` created for this process, and the tracking store MLflow keeps it in."""
