@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,22 +89,25 @@ def _wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: floa
     raise RuntimeError(f"moto server did not answer on {url} within {timeout:.0f}s")
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of moto's standalone S3 server, run as a real process on 127.0.0.1.
+@contextmanager
+def moto_server(log_dir: Path, **variables: str) -> Iterator[str]:
+    """Run moto's standalone S3 server as a real process on 127.0.0.1 and yield its URL; `variables` go to its environment.
 
     moto stands in for AWS S3 only: clients reach it over HTTP on loopback
     through the same boto3/s3fs code path they use against AWS. Its request
     log goes to a file (a pipe nobody reads would fill up and block the server).
+    With `INITIAL_NO_AUTH_ACTION_COUNT="0"` it checks every request's keys
+    against its own IAM users, so unknown keys are refused as AWS would.
     """
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "server.log"
+    log = log_dir / f"moto-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **variables},
         )
     try:
         _wait_until_up(url, process, log, _SERVER_START_TIMEOUT)
@@ -116,6 +119,13 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of moto's standalone S3 server (see `moto_server`), shared by the session."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

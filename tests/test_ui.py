@@ -98,6 +98,7 @@ def ui_server(project, tmp_path_factory):
     log = tmp_path_factory.mktemp("ui-log") / "ui.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_"))}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlruns.db'}"  # the project's own store, given as a user would
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     mlops = Path(sys.executable).parent / "mlops"
     with log.open("wb") as out:
@@ -148,7 +149,7 @@ def test_ui_shows_the_runs_of_the_store(ui_server, project):
 
 def test_ui_listens_on_loopback_only(ui_server, project):
     _, port, _ = ui_server
-    cmd = ui_command(load_config(project).environment("local"), port=port)
+    cmd = ui_command(load_config(project).environment("local"), port=port).argv
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--port") + 1] == str(port)
     addresses = _listening_addresses(port)
@@ -157,13 +158,38 @@ def test_ui_listens_on_loopback_only(ui_server, project):
     assert addresses == {"0100007F"}  # 127.0.0.1, little-endian hex; not 0.0.0.0 nor any ::
 
 
-def test_ui_command_uses_the_environments_uris(project):
+def test_no_process_of_the_ui_shows_the_store_on_its_command_line(ui_server):
+    _, port, _ = ui_server
+    listing = subprocess.run(
+        ["ps", "-eww", "-o", "pid=,pgid=,args="], capture_output=True, text=True, check=True
+    ).stdout
+    processes = [line.split(None, 2) for line in listing.splitlines() if len(line.split(None, 2)) == 3]
+    group = next(pgid for _, pgid, args in processes if f"mlops ui --port {port} " in args)
+    ours = {int(pid): args for pid, pgid, args in processes if pgid == group}
+    server = next(pid for pid, args in ours.items() if "-m mlflow ui" in args)
+    assert any("uvicorn" in args for args in ours.values()), ours  # the workers are there to be looked at
+    assert [args for args in ours.values() if "sqlite:" in args or "mlruns.db" in args] == []
+    handed = Path(f"/proc/{server}/environ").read_bytes().split(b"\0")
+    assert any(v.startswith(b"MLFLOW_BACKEND_STORE_URI=sqlite:///") and v.endswith(b"mlruns.db") for v in handed)
+
+
+def test_ui_command_hands_the_environments_uris_over_in_variables(project):
     env = load_config(project).environment("local")
-    cmd = ui_command(env, port=5001)
-    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{project.resolve() / 'mlruns.db'}"
-    assert "--registry-store-uri" not in cmd
-    cmd = ui_command(replace(env, registry_uri="sqlite:////tmp/registry.db"), port=5001)
-    assert cmd[cmd.index("--registry-store-uri") + 1] == "sqlite:////tmp/registry.db"
+    store = f"sqlite:///{project.resolve() / 'mlruns.db'}"
+    command = ui_command(env, port=5001)
+    assert command.variables == {"MLFLOW_BACKEND_STORE_URI": store, "MLFLOW_REGISTRY_STORE_URI": store}
+    command = ui_command(replace(env, registry_uri="sqlite:////tmp/registry.db"), port=5001)
+    assert command.variables["MLFLOW_REGISTRY_STORE_URI"] == "sqlite:////tmp/registry.db"
+
+
+def test_ui_command_line_holds_no_store_uri_nor_secret(project):
+    secret_store = "postgresql://ml:s3cret-pw@db.internal/mlflow"
+    env = replace(load_config(project).environment("local"), tracking_uri=secret_store)
+    command = ui_command(env, port=5001)
+    assert not any("s3cret" in arg or "postgresql" in arg for arg in command.argv)
+    assert command.variables["MLFLOW_BACKEND_STORE_URI"] == secret_store  # what the subprocess is given
+    assert "s3cret" not in repr(command)
+    assert "postgresql://ml:***@db.internal/mlflow" in repr(command)
 
 
 @pytest.mark.parametrize("uri", ["http://mlflow.dev.internal:5000", "https://mlflow.example.org"])

@@ -16,6 +16,7 @@ from .entrypoint import (
     step_option,
     verbose_option,
 )
+from .environ import scoped
 from .errors import MlopsError
 from .terminal import console, fail, quiet_mlflow, show_warnings, skip_final_gc
 
@@ -156,6 +157,7 @@ def _connected(project: Path | None, environment: str | None):
 @main.command()
 @env_option
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
+@scoped
 def models(environment: str | None, project: Path | None) -> None:
     """List the registered versions of the project's model and their aliases."""
     from rich.table import Table
@@ -193,6 +195,7 @@ def models(environment: str | None, project: Path | None) -> None:
 @click.option("--alias", default="champion", show_default=True, help="Alias to move.")
 @env_option
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
+@scoped
 def promote(version: str, alias: str, environment: str | None, project: Path | None) -> None:
     """Point the champion (or --alias) at VERSION of the project's model, e.g. to roll back."""
     from .registry import promote as promote_version
@@ -210,11 +213,11 @@ def data() -> None:
     """Dataset snapshots: list, inspect, compare, add and fetch versions."""
 
 
-def _snapshots(project: Path | None, environment: str | None):
+def _snapshots(project: Path | None, environment: str | None, *, check: bool = False):
     from .config import load_config
     from .snapshots import open_snapshots
 
-    return open_snapshots(load_config(project), environment)
+    return open_snapshots(load_config(project), environment, check=check)
 
 
 _project_option = click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
@@ -373,7 +376,7 @@ def _print_diff(d) -> None:
 @_project_option
 def data_add(file: Path, name: str, environment: str | None, project: Path | None) -> None:
     """Store a CSV or parquet FILE as a snapshot of dataset NAME and make it the current version."""
-    stored = _snapshots(project, environment).add_file(file, name)
+    stored = _snapshots(project, environment, check=True).add_file(file, name)
     s = stored.snapshot
     state = "stored" if stored.written else "unchanged, already stored"
     console().print(f"{s.ref}  {s.rows:,} rows, {_size(s.bytes)} ({state}); current version of '{s.name}'")

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .environ import user_value
 from .errors import ConfigError, choices
+from .uris import redacted_repr
 
 CONFIG_FILE = "mlops.toml"
 DEFAULT_ENVIRONMENT = "local"
@@ -34,9 +36,13 @@ _MODEL_KEYS = {"name": str, "task": str, "gate": dict}
 _GATE_KEYS = {"metric": str, "min": float, "beat_champion": bool}
 
 
+@redacted_repr
 @dataclass(frozen=True)
 class Environment:
-    """A named target: where data lives, where runs are tracked, which cloud account."""
+    """A named target: where data lives, where runs are tracked, which cloud account.
+
+    Its repr hides the passwords and tokens a store URI may carry.
+    """
 
     name: str
     storage: str
@@ -292,13 +298,14 @@ def _absolute_sqlite(uri: str, root: Path) -> str:
 
 
 def _apply_overrides(env: Environment, root: Path) -> Environment:
+    """The user's variables override the file; what the library set for an environment in use does not."""
     overrides = {
-        "storage": os.environ.get("MLOPS_STORAGE"),
-        "tracking_uri": os.environ.get("MLFLOW_TRACKING_URI"),
-        "registry_uri": os.environ.get("MLFLOW_REGISTRY_URI"),
-        "aws_profile": os.environ.get("AWS_PROFILE"),
-        "aws_region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-        "s3_endpoint_url": os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+        "storage": user_value("MLOPS_STORAGE"),
+        "tracking_uri": user_value("MLFLOW_TRACKING_URI"),
+        "registry_uri": user_value("MLFLOW_REGISTRY_URI"),
+        "aws_profile": user_value("AWS_PROFILE"),
+        "aws_region": user_value("AWS_REGION") or user_value("AWS_DEFAULT_REGION"),
+        "s3_endpoint_url": user_value("AWS_ENDPOINT_URL_S3") or user_value("AWS_ENDPOINT_URL"),
     }
     env = replace(env, **{k: v for k, v in overrides.items() if v})
     # Paths from mlops.toml are already absolute; relative ones from variables are the cwd's.

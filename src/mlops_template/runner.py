@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .context import StepContext
+from .environ import scoped
 from .errors import ConfigError, MlopsError, StepError
 from .params import apply_overrides
 from .pipeline_runs import (
@@ -43,6 +44,7 @@ from .tracking import (
     store_errors,
     store_failures,
 )
+from .uris import redacted_repr
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -58,6 +60,7 @@ class StepResult:
     notes: list[str] = field(default_factory=list)
 
 
+@redacted_repr
 @dataclass
 class PipelineResult:
     run_id: str
@@ -80,6 +83,7 @@ class PipelineResult:
 OnStep = Callable[[PipelineResult, StepResult | None], None]
 
 
+@scoped
 def run_pipeline(
     pipeline: Pipeline,
     config: Config,
@@ -117,7 +121,7 @@ def run_pipeline(
     with launched_run() as launched:
         env = config.environment(environment)
         params = apply_overrides({s.name: config.step_params(s.name) for s in selected}, overrides or {})
-        storage = open_storage(env)
+        storage = open_storage(env, check=True)
         experiment_id = connect(config, env)
         git = git_state(config.root)
         client = mlflow.MlflowClient()

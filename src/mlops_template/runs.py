@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .config import Config, Environment
+from .environ import scoped
 from .pipeline_runs import TAG_PIPELINE_RUN
 from .tracking import (
     TAG_ENVIRONMENT,
@@ -34,6 +35,7 @@ class PipelineRun:
     model_version: str | None = None
 
 
+@scoped
 def list_runs(config: Config, env: Environment, *, limit: int = 20) -> list[PipelineRun]:
     """The newest pipeline runs first, each with its training metrics and gate decision.
 

@@ -432,12 +432,18 @@ class SnapshotStore:
         return target
 
 
-def open_snapshots(config: Config, environment: str | Environment | None = None) -> SnapshotStore:
-    """The snapshot store of a project's environment (default: MLOPS_ENVIRONMENT or `local`)."""
+def open_snapshots(
+    config: Config, environment: str | Environment | None = None, *, check: bool = False
+) -> SnapshotStore:
+    """The snapshot store of a project's environment (default: MLOPS_ENVIRONMENT or `local`).
+
+    With `check`, its storage is probed first, so that a missing bucket or
+    denied credentials fail at once, naming the environment and the fix.
+    """
     from .storage import open_storage
 
     env = environment if not isinstance(environment, str | None) else config.environment(environment)
-    return SnapshotStore(open_storage(env))
+    return SnapshotStore(open_storage(env, check=check))
 
 
 class _Discard:

@@ -25,14 +25,19 @@ def console(stderr: bool = False):
 
 
 def fail(exc: MlopsError, *, verbose: bool) -> None:
-    """Print the error as one red line (its traceback first with `verbose`) and exit 1."""
+    """Print the error as one red line (its traceback first with `verbose`) and exit 1.
+
+    Both go through :func:`uris.redact_text`: a third-party error in the chain may quote a store URI whole.
+    """
+    from .uris import redact_text
+
     if verbose:
         import traceback
 
-        traceback.print_exc()
+        sys.stderr.write(redact_text("".join(traceback.format_exception(exc))))
     from rich.markup import escape
 
-    console(stderr=True).print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True)
+    console(stderr=True).print(f"[bold red]Error:[/] {escape(redact_text(str(exc)))}", markup=True)
     sys.exit(1)
 
 

@@ -10,7 +10,6 @@ import logging
 import os
 import sqlite3
 import subprocess
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -19,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .aws import usable_profile
+from . import environ
 from .config import Config, Environment
 from .errors import TrackingError
+from .uris import redact, redact_text, redacted_repr
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -46,6 +46,9 @@ TAG_MODEL_VERSION = "mlops.model_version"
 TAG_PIPELINE_RUN_ID = "mlops.pipeline_run_id"
 TAG_LAUNCHED_BY = "mlops.launched_by"
 
+# How long a tracking or registry server has to answer the first request before it counts as down.
+PROBE_SECONDS = 3.0
+
 # What `mlflow run` hands the entry point's process.
 _PROJECT_RUN_VARIABLES = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_TRACKING_URI")
 
@@ -55,10 +58,13 @@ def connect(config: Config, env: Environment) -> str:
 
     A SQLite store keeps its artifacts in `mlruns/` beside the database file
     whatever the working folder, so runs started anywhere in the project meet.
+    The S3 settings MLflow reads from the process environment are set for
+    `env`: call it inside :func:`environ.scope` (or `environ.scoped`) so that
+    they are put back afterwards.
     """
     import mlflow
 
-    _export_artifact_settings(env)
+    environ.export(env)
     _check_reachable(env)
     _set_uris(env)
     with store_errors(env), _creation_lock(env.tracking_uri):
@@ -153,8 +159,8 @@ def describe_failure(env: Environment, exc: BaseException, *, registry: bool = F
         uri, setting = env.tracking_uri, "tracking_uri in mlops.toml or MLFLOW_TRACKING_URI"
     store = "model registry" if registry else "tracking store"
     causes = list(_causes(exc))
-    return (
-        f"environment '{env.name}': {store} {display_uri(uri)} failed: {_problem(causes)}; {_fix(uri, causes, setting)}"
+    return redact_text(
+        f"environment '{env.name}': {store} {redact(uri)} failed: {_problem(causes)}; {_fix(uri, causes, setting)}"
     )
 
 
@@ -198,13 +204,8 @@ def _is_connection_error(exc: BaseException) -> bool:
     )
 
 
-def display_uri(uri: str) -> str:
-    """A store URI fit to print: a password in it is replaced by `***`."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+# A store URI fit to print (the name callers know it by): its secrets replaced by `***`.
+display_uri = redact
 
 
 def _set_uris(env: Environment) -> None:
@@ -242,49 +243,97 @@ def client() -> MlflowClient:
     return mlflow.MlflowClient()
 
 
-def _export_artifact_settings(env: Environment) -> None:
-    """MLflow's S3 artifact client reads these from the process environment, not from arguments."""
-    if env.s3_endpoint_url:
-        os.environ["MLFLOW_S3_ENDPOINT_URL"] = env.s3_endpoint_url
-    profile = usable_profile(env.aws_profile, environment=env.name)
-    if profile:
-        os.environ.setdefault("AWS_PROFILE", profile)
-    if env.aws_region:
-        os.environ.setdefault("AWS_DEFAULT_REGION", env.aws_region)
-
-
 def _check_reachable(env: Environment) -> None:
-    """Fail in seconds, not after MLflow's minutes of retries, when a tracking or registry server is down."""
-    for uri, store, setting in (
-        (env.tracking_uri, "tracking server", "tracking_uri in mlops.toml / MLFLOW_TRACKING_URI"),
-        (env.registry_uri, "model registry server", "registry_uri in mlops.toml / MLFLOW_REGISTRY_URI"),
-    ):
-        if (
-            not uri
-            or not uri.startswith(("http://", "https://"))
-            or (store != "tracking server" and uri == env.tracking_uri)
-        ):
-            continue
-        try:
-            with urllib.request.urlopen(_health_url(uri), timeout=5):
-                pass
-        except urllib.error.HTTPError:
-            continue  # it answered: reachable, whatever it thinks of /health
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+    """Fail in seconds, before any run exists, when a tracking or registry server is down or is not MLflow.
+
+    One request each, without MLflow's retries (minutes of them for a server
+    that is down), with MLflow's own credentials and TLS settings.
+    """
+    _probe_server(env, env.tracking_uri, registry=False)
+    if env.registry_uri and env.registry_uri != env.tracking_uri:
+        _probe_server(env, env.registry_uri, registry=True)
+
+
+def _probe_server(env: Environment, uri: str, *, registry: bool) -> None:
+    if not uri.startswith(("http://", "https://")):
+        return
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    if registry:
+        store, setting = "model registry server", "registry_uri in mlops.toml / MLFLOW_REGISTRY_URI"
+        endpoint, query = "/api/2.0/mlflow/registered-models/get", {"name": "mlops-probe"}
+    else:
+        store, setting = "tracking server", "tracking_uri in mlops.toml / MLFLOW_TRACKING_URI"
+        endpoint, query = "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": "mlops-probe"}
+    where = f"environment '{env.name}': {store} {redact(uri)}"
+    try:
+        response = http_request(
+            get_default_host_creds(uri),
+            endpoint,
+            "GET",
+            max_retries=0,
+            backoff_factor=0,
+            timeout=PROBE_SECONDS,
+            raise_on_status=False,
+            params=query,
+        )
+    except Exception as exc:  # MLflow wraps every network failure in an MlflowException; its causes tell which
+        causes = _causes(exc)
+        if any(_is_unreachable(c) for c in causes):
             raise TrackingError(
-                f"environment '{env.name}': {store} {display_uri(uri)} is unreachable ({reason}); "
-                f"start it or fix {setting}"
+                redact_text(f"{where} is unreachable ({causes[-1]}); start it or fix {setting}")
             ) from exc
+        if any("timeout" in type(c).__name__.lower() for c in causes):
+            raise TrackingError(
+                f"{where} did not answer within {PROBE_SECONDS:.0f} s; check that it is running and fix {setting}"
+            ) from exc
+        raise TrackingError(describe_failure(env, exc, registry=registry)) from exc
+    status = response.status_code
+    if status in (401, 403):
+        raise TrackingError(
+            f"{where} refused the credentials (HTTP {status}); set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to ones it accepts"
+        )
+    body = _mlflow_answer(response)
+    if body is None:
+        kind = response.headers.get("Content-Type", "").split(";")[0] or "no content type"
+        raise TrackingError(
+            f"{where} does not answer as an MLflow server (HTTP {status}, {kind}); point {setting} at one"
+        )
+    if status >= 500:  # MLflow would retry this for minutes
+        message = str(body.get("message", "")).strip().splitlines()[:1]
+        raise TrackingError(
+            redact_text(
+                f"{where} failed (HTTP {status}: {body.get('error_code')}{': ' + message[0] if message else ''}); "
+                "check the server's log and its database"
+            )
+        )
 
 
-def _health_url(uri: str) -> str:
-    """The server's health page, without credentials a URI may carry (urllib would take them for the host)."""
-    parts = urllib.parse.urlsplit(uri)
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/health", "", ""))
+def _is_unreachable(exc: BaseException) -> bool:
+    """No connection was made: refused, unknown host, no route, or connecting timed out (urllib3's and requests' kinds)."""
+    return isinstance(exc, ConnectionRefusedError) or type(exc).__name__ in (
+        "NewConnectionError",
+        "NameResolutionError",
+        "ConnectTimeoutError",
+        "ConnectTimeout",
+        "gaierror",
+    )
 
 
+def _mlflow_answer(response) -> dict | None:
+    """The JSON object MLflow's REST API answers (what was asked for, or an error naming its code); None otherwise."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict) and (response.status_code == 200 or "error_code" in body):
+        return body
+    return None
+
+
+@redacted_repr
 @dataclass(frozen=True)
 class LaunchedRun:
     """The run `mlflow run` created for this process, and the tracking store MLflow keeps it in."""
@@ -366,7 +415,7 @@ def point_launched_run(launched: LaunchedRun, pipeline_run_id: str, config: Conf
     except Exception as exc:
         raise TrackingError(
             f"`mlflow run`'s run {launched.run_id} could not be tagged with pipeline run {pipeline_run_id} "
-            f"({_short(exc)}); check the MLFLOW_TRACKING_URI `mlflow run` was given"
+            f"({redact_text(_short(exc))}); check the MLFLOW_TRACKING_URI `mlflow run` was given"
         ) from exc
 
 

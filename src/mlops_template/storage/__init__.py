@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..aws import usable_profile
 from ..config import Environment
+from ..errors import StorageError
 from .base import Storage
 from .local import LocalStorage
 from .s3 import S3Storage
@@ -16,8 +17,22 @@ from .s3 import S3Storage
 __all__ = ["LocalStorage", "S3Storage", "Storage", "open_storage"]
 
 
-def open_storage(env: Environment) -> Storage:
-    """The storage an environment's `storage` URI points at."""
+def open_storage(env: Environment, *, check: bool = False) -> Storage:
+    """The storage an environment's `storage` URI points at; with `check`, probed first (:meth:`Storage.check`).
+
+    Check before writing anything or starting a run: a missing bucket, denied
+    credentials or a wrong endpoint then fail in seconds, naming the environment.
+    """
+    storage = _open(env)
+    if check:
+        try:
+            storage.check()
+        except StorageError as exc:
+            raise StorageError(f"environment '{env.name}': {exc}") from exc
+    return storage
+
+
+def _open(env: Environment) -> Storage:
     uri = env.storage
     if uri.startswith("s3://"):
         profile = usable_profile(env.aws_profile, environment=env.name)

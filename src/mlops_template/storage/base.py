@@ -28,6 +28,13 @@ class Storage:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri('')!r})"
 
+    def check(self) -> None:
+        """Raise :class:`StorageError` naming the problem and the fix when this storage cannot be used.
+
+        A cheap probe made before anything is run or recorded, so that a wrong
+        bucket, endpoint or credential fails in seconds with its real cause.
+        """
+
     # -- paths -----------------------------------------------------------------
     def path(self, key: str) -> str:
         """The filesystem path of a key (no scheme)."""

@@ -32,6 +32,19 @@ class LocalStorage(Storage):
         self.root = str(Path(root).resolve())
         self.fs = LocalFileSystem()
 
+    def check(self) -> None:
+        """The folder exists or can be made, and a file can be written in it."""
+        root = Path(self.root)
+        try:
+            make_dirs(root)
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".mlops-check-"):
+                pass
+        except OSError as exc:
+            raise StorageError(
+                f"storage {root}: cannot be written ({exc.strerror or exc}); "
+                "point storage in mlops.toml / MLOPS_STORAGE at a folder this user can create and write"
+            ) from exc
+
     def local_path(self, key: str) -> str | None:
         return self.path(key)
 
