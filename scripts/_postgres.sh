@@ -14,5 +14,5 @@ ensure_postgres() {
       "${as[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; } >&2 || true
   fi
   postgres_present ||
-    echo "PostgreSQL is missing and could not be installed: install the 'postgresql' package (initdb, pg_ctl) as root; until then the tests that need it are skipped" >&2
+    echo "PostgreSQL is missing and could not be installed: install the 'postgresql' package (initdb, pg_ctl) as root; until then the tests that need it fail" >&2
 }

@@ -105,7 +105,7 @@ def postgres() -> Iterator[Postgres]:
     """A PostgreSQL server for the session: `initdb` into a temporary folder, `pg_ctl start`, stopped at the end."""
     bindir = postgres_bindir()
     if bindir is None:
-        pytest.skip(
+        pytest.fail(
             "PostgreSQL is not installed (no initdb): scripts/test.sh installs it, or apt-get install postgresql"
         )
     prefix: list[str] = []
@@ -113,7 +113,7 @@ def postgres() -> Iterator[Postgres]:
     folder = Path(tempfile.mkdtemp(prefix="mlops-postgres-"))
     if os.geteuid() == 0:
         if shutil.which("runuser") is None:
-            pytest.skip("running as root without `runuser`: PostgreSQL cannot be started as another user")
+            pytest.fail("running as root without `runuser`: PostgreSQL cannot be started as another user")
         user = _service_user()
         shutil.chown(folder, user)
         prefix = ["runuser", "-u", user, "--"]

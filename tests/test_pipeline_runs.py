@@ -375,7 +375,13 @@ def test_a_stopped_step_process_marks_its_attempt_and_the_pipeline_run_failed(ti
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(lambda: [c for c in runs_of(tiny_project)[1] if c.data.tags.get("mlops.data.numbers")])
+    _wait_for(
+        lambda: [
+            c
+            for c in runs_of(tiny_project)[1]
+            if c.data.tags["mlops.step"] == "slow" and c.data.tags.get("mlops.data.numbers")
+        ]
+    )
     step.send_signal(signal.SIGTERM)  # what Kubernetes sends a pod it stops
     _, err = step.communicate(timeout=60)
     assert step.returncode == 128 + signal.SIGTERM

@@ -199,3 +199,49 @@ def test_predict_alone_loads_the_champion_through_the_server(dev_run, mlflow_ser
     step = next(r for r in runs_of(mlflow_server, experiment_id) if r["tags"].get("mlflow.parentRunId") == run_id)
     assert step["tags"]["mlops.model_version"] == "1"
     assert "View run" not in result.stdout
+
+
+def _open_on_the_server(root: str, key: str, barrier, results) -> None:
+    """In a forked process: reach the stack as `dev`, wait for the others, then open the key's pipeline run."""
+    import mlflow
+
+    from mlops_template.config import load_config
+    from mlops_template.environ import scope
+    from mlops_template.pipeline_runs import open_parent
+    from mlops_template.storage import open_storage
+    from mlops_template.tracking import connect
+
+    os.environ.update(client_env(AWS_SECRET_ACCESS_KEY=SECRET))
+    config = load_config(root)
+    with scope():
+        env = config.environment("dev")
+        experiment_id = connect(config, env)
+        storage, client = open_storage(env), mlflow.MlflowClient()
+        barrier.wait(timeout=120)
+        parent = open_parent(client, storage, experiment_id, key, plan=STEPS, plan_given=False, tags={})
+    results.put(parent.run_id)
+
+
+def test_same_key_started_at_once_on_the_server_makes_one_parent_every_time(dev_run, mlflow_server):
+    """The key's record is a conditional PUT on S3 (moto checks If-None-Match; AWS S3 makes it atomic)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    experiment_id = api(mlflow_server, "experiments/get-by-name", experiment_name=NAME)["experiment"]["experiment_id"]
+    for attempt in range(10):
+        key = f"server-race-{uuid.uuid4().hex[:8]}"
+        barrier, results = context.Barrier(3), context.Queue()
+        processes = [
+            context.Process(target=_open_on_the_server, args=(str(dev_run.root), key, barrier, results))
+            for _ in range(3)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=180)
+        assert [p.exitcode for p in processes] == [0, 0, 0], attempt
+        joined = {results.get(timeout=5) for _ in processes}
+        active = [r for r in runs_of(mlflow_server, experiment_id) if r["tags"].get("mlops.pipeline_run") == key]
+        assert len(joined) == 1 and [r["info"]["run_id"] for r in active] == list(joined), attempt
+        record = s3(mlflow_server).get_object(Bucket=mlflow_server.bucket, Key=f"{PREFIX}/pipeline-runs/{key}.json")
+        assert json.loads(record["Body"].read())["run_id"] in joined

@@ -230,11 +230,21 @@ def _set_uris(env: Environment) -> None:
 
 
 def _artifact_location(env: Environment) -> str | None:
-    """Beside a SQLite file, artifacts go to `mlruns/` next to it rather than under the cwd."""
+    """Where a new experiment keeps its artifacts, when no server decides it.
+
+    Beside a SQLite file, `mlruns/` next to it rather than under the cwd. With
+    a shared database (PostgreSQL, MySQL, ...) reached directly, under the
+    environment's storage (`<storage>/mlartifacts`), so that every process that
+    shares the runs shares their models too. A tracking server chooses its own.
+    """
     prefix = "sqlite:///"
     if env.tracking_uri.startswith(prefix):
         return (Path(env.tracking_uri[len(prefix) :]).parent / "mlruns").as_uri()
-    return None
+    if env.tracking_uri.split("://", 1)[0].split("+", 1)[0] not in ("postgresql", "mysql", "mssql"):
+        return None
+    if env.is_remote_storage:
+        return env.storage.rstrip("/") + "/mlartifacts"
+    return (Path(env.storage) / "mlartifacts").as_uri()
 
 
 def client() -> MlflowClient:
