@@ -200,6 +200,21 @@ def test_other_answers_of_a_tracking_url_fail_as_fast_in_process(project, web_se
     assert result.output.startswith(f"Error: environment 'dev': tracking server {web_server} {problem}")
 
 
+def test_a_database_nobody_runs_fails_without_the_drivers_retries(project):
+    """MLflow's own engine retries a database that refuses connections for minutes."""
+    port = free_port()
+    root = project(tracking_uri=f"postgresql+psycopg2://ml:db-s3cret@127.0.0.1:{port}/mlflow")
+    started = time.perf_counter()
+    result = CliRunner().invoke(main, ["runs", "-e", "dev", "--project", str(root)])
+    assert time.perf_counter() - started < LIMIT_SECONDS
+    assert result.exit_code == 1 and "Traceback" not in result.output and "db-s3cret" not in result.output
+    assert result.output.startswith(
+        f"Error: environment 'dev': tracking store postgresql+psycopg2://ml:***@127.0.0.1:{port}/mlflow "
+        "is unreachable ("
+    )
+    assert "start the database or fix tracking_uri in mlops.toml / MLFLOW_TRACKING_URI" in result.output
+
+
 # -- the storage ----------------------------------------------------------------------------------------
 
 

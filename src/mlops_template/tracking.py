@@ -264,7 +264,37 @@ def _check_reachable(env: Environment) -> None:
         _probe_server(env, env.registry_uri, registry=True)
 
 
+_DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _probe_database(env: Environment, uri: str, *, registry: bool) -> None:
+    """A database reached directly: one TCP connection to it, not MLflow's minutes of engine retries."""
+    import socket
+
+    scheme = uri.split("://", 1)[0].split("+", 1)[0]
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.hostname:
+        return  # a local socket: the driver reports it
+    port = parts.port or _DATABASE_PORTS[scheme]
+    store = "model registry" if registry else "tracking store"
+    setting = (
+        "registry_uri in mlops.toml / MLFLOW_REGISTRY_URI"
+        if registry
+        else "tracking_uri in mlops.toml / MLFLOW_TRACKING_URI"
+    )
+    try:
+        socket.create_connection((parts.hostname, port), timeout=PROBE_SECONDS).close()
+    except OSError as exc:
+        raise TrackingError(
+            f"environment '{env.name}': {store} {redact(uri)} is unreachable ({exc.strerror or exc}); "
+            f"start the database or fix {setting}"
+        ) from exc
+
+
 def _probe_server(env: Environment, uri: str, *, registry: bool) -> None:
+    if uri.split("://", 1)[0].split("+", 1)[0] in _DATABASE_PORTS:
+        _probe_database(env, uri, registry=registry)
+        return
     if not uri.startswith(("http://", "https://")):
         return
     from mlflow.utils.credentials import get_default_host_creds
