@@ -31,17 +31,20 @@ PASSWORD = f"db-pass-{uuid.uuid4().hex[:12]}"
 SECRETS = (ACCESS_KEY, SECRET_KEY, PASSWORD)
 
 
-def _env() -> dict[str, str]:
+def _env(tracking: str = "") -> dict[str, str]:
+    """Credentials in the environment only, as a pod or CI job gets them; the password-bearing URI too."""
     env = client_env(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    if tracking:
+        env["MLFLOW_TRACKING_URI"] = tracking
     return env
 
 
-def mlops(root: Path, *args: str) -> subprocess.CompletedProcess:
+def mlops(root: Path, tracking: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mlops_template", *args],
         cwd=root,
-        env=_env(),
+        env=_env(tracking),
         capture_output=True,
         text=True,
         timeout=600,
@@ -55,7 +58,10 @@ def leaks(text: str | bytes) -> list[str]:
 
 @pytest.fixture
 def project(postgres: Postgres, s3_endpoint: str, tmp_path: Path) -> tuple[Path, str, str]:
-    """A rendered project whose `secure` environment: PostgreSQL with a password in the URI, storage on S3."""
+    """A rendered project whose `secure` environment tracks into PostgreSQL and stores on S3.
+
+    `mlops.toml` names the database without its password; the URI with it comes from MLFLOW_TRACKING_URI.
+    """
     database = postgres.create_database()  # trust authentication on loopback: the password is carried, not needed
     tracking = database.replace("postgresql+psycopg2://postgres@", f"postgresql+psycopg2://postgres:{PASSWORD}@")
     bucket = make_bucket(s3_endpoint)
@@ -65,7 +71,7 @@ def project(postgres: Postgres, s3_endpoint: str, tmp_path: Path) -> tuple[Path,
             f"""
 [environments.secure]
 storage = "s3://{bucket}/secretive"
-tracking_uri = "{tracking}"
+tracking_uri = "{database}"
 s3_endpoint_url = "{s3_endpoint}"
 """
         )
@@ -75,16 +81,16 @@ s3_endpoint_url = "{s3_endpoint}"
 def test_no_secret_reaches_params_tags_artifacts_logs_output_storage_or_ps(project, s3_endpoint, monkeypatch):
     root, bucket, tracking = project
     outputs = []
-    run = mlops(root, "run", "--environment", "secure")
+    run = mlops(root, tracking, "run", "--environment", "secure")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "postgres:***@" in run.stdout  # where it was tracked, its password hidden
     outputs.append(run)
-    failing = mlops(root, "run", "--environment", "secure", "--step", "train_model", "-P", "target=nope")
+    failing = mlops(root, tracking, "run", "--environment", "secure", "--step", "train_model", "-P", "target=nope")
     assert failing.returncode == 1  # a failed step's traceback is written out: it must not carry them either
     outputs += [
         failing,
-        mlops(root, "runs", "--environment", "secure"),
-        mlops(root, "models", "--environment", "secure"),
+        mlops(root, tracking, "runs", "--environment", "secure"),
+        mlops(root, tracking, "models", "--environment", "secure"),
     ]
     assert all(o.returncode == 0 for o in outputs[2:]), [o.stderr for o in outputs]
 
@@ -93,7 +99,7 @@ def test_no_secret_reaches_params_tags_artifacts_logs_output_storage_or_ps(proje
     ui = subprocess.Popen(
         [sys.executable, "-m", "mlops_template", "ui", "--environment", "secure", "--port", str(port)],
         cwd=root,
-        env=_env(),
+        env=_env(tracking),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
