@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install mlops-template with its test extras, lint, and run the test suite (arguments go to pytest).
 source "$(dirname "$0")/_uv.sh"
+bash scripts/debian_packages.sh
 "$UV" sync --frozen --extra test --compile-bytecode
 "$UV" run --frozen --no-sync ruff check src tests benchmarks
 "$UV" run --frozen --no-sync ruff format --check --quiet src tests benchmarks
