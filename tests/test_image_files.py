@@ -183,3 +183,13 @@ def test_run_image_cloud_refuses_the_local_environment_and_a_missing_one(project
     assert (
         unnamed.stderr.strip() == "error: name the environment to run on: --environment dev (or set MLOPS_ENVIRONMENT)"
     )
+
+
+def test_readme_shows_build_run_and_ci_in_five_lines_and_a_step_per_container(project):
+    section = (project / "README.md").read_text().split("## Image and CI\n", 1)[1].split("\n### ", 1)[0]
+    commands = re.search(r"```bash\n(.*?)```", section, re.DOTALL).group(1).splitlines()
+    ci = [line for line in section.splitlines() if line.startswith("CI:")]
+    assert len(commands) + len(ci) <= 5
+    assert [c.split("#")[0].split()[:2] for c in commands] == [["bash", f"scripts/{s}"] for s in SCRIPTS]
+    assert ".github/workflows/ci.yml" in ci[0] and "Jenkinsfile" in ci[0]
+    assert re.search(r"boxed:<commit SHA> run --step train_model --environment dev --pipeline-run \S+", section)

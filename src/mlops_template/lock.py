@@ -38,7 +38,7 @@ class LockOutcome:
 
     def message(self, root: Path) -> str:
         """One line for the user: what is missing, why, and what to run."""
-        return f"{root / LOCK_FILE} was not written: {self.reason}; {self.command}"
+        return f"{root / LOCK_FILE} was not written: {self.reason}; to write it later, run: {self.command}"
 
 
 def lock_command(root: Path, *, uv: str = "uv", upgrade: str | None = None) -> list[str]:
@@ -48,9 +48,7 @@ def lock_command(root: Path, *, uv: str = "uv", upgrade: str | None = None) -> l
 
 def later_command(root: Path) -> str:
     """The command a person runs to make the lock, as they would type it."""
-    return "when a package index can be reached, run: " + " ".join(
-        [*(f"{k}={v}" for k, v in UV_ENVIRONMENT.items()), *map(shlex.quote, lock_command(root))]
-    )
+    return " ".join([*(f"{k}={v}" for k, v in UV_ENVIRONMENT.items()), *map(shlex.quote, lock_command(root))])
 
 
 def find_uv() -> str | None:
