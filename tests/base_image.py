@@ -81,6 +81,11 @@ def ensure(env: dict[str, str], log: Path) -> str:
 
 
 def _make(env: dict[str, str], recipe: str, log: Path) -> None:
+    if os.geteuid() != 0:
+        raise PermissionError(
+            f"making the base image {NAME} takes root (debootstrap, chroot); run the tests as root once, "
+            "or set MLOPS_SKIP_IMAGE_TEST=1 to skip the image test"
+        )
     with tempfile.TemporaryDirectory(prefix="mlops-base-", dir="/var/tmp") as work:
         root = Path(work) / "rootfs"
         with open(log, "ab") as out:

@@ -4,8 +4,10 @@ No image registry can be reached here, so the base image is made first (`base_im
 debootstrap, `podman import`, cached between runs by its recipe). Then the project's own
 `scripts/build_image.sh` builds its Dockerfile unchanged and its own `scripts/run_image.sh`
 runs the pipeline in it. Engine settings come only through podman's own variables:
-BUILDAH_ISOLATION, and a CONTAINERS_CONF file whose settings are the ones the rendered README
-gives podman users (plus host networking, so a container reaches the S3 server on loopback).
+BUILDAH_ISOLATION, a CONTAINERS_CONF file whose settings are the ones the rendered README
+gives podman users (plus host networking, so a container reaches the S3 server on loopback),
+and CONTAINERS_STORAGE_CONF: the tests keep their images in a store of their own (under
+~/.cache), which they prune, and never touch the images of the machine's user.
 
 This is the slowest module (minutes when the base image and layers are not cached yet):
 MLOPS_SKIP_IMAGE_TEST=1 skips it for a quick local run.
@@ -38,6 +40,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 NAME = "iris-img"
+# The tests' own image store, kept between runs: the base image and the last build's layers are its cache.
+STORE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops-template-tests" / "containers"
 UID = "10001"
 TOOLS = ("podman", "runc", "debootstrap", "tar", "git")
 FAKE_KEY_ID = "AKIAMLOPSFAKE7QX3ZK9"
@@ -101,10 +105,16 @@ def engine_env(project: Path, tmp_path_factory) -> dict[str, str]:
     conf_file = tmp_path_factory.mktemp("podman") / "containers.conf"
     # Host networking: the cloud check's S3 server listens on the host's loopback only.
     conf_file.write_text(conf.replace("[containers]\n", '[containers]\nnetns = "host"\n'), encoding="utf-8")
+    storage_file = conf_file.with_name("storage.conf")
+    storage_file.write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{STORE / "storage"}"\nrunroot = "{STORE / "run"}"\n',
+        encoding="utf-8",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "AWS_", "PYTEST_"))}
     env |= {
         "BUILDAH_ISOLATION": "chroot",
         "CONTAINERS_CONF": str(conf_file),
+        "CONTAINERS_STORAGE_CONF": str(storage_file),
         "CONTAINER_ENGINE": "podman",  # the project's scripts' own switch: a docker CLI without a daemon is here
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PATH": f"{env['PATH']}:/usr/sbin:/sbin",
@@ -117,16 +127,18 @@ def engine_env(project: Path, tmp_path_factory) -> dict[str, str]:
 def built(project: Path, engine_env: dict[str, str]) -> tuple[str, Done]:
     """The project's image, built by its own script, and the commit it is tagged with.
 
-    The image stays until the next run builds its own (its layers are that build's cache);
-    then the images of earlier runs are removed, which frees only what the new one does not share.
+    The image and its builder stage stay until the next run builds its own (their layers are
+    that build's cache); then what earlier runs left is removed from the tests' store.
     """
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     done = run(["bash", "scripts/build_image.sh"], project, engine_env)
     ok(done)
     listed = run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", f"localhost/{NAME}"], project, engine_env)
     earlier = [tag for tag in ok(listed).split() if tag.split(":")[-1] not in (sha, "latest")]
     if earlier:
         run(["podman", "rmi", *earlier], project, engine_env)
+    run(["podman", "image", "prune", "--force", "--filter", f"until={started}"], project, engine_env)
     return sha, done
 
 
