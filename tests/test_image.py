@@ -255,7 +255,8 @@ print(json.dumps({"installed": sorted([d.metadata["Name"], d.version] for d in d
 def test_run_image_runs_the_pipeline_and_its_results_stay_on_the_host(first_run, project):
     output = ok(first_run)
     assert "gate passed" in output and f"{NAME} v1 is champion" in output
-    [prediction_file] = (project / "data" / "predictions").glob("*.parquet")
+    prediction_file = Path(re.search(r"predictions → (\S+\.parquet)", output).group(1))
+    assert prediction_file.parent == project / "data" / "predictions"  # on the host, where the project is
     predictions = pd.read_parquet(prediction_file)
     assert len(predictions) > 0 and set(predictions["model_version"]) == {1}
     assert (project / "data" / "models" / NAME / "v1").is_dir()
