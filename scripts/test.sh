@@ -3,6 +3,7 @@
 source "$(dirname "$0")/_uv.sh"
 source scripts/_postgres.sh
 ensure_postgres
+bash scripts/debian_packages.sh
 "$UV" sync --frozen --extra test --compile-bytecode
 "$UV" run --frozen --no-sync ruff check src tests benchmarks
 "$UV" run --frozen --no-sync ruff format --check --quiet src tests benchmarks

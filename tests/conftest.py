@@ -247,7 +247,7 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traine
     with pytest.MonkeyPatch.context() as mp:
         for var in _RUN_VARIABLES:
             mp.delenv(var, raising=False)
-        root = new_project(TRAINED_NAME, directory=tmp_path_factory.mktemp("trained") / TRAINED_NAME)
+        root = new_project(TRAINED_NAME, directory=tmp_path_factory.mktemp("trained") / TRAINED_NAME, lock=False)
         result = CliRunner().invoke(main, ["run", "--project", str(root)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     before = _fingerprint(root)

@@ -42,7 +42,7 @@ def readme_runs(tmp_path_factory):
     """Both READMEs' scripts, started together; a README that cannot be read holds its DocsError instead."""
     checkout = docs_runner.copy_checkout(REPO, tmp_path_factory.mktemp("checkout"))
     project = tmp_path_factory.mktemp("rendered") / "churn"
-    made = CliRunner().invoke(main, ["new", "churn", "--directory", str(project)])
+    made = CliRunner().invoke(main, ["new", "churn", "--directory", str(project), "--no-lock"])
     assert made.exit_code == 0, made.output
     runs = {}
     for key, readme, cwd, name in (

@@ -125,7 +125,7 @@ def test_a_tracking_uri_the_user_gave_stays_the_pipelines_store(
 
 def test_documented_mlflow_run_lands_in_the_projects_experiment_in_mlruns_db(tmp_path):
     """`mlflow run . -e make_data --env-manager local`, typed as the README shows it, in a rendered project."""
-    project = new_project("mlflow-run", directory=tmp_path / "mlflow-run")
+    project = new_project("mlflow-run", directory=tmp_path / "mlflow-run", lock=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "PYTEST_"))}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # as in an activated venv

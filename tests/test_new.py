@@ -15,18 +15,29 @@ from mlops_template import load_config
 from mlops_template.cli import main
 from mlops_template.errors import ProjectError
 from mlops_template.scaffold import new_project, template_path
+from mlops_template.wheel import wheel_name
 
 EXPECTED_FILES = [
     ".copier-answers.yml",
+    ".dockerignore",
+    ".env.example",
+    ".github/workflows/ci.yml",
     ".gitignore",
+    "Dockerfile",
+    "Jenkinsfile",
     "MLproject",
     "README.md",
+    "compose.yaml",
     "data/raw/README.md",
     "examples/run_pipeline.py",
     "examples/run_pipeline.sh",
     "mlops.toml",
     "notebooks/README.md",
     "pyproject.toml",
+    "scripts/_engine.sh",
+    "scripts/build_image.sh",
+    "scripts/run_image.sh",
+    "scripts/run_image_cloud.sh",
     "src/{pkg}/__init__.py",
     "src/{pkg}/data/__init__.py",
     "src/{pkg}/data/make_data.py",
@@ -40,7 +51,9 @@ EXPECTED_FILES = [
     "src/{pkg}/models/train_model.py",
     "tests/test_pipeline.py",
     "tests/test_steps.py",
+    f"vendor/{wheel_name()}",
 ]
+LOCK = "uv.lock"  # written unless --no-lock; made by uv, not rendered from the template
 
 _GIT_IDENTITY_VARS = (
     "GIT_AUTHOR_NAME",
@@ -100,15 +113,15 @@ def project_files(project: Path) -> list[str]:
     )
 
 
-def expected(pkg: str) -> list[str]:
-    return sorted(f.format(pkg=pkg) for f in EXPECTED_FILES)
+def expected(pkg: str, *, lock: bool = False) -> list[str]:
+    return sorted([f.format(pkg=pkg) for f in EXPECTED_FILES] + ([LOCK] if lock else []))
 
 
 # -- what is rendered ----------------------------------------------------------------------
 
 
 def test_renders_exactly_the_expected_files(rendered):
-    assert project_files(rendered) == expected("churner")
+    assert project_files(rendered) == expected("churner", lock=True)
 
 
 def test_the_expected_files_are_the_templates_files(rendered):
@@ -123,13 +136,15 @@ def test_the_expected_files_are_the_templates_files(rendered):
         for p in template.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
     }
-    assert sorted(sources) == project_files(rendered)
+    made = {LOCK, f"vendor/{wheel_name()}"}  # the lock and the library's wheel are made, not rendered
+    assert sorted(sources | made) == project_files(rendered)
 
 
 def test_no_template_syntax_is_left(rendered):
     for path in rendered.rglob("*"):
-        if path.is_file() and ".git" not in path.relative_to(rendered).parts:
-            text = path.read_text(encoding="utf-8")
+        parts = path.relative_to(rendered).parts
+        if path.is_file() and ".git" not in parts and "vendor" not in parts:
+            text = path.read_text(encoding="utf-8").replace("${{", "")  # GitHub Actions' own expressions stay
             assert "{{" not in text and "{%" not in text and "{#" not in text, path
     assert not [p for p in rendered.rglob("*") if "{{" in p.name or p.name.endswith(".jinja")]
 
@@ -147,7 +162,7 @@ def test_config_names_the_project_and_package(rendered):
     assert config.name == "churn-model"
     assert config.package == "churner"
     assert config.model.name == "churn-model"
-    assert set(config.environments) == {"local", "dev", "prod"}
+    assert set(config.environments) == {"local", "dev", "prod", "stack"}
     assert config.environment("local").tracking_uri == f"sqlite:///{rendered.resolve() / 'mlruns.db'}"
 
 
@@ -161,7 +176,7 @@ def test_package_option_is_used_wherever_the_package_is_named(rendered):
     assert all("-m churner.main" in e["command"] for e in entry_points.values())
     assert "from churner.main import pipeline" in (rendered / "tests" / "test_pipeline.py").read_text()
     for path in rendered.rglob("*"):  # the default package name derived from the project name is nowhere
-        if path.is_file() and ".git" not in path.relative_to(rendered).parts:
+        if path.is_file() and not {".git", "vendor"} & set(path.relative_to(rendered).parts):
             assert "churn_model" not in path.read_text(encoding="utf-8"), path
 
 
@@ -181,19 +196,19 @@ def test_one_commit_and_a_clean_work_tree_without_a_git_identity(rendered):
         == "mlops <mlops@localhost>|Start project from mlops-template"
     )
     committed = sorted(git(rendered, "ls-files").splitlines())
-    assert committed == expected("churner")
+    assert committed == expected("churner", lock=True)
 
 
 def test_a_configured_git_identity_is_used(tmp_path, monkeypatch):
     config = tmp_path / "gitconfig"
     config.write_text("[user]\n\tname = Ada Lovelace\n\temail = ada@example.org\n")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
-    project = new_project("ada", directory=tmp_path / "ada")
+    project = new_project("ada", directory=tmp_path / "ada", lock=False)
     assert git(project, "log", "-1", "--format=%an <%ae>").strip() == "Ada Lovelace <ada@example.org>"
 
 
 def test_default_package_is_the_name_with_underscores(tmp_path):
-    project = new_project("iris-classifier", directory=tmp_path / "iris")
+    project = new_project("iris-classifier", directory=tmp_path / "iris", lock=False)
     assert project == (tmp_path / "iris").resolve()
     assert project_files(project) == expected("iris_classifier")
     assert load_config(project).package == "iris_classifier"
@@ -202,7 +217,7 @@ def test_default_package_is_the_name_with_underscores(tmp_path):
 
 def test_without_directory_renders_into_name_in_the_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["new", "fraud"])
+    result = CliRunner().invoke(main, ["new", "fraud", "--no-lock"])
     assert result.exit_code == 0, result.output
     assert project_files(tmp_path / "fraud") == expected("fraud")
     assert load_config(tmp_path / "fraud").name == "fraud"
@@ -211,7 +226,7 @@ def test_without_directory_renders_into_name_in_the_cwd(tmp_path, monkeypatch):
 def test_an_existing_empty_folder_is_accepted(tmp_path):
     target = tmp_path / "empty"
     target.mkdir()
-    result = CliRunner().invoke(main, ["new", "churn", "-d", str(target)])
+    result = CliRunner().invoke(main, ["new", "churn", "-d", str(target), "--no-lock"])
     assert result.exit_code == 0, result.output
     assert project_files(target) == expected("churn")
 
@@ -305,7 +320,7 @@ def test_a_failure_after_rendering_leaves_nothing_behind(tmp_path, monkeypatch, 
     if existed:
         target.mkdir()
 
-    result = CliRunner().invoke(main, ["new", "churn", "-d", str(target)])
+    result = CliRunner().invoke(main, ["new", "churn", "-d", str(target), "--no-lock"])
 
     assert result.exit_code == 1
     assert "git could not record the new project" in result.output and "disk quota exceeded" in result.output

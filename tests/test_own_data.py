@@ -58,7 +58,7 @@ def churn_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
 
 
 def test_a_table_with_text_columns_and_gaps_trains_passes_the_shipped_gate_and_predicts(tmp_path):
-    project = new_project("churn", directory=tmp_path / "churn")
+    project = new_project("churn", directory=tmp_path / "churn", lock=False)
     churn_table().to_csv(project / "data" / "raw" / "customers.csv", index=False)
 
     result = run(project, "-P", "target=churned")
@@ -72,7 +72,7 @@ def test_a_table_with_text_columns_and_gaps_trains_passes_the_shipped_gate_and_p
 
 
 def test_a_regression_target_trains_with_the_task_switched(tmp_path):
-    project = new_project("prices", directory=tmp_path / "prices")
+    project = new_project("prices", directory=tmp_path / "prices", lock=False)
     rng = np.random.default_rng(0)
     n = 500
     df = pd.DataFrame(
@@ -109,7 +109,7 @@ def test_a_package_shipped_table_with_blanks_and_text_categories(tmp_path):
     df["color_intensity"] = pd.cut(df["color_intensity"], [0, 3, 6, 20], labels=["pale", "medium", "deep"]).astype(str)
     df.loc[::10, "alcohol"] = np.nan
     df.loc[::15, "color_intensity"] = None
-    project = new_project("wine", directory=tmp_path / "wine")
+    project = new_project("wine", directory=tmp_path / "wine", lock=False)
     df.to_csv(project / "data" / "raw" / "wine.csv", index=False)
 
     result = run(project, "-P", "target=cultivar")
@@ -151,7 +151,7 @@ def test_a_package_shipped_table_with_blanks_and_text_categories(tmp_path):
     ids=["missing-column", "one-class", "empty-table", "no-labels"],
 )
 def test_a_target_that_cannot_work_ends_in_one_line_and_registers_nothing(tmp_path, table, args, message):
-    project = new_project("bad", directory=tmp_path / "bad")
+    project = new_project("bad", directory=tmp_path / "bad", lock=False)
     table.to_csv(project / "data" / "raw" / "table.csv", index=False)
 
     result = run(project, *args)
@@ -164,7 +164,7 @@ def test_a_target_that_cannot_work_ends_in_one_line_and_registers_nothing(tmp_pa
 
 
 def test_a_text_target_under_the_regression_task_says_which_setting_to_change(tmp_path):
-    project = new_project("kinds", directory=tmp_path / "kinds")
+    project = new_project("kinds", directory=tmp_path / "kinds", lock=False)
     set_model(project, task='"regression"')
     result = run(project, "--step", "make_data")
     assert result.exit_code == 1

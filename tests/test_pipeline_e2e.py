@@ -177,7 +177,7 @@ def test_bad_arguments_fail_before_any_run(trained_copy, args, message):
 
 
 def test_bad_config_names_the_file_and_key(tmp_path):
-    project = new_project("bad-config", directory=tmp_path / "bad-config")
+    project = new_project("bad-config", directory=tmp_path / "bad-config", lock=False)
     toml = project / "mlops.toml"
     toml.write_text(toml.read_text().replace("[params]", "[parms]"))
     result = CliRunner().invoke(main, ["run", "--project", str(project)])
@@ -188,7 +188,7 @@ def test_bad_config_names_the_file_and_key(tmp_path):
 
 
 def test_predict_without_champion_says_to_train_first(tmp_path):
-    project = new_project("no-champion", directory=tmp_path / "no-champion")
+    project = new_project("no-champion", directory=tmp_path / "no-champion", lock=False)
     result = CliRunner().invoke(main, ["run", "--project", str(project), "--step", "predict"])
     assert result.exit_code == 1
     assert "step 'predict' failed: model 'no-champion' has no 'champion' version yet; train one first" in result.output
@@ -198,7 +198,7 @@ def test_predict_without_champion_says_to_train_first(tmp_path):
 
 
 def test_failing_step_stops_the_pipeline_and_points_at_its_log(tmp_path):
-    project = new_project("fails", directory=tmp_path / "fails")
+    project = new_project("fails", directory=tmp_path / "fails", lock=False)
     result = CliRunner().invoke(main, ["run", "--project", str(project), "-P", "target=label"])
     assert result.exit_code == 1
     assert (
@@ -254,7 +254,7 @@ def test_mlproject_lists_main_and_every_step(trained_project):
 
 
 def test_rendered_project_tests_pass(tmp_path):
-    project = new_project("own-tests", directory=tmp_path / "own-tests")
+    project = new_project("own-tests", directory=tmp_path / "own-tests", lock=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "PYTEST_"))}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     result = run_in(project, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], env=env)
@@ -307,7 +307,7 @@ def test_unreachable_tracking_server_fails_fast_with_one_line(tmp_path):
     with socket.socket() as s:  # a port nothing listens on once closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    project = new_project("offline", directory=tmp_path / "offline")
+    project = new_project("offline", directory=tmp_path / "offline", lock=False)
     with open(project / "mlops.toml", "a") as toml:
         toml.write(f'\n[environments.remote]\nstorage = "data"\ntracking_uri = "http://127.0.0.1:{port}"\n')
     result = CliRunner().invoke(main, ["run", "--project", str(project), "--environment", "remote"])

@@ -149,7 +149,7 @@ def _open_at_barrier(project: str, key: str, barrier, results) -> None:
 
 
 def test_same_key_started_at_once_makes_one_parent_every_time(tmp_path, monkeypatch):
-    project = new_project("racers", directory=tmp_path / "racers")
+    project = new_project("racers", directory=tmp_path / "racers", lock=False)
     monkeypatch.chdir(project)
     context = multiprocessing.get_context("fork")
     for attempt in range(10):
@@ -191,7 +191,7 @@ def _featurize_by_batch(project: Path) -> None:
 
 
 def test_pipelines_started_together_on_a_fresh_project_all_succeed_and_read_only_their_own_data(tmp_path):
-    project = new_project("crowd", directory=tmp_path / "crowd")
+    project = new_project("crowd", directory=tmp_path / "crowd", lock=False)
     _featurize_by_batch(project)
     assert not (project / "mlruns.db").exists()
     started = [

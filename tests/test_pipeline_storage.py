@@ -22,7 +22,7 @@ s3_endpoint_url = "{endpoint}"
 
 
 def test_pipeline_runs_unchanged_on_s3_and_keeps_secrets_out_of_mlflow(tmp_path, s3_endpoint, s3_bucket):
-    project = new_project("iris-s3", directory=tmp_path / "iris-s3")
+    project = new_project("iris-s3", directory=tmp_path / "iris-s3", lock=False)
     with open(project / "mlops.toml", "a") as toml:
         toml.write(S3_ENVIRONMENT.format(bucket=s3_bucket, endpoint=s3_endpoint))
 
@@ -59,7 +59,7 @@ def test_pipeline_runs_unchanged_on_s3_and_keeps_secrets_out_of_mlflow(tmp_path,
 
 
 def test_make_data_reads_raw_csv_files_instead_of_the_bundled_sample(tmp_path):
-    project = new_project("raw-input", directory=tmp_path / "raw-input")
+    project = new_project("raw-input", directory=tmp_path / "raw-input", lock=False)
     raw = pd.DataFrame(
         {
             "sepal_length": [5.1, 5.1, 6.2, 7.0],

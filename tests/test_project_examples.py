@@ -73,7 +73,7 @@ def test_run_pipeline_py_trains_predicts_and_reads_both_back(trained_copy):
 
 
 def test_run_pipeline_sh_runs_every_line_in_a_new_project(tmp_path):
-    project = new_project("shell-demo", directory=tmp_path / "shell-demo")
+    project = new_project("shell-demo", directory=tmp_path / "shell-demo", lock=False)
     result = run_in(project, "bash", "examples/run_pipeline.sh")
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
 
@@ -120,7 +120,7 @@ def test_notebook_snippet_reads_the_verified_data_and_a_runs_predictions(trained
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
-    return new_project("lint-me", directory=tmp_path_factory.mktemp("lint") / "lint-me", package="lint_me")
+    return new_project("lint-me", directory=tmp_path_factory.mktemp("lint") / "lint-me", package="lint_me", lock=False)
 
 
 def test_rendered_project_configures_ruff_like_the_library(rendered):

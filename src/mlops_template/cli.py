@@ -53,14 +53,30 @@ def main(verbose: bool) -> None:
     "--directory", "-d", type=click.Path(file_okay=False, path_type=Path), help="Target folder [default: ./NAME]."
 )
 @click.option("--package", "-p", help="Python package name [default: NAME with '-' as '_'].")
-def new(name: str, directory: Path | None, package: str | None) -> None:
+@click.option("--no-lock", is_flag=True, help="Write no uv.lock (it needs a package registry).")
+def new(name: str, directory: Path | None, package: str | None, no_lock: bool) -> None:
     """Render a new project NAME, ready to run (`cd NAME && mlops run`)."""
     from .scaffold import new_project
 
-    target = new_project(name, directory=directory, package=package)
+    target = new_project(name, directory=directory, package=package, lock=not no_lock)
     out = console()
     out.print(f"Created project [bold]{name}[/] in {target}")
     out.print(f"Next: [bold]cd {target} && mlops run[/]")
+
+
+@main.command()
+@click.option("--no-lock", is_flag=True, help="Leave uv.lock as it is.")
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
+def vendor(no_lock: bool, project: Path | None) -> None:
+    """Put this mlops-template into the project's vendor/ and lock the project to it (after an upgrade)."""
+    from .config import load_config
+    from .vendor import vendor_library
+
+    root = load_config(project).root
+    done = vendor_library(root, lock=not no_lock)
+    was = f" (was {done.previous})" if done.previous and done.previous != done.version else ""
+    console().print(f"Vendored {done.wheel.relative_to(root)}{was}" + ("; updated uv.lock" if done.locked else ""))
+    console().print("Commit vendor/, pyproject.toml and uv.lock")
 
 
 @main.command()

@@ -1,8 +1,9 @@
-"""`mlops new`: render the project template with copier and commit it to a new git repository."""
+"""`mlops new`: render the project template with copier, vendor this library, lock, and commit it to a new git repository."""
 
 from __future__ import annotations
 
 import keyword
+import logging
 import re
 import shutil
 import subprocess
@@ -13,6 +14,13 @@ from importlib.resources import files
 from pathlib import Path
 
 from .errors import ProjectError
+from .lock import lock_project, uv_version
+from .wheel import write_wheel
+
+logger = logging.getLogger(__name__)
+
+# Pinned in a project's Dockerfile and CI where no uv is installed to lock it now.
+_DEFAULT_UV_VERSION = "0.9.5"
 
 _NAME = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 # Packages a project would shadow, breaking its own imports.
@@ -51,11 +59,16 @@ def _installed(package: str) -> bool:
     return package in metadata.packages_distributions()
 
 
-def new_project(name: str, *, directory: str | Path | None = None, package: str | None = None) -> Path:
+def new_project(
+    name: str, *, directory: str | Path | None = None, package: str | None = None, lock: bool = True
+) -> Path:
     """Render a new project and return its folder.
 
-    The folder must not exist or be empty. Copier's answers file is kept so
-    the project can later take template changes with `copier update`.
+    The folder must not exist or be empty. This library's wheel goes to `vendor/`, so the project
+    installs without a package index having it, and `uv.lock` pins every package (unless `lock` is
+    false); where the lock cannot be made (no registry, no uv) a warning names the command that
+    makes it later. Copier's answers file is kept so the project can take template changes with
+    `copier update`.
     """
     validate_project_name(name)
     package = validate_package_name(package or name.replace("-", "_"))
@@ -66,7 +79,13 @@ def new_project(name: str, *, directory: str | Path | None = None, package: str 
     from copier import run_copy
     from copier.errors import CleanupWarning, CopierError
 
-    data = {"project_name": name, "package_name": package, "mlops_version": _version()}
+    data = {
+        "project_name": name,
+        "package_name": package,
+        "mlops_version": _version(),
+        "uv_version": uv_version() or _DEFAULT_UV_VERSION,
+        "mlflow_version": _mlflow_version(),
+    }
     existed = target.exists()
     try:
         # A folder that cannot be written fails here as one line; a bug in the template keeps its traceback.
@@ -74,12 +93,17 @@ def new_project(name: str, *, directory: str | Path | None = None, package: str 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CleanupWarning)  # cleaning up is ours, below
                 run_copy(str(template_path()), target, data=data, defaults=True, quiet=True, unsafe=False)
+            write_wheel(target / "vendor")
         except OSError as exc:
             raise ProjectError(
                 f"cannot write the project into {target} ({exc}); choose a folder you can write with --directory"
             ) from exc
         except CopierError as exc:
             raise ProjectError(f"rendering the template into {target} failed ({exc})") from exc
+        if lock:
+            outcome = lock_project(target)
+            if not outcome.locked:
+                logger.warning("%s", outcome.message(target))
         _git_init(target)
     except BaseException:  # Ctrl+C included: a failed `new` leaves nothing behind
         _remove_partial(target, keep_folder=existed)
@@ -103,6 +127,13 @@ def _version() -> str:
         return metadata.version("mlops-template")
     except metadata.PackageNotFoundError:
         return "0.1.0"
+
+
+def _mlflow_version() -> str:
+    try:
+        return metadata.version("mlflow")
+    except metadata.PackageNotFoundError:
+        return "3.1.0"
 
 
 def _git_init(target: Path) -> None:

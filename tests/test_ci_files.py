@@ -1,0 +1,127 @@
+"""A rendered project's CI: the GitHub Actions workflow passes actionlint; the Jenkinsfile has the same stages.
+
+Both test every change, build the image with the project's own script, and push it to ECR from
+main through a role: no AWS key is stored or written anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlops_template.scaffold import new_project
+
+BIN = Path(sys.executable).parent  # the test venv's commands: actionlint
+CREDENTIAL = re.compile(
+    r"AKIA[0-9A-Z]{12,}|aws-access-key-id|aws-secret-access-key|AWS_SECRET_ACCESS_KEY|secrets\.|"
+    r"withCredentials|credentials\(|password\s*[:=]",
+    re.IGNORECASE,
+)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return new_project("shipped", directory=tmp_path_factory.mktemp("ci") / "shipped", lock=False)
+
+
+@pytest.fixture(scope="module")
+def workflow(project) -> dict:
+    return yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+
+
+def steps(job: dict) -> list[dict]:
+    return job["steps"]
+
+
+# -- GitHub Actions ------------------------------------------------------------------------------------
+
+
+def test_actionlint_passes_with_shellcheck_on_the_run_steps(project):
+    assert shutil.which("shellcheck"), "actionlint checks run: steps with shellcheck; install it"
+    done = subprocess.run([str(BIN / "actionlint"), "-no-color"], cwd=project, capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_tests_run_on_every_pull_request_and_on_main(workflow):
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
+    assert triggers == {"pull_request": None, "push": {"branches": ["main"]}}
+    test = workflow["jobs"]["test"]
+    runs = "\n".join(step.get("run", "") for step in steps(test))
+    assert "uv sync --frozen --extra test" in runs and "uv run --frozen --no-sync pytest" in runs
+    assert "ruff check" in runs and "ruff format --check" in runs
+    # The uv that wrote the lock: the version the Dockerfile names.
+    assert "sed -n 's/^ARG UV_VERSION=//p' Dockerfile" in runs
+    assert workflow["env"]["UV_PYTHON_DOWNLOADS"] == "never"
+
+
+def test_the_image_is_built_after_the_tests_and_pushed_from_main_through_an_oidc_role(workflow):
+    image = workflow["jobs"]["image"]
+    assert image["needs"] == "test"
+    assert workflow["permissions"] == {"contents": "read"}  # the default: nothing may write
+    assert image["permissions"] == {"contents": "read", "id-token": "write"}  # the OIDC token, for this job only
+    by_name = {step.get("name", step.get("uses")): step for step in steps(image)}
+    assert by_name["Build the image"]["run"] == "bash scripts/build_image.sh"
+    assert by_name["Build the image"]["if"] == "github.event_name == 'pull_request'"
+    role = by_name["AWS credentials from the OIDC role"]
+    assert role["uses"].startswith("aws-actions/configure-aws-credentials@")
+    assert set(role["with"]) == {"role-to-assume", "aws-region"}  # a role to assume, no key
+    assert role["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
+    push = by_name["Build the image and push it to ECR"]
+    assert push["run"] == 'bash scripts/build_image.sh --push "$REPOSITORY"'
+    assert push["env"]["REPOSITORY"] == "${{ steps.ecr.outputs.registry }}/${{ vars.ECR_REPOSITORY }}"
+    # Only a push (to main: the only branch pushes run on) assumes the role and pushes.
+    pushing = [s for s in steps(image) if "uses" in s and "aws-actions" in s["uses"]] + [push]
+    assert all(step["if"] == "github.event_name == 'push'" for step in pushing)
+
+
+def test_the_workflow_holds_no_credential(project):
+    text = (project / ".github" / "workflows" / "ci.yml").read_text()
+    assert not CREDENTIAL.search(text), CREDENTIAL.search(text)
+
+
+# -- Jenkins ---------------------------------------------------------------------------------------
+
+
+def jenkins_stages(text: str) -> dict[str, str]:
+    """Each `stage('Name') { ... }` of a declarative pipeline, by name, with its body (braces matched)."""
+    stages = {}
+    for match in re.finditer(r"stage\('([^']+)'\)\s*\{", text):
+        depth, end = 1, match.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+        stages[match.group(1)] = text[match.end() : end - 1]
+    return stages
+
+
+def test_jenkinsfile_tests_builds_and_pushes_from_main_like_the_workflow(project):
+    text = (project / "Jenkinsfile").read_text()
+    assert text.count("{") == text.count("}") and text.count("'''") % 2 == 0
+    assert re.search(r"^pipeline \{\n    agent any\n", text, re.MULTILINE)
+    stages = jenkins_stages(text)
+    assert list(stages) == ["Test", "Build image", "Push to ECR"]
+    test = stages["Test"]
+    assert "when" not in test  # every change is tested
+    for command in ("sync --frozen --extra test", "ruff check .", "ruff format --check .", "pytest"):
+        assert command in test
+    assert "uv==$(sed -n 's/^ARG UV_VERSION=//p' Dockerfile)" in test
+    assert (
+        "when { not { branch 'main' } }" in stages["Build image"]
+        and "bash scripts/build_image.sh" in stages["Build image"]
+    )
+    push = stages["Push to ECR"]
+    assert "when { branch 'main' }" in push
+    assert 'bash scripts/build_image.sh --push "$ECR_REPOSITORY"' in push
+    assert "--password-stdin" in push  # the registry's token through a pipe, never as an argument
+    assert "UV_PYTHON_DOWNLOADS = 'never'" in text
+
+
+def test_jenkinsfile_holds_no_credential(project):
+    text = (project / "Jenkinsfile").read_text()
+    assert not CREDENTIAL.search(text), CREDENTIAL.search(text)
