@@ -138,7 +138,7 @@ def measure(work: Path, beat_champion: bool, runs: int, env: dict[str, str]) -> 
 
 def render_project(target: Path, beat_champion: bool, env: dict[str, str]) -> Path:
     """`mlops new` a project into `target`; without `beat_champion`, a gate every run passes."""
-    run_checked([str(MLOPS), "new", "bench-iris", "--directory", str(target)], target.parent, env)
+    run_checked([str(MLOPS), "new", "bench-iris", "--no-lock", "--directory", str(target)], target.parent, env)
     config = target / "mlops.toml"
     text = config.read_text()
     if text.count(GATE_SHIPPED) != 1:

@@ -172,7 +172,7 @@ def start_up_parts(project: Path, env: dict[str, str], runs: int) -> dict[str, f
 def render_project(target: Path, env: dict[str, str]) -> Path:
     """`mlops new` a project into `target` with a gate every run passes, so every run does the full work."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    run_checked([str(MLOPS), "new", "bench-steps", "--directory", str(target)], target.parent, env)
+    run_checked([str(MLOPS), "new", "bench-steps", "--no-lock", "--directory", str(target)], target.parent, env)
     config = target / "mlops.toml"
     text = config.read_text()
     if text.count(GATE_SHIPPED) != 1:

@@ -65,7 +65,7 @@ def project(postgres: Postgres, s3_endpoint: str, tmp_path: Path) -> tuple[Path,
     database = postgres.create_database()  # trust authentication on loopback: the password is carried, not needed
     tracking = database.replace("postgresql+psycopg2://postgres@", f"postgresql+psycopg2://postgres:{PASSWORD}@")
     bucket = make_bucket(s3_endpoint)
-    root = new_project("secretive", directory=tmp_path / "secretive")
+    root = new_project("secretive", directory=tmp_path / "secretive", lock=False)
     with open(root / "mlops.toml", "a") as toml:
         toml.write(
             f"""

@@ -116,7 +116,7 @@ def runs_of(server: MlflowServer, experiment_id: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def dev_run(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> DevRun:
     """A project whose whole pipeline ran once on the stack: v1 is champion. Tests may add runs, never remove."""
-    root = new_project(NAME, directory=tmp_path_factory.mktemp("team") / NAME)
+    root = new_project(NAME, directory=tmp_path_factory.mktemp("team") / NAME, lock=False)
     point_dev_at(root, mlflow_server)
     before = files(root)
     result = mlops(root, "run", "--environment", "dev")
