@@ -116,7 +116,7 @@ def test_no_secret_reaches_params_tags_artifacts_logs_output_storage_or_ps(proje
                 time.sleep(0.3)
         else:
             pytest.fail("mlops ui did not serve within 120 s")
-        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+        ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True, check=True).stdout
         assert "mlflow" in ps and str(port) in ps
         assert leaks(ps) == []
     finally:
