@@ -14,6 +14,7 @@ from .entrypoint import (
     plan_option,
     run_and_report,
     step_option,
+    supersede_option,
     verbose_option,
 )
 from .environ import scoped
@@ -85,6 +86,7 @@ def vendor(no_lock: bool, project: Path | None) -> None:
 @param_option
 @pipeline_run_option
 @plan_option
+@supersede_option
 @click.option(
     "--project",
     type=click.Path(file_okay=False, path_type=Path),
@@ -96,6 +98,7 @@ def run(
     params: tuple[str, ...],
     pipeline_run: str | None,
     plan: str | None,
+    supersede: bool,
     project: Path | None,
 ) -> None:
     """Run the pipeline, or some steps, as one tracked pipeline run (joining KEY's with --pipeline-run)."""
@@ -103,7 +106,51 @@ def run(
     from .project import load_pipeline
 
     config = load_config(project)
-    run_and_report(load_pipeline(config), config, steps, environment, params, pipeline_run=pipeline_run, plan=plan)
+    run_and_report(
+        load_pipeline(config),
+        config,
+        steps,
+        environment,
+        params,
+        pipeline_run=pipeline_run,
+        plan=plan,
+        supersede=supersede,
+    )
+
+
+@main.command()
+@env_option
+@click.option(
+    "--image", metavar="REPOSITORY:TAG", help="A fixed image instead of [dag] repository and the tag Variable."
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="DAG file [default: dags/<project>.py]."
+)
+@click.option("--local", is_flag=True, help="Each step as a subprocess of this interpreter, not a pod.")
+@click.option("--force", is_flag=True, help="Overwrite a DAG file edited by hand.")
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
+def dag(
+    environment: str | None, image: str | None, output: Path | None, local: bool, force: bool, project: Path | None
+) -> None:
+    """Write the Airflow DAG from mlops.toml: one task per step, one pipeline run per DAG run."""
+    from .config import load_config
+    from .dag import write_dag
+    from .project import load_pipeline
+
+    config = load_config(project)
+    if local and image:
+        raise click.UsageError("--image is for pods; --local runs the steps in this interpreter")
+    result = write_dag(
+        config,
+        load_pipeline(config).names,
+        environment=environment,
+        image=image,
+        output=output,
+        local=local,
+        force=force,
+    )
+    verb = "wrote" if result.written else "unchanged:"
+    console().print(f"{verb} {result.path}", markup=False)
 
 
 @main.command()

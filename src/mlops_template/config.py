@@ -12,14 +12,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .dag_settings import DagSettings, parse_dag
 from .environ import user_value
 from .errors import ConfigError, choices
+from .resources import Resources, parse_resources
 from .uris import redacted_repr
 
 CONFIG_FILE = "mlops.toml"
 DEFAULT_ENVIRONMENT = "local"
 
-_TOP_KEYS = {"project", "environments", "params", "steps", "model"}
+_TOP_KEYS = {"project", "environments", "params", "steps", "model", "dag"}
 _PROJECT_KEYS = {"name": str, "package": str, "default_environment": str}
 _ENVIRONMENT_KEYS = {
     "storage": str,
@@ -31,7 +33,6 @@ _ENVIRONMENT_KEYS = {
     "dask_scheduler": str,
 }
 _STEP_KEYS = {"params": dict, "resources": dict}
-_RESOURCE_KEYS = {"cpu": str, "memory": str, "gpu": int, "node_selector": dict, "image": str}
 _MODEL_KEYS = {"name": str, "task": str, "gate": dict}
 _GATE_KEYS = {"metric": str, "min": float, "beat_champion": bool}
 
@@ -79,17 +80,6 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class Resources:
-    """What a step's pod asks for when it runs on a cluster."""
-
-    cpu: str | None = None
-    memory: str | None = None
-    gpu: int | None = None
-    node_selector: dict[str, str] = field(default_factory=dict)
-    image: str | None = None
-
-
-@dataclass(frozen=True)
 class StepConfig:
     params: dict[str, Any] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
@@ -107,6 +97,7 @@ class Config:
     params: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, StepConfig] = field(default_factory=dict)
     default_environment: str = DEFAULT_ENVIRONMENT
+    dag: DagSettings = field(default_factory=DagSettings)
 
     @property
     def path(self) -> Path:
@@ -196,9 +187,8 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{where}] must be a table")
         _check_table(table, _STEP_KEYS, path, where)
-        resources = table.get("resources", {})
-        _check_table(resources, _RESOURCE_KEYS, path, f"{where}.resources")
-        steps[step_name] = StepConfig(params=dict(table.get("params", {})), resources=Resources(**resources))
+        resources = parse_resources(table.get("resources", {}), path, f"{where}.resources")
+        steps[step_name] = StepConfig(params=dict(table.get("params", {})), resources=resources)
 
     model_table = _table(raw, "model", path)
     _check_table(model_table, _MODEL_KEYS, path, "model")
@@ -213,6 +203,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
         params=dict(_table(raw, "params", path)),
         steps=steps,
         default_environment=default_env,
+        dag=parse_dag(_table(raw, "dag", path), path),
     )
 
 

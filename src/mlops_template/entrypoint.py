@@ -40,6 +40,11 @@ pipeline_run_option = click.option(
     envvar="MLOPS_PIPELINE_RUN",
     help="Join the pipeline run of this key, or start it [default: MLOPS_PIPELINE_RUN, else a new key].",
 )
+supersede_option = click.option(
+    "--supersede",
+    is_flag=True,
+    help="A scheduler's retry: mark an earlier attempt of these steps still RUNNING under the key FAILED at once.",
+)
 plan_option = click.option(
     "--plan",
     metavar="S1,S2,...",
@@ -56,6 +61,7 @@ def run_and_report(
     *,
     pipeline_run: str | None = None,
     plan: str | None = None,
+    supersede: bool = False,
 ) -> PipelineResult:
     """Run the pipeline with command-line options, printing a line per step and where the run is tracked."""
     import time
@@ -92,6 +98,7 @@ def run_and_report(
         on_step=on_step,
         pipeline_run=pipeline_run,
         plan=[s.strip() for s in plan.split(",") if s.strip()] if plan else None,
+        supersede=supersede,
     )
     _print_where(result, started)
     return result
@@ -139,12 +146,22 @@ def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:
     @param_option
     @pipeline_run_option
     @plan_option
+    @supersede_option
     @verbose_option
-    def command(steps, environment, params, pipeline_run, plan, verbose):
+    def command(steps, environment, params, pipeline_run, plan, supersede, verbose):
         from .config import load_config
 
         try:
-            run_and_report(pipeline, load_config(), steps, environment, params, pipeline_run=pipeline_run, plan=plan)
+            run_and_report(
+                pipeline,
+                load_config(),
+                steps,
+                environment,
+                params,
+                pipeline_run=pipeline_run,
+                plan=plan,
+                supersede=supersede,
+            )
         except MlopsError as exc:
             fail(exc, verbose=verbose)
 

@@ -232,22 +232,27 @@ def settle(client: MlflowClient, experiment_id: str, parent: ParentRun) -> str:
     return current
 
 
-def mark_lost(client: MlflowClient, runs: Sequence[Run], step: str, by: str, lease: float) -> list[str]:
-    """Mark FAILED the RUNNING attempts of `step` whose heartbeat lapsed more than `lease` seconds ago."""
+def mark_lost(
+    client: MlflowClient, runs: Sequence[Run], step: str, by: str, lease: float, *, supersede: bool = False
+) -> list[str]:
+    """Mark FAILED the RUNNING attempts of `step` whose heartbeat lapsed more than `lease` seconds ago.
+
+    With `supersede`, every earlier RUNNING attempt is marked at once: the caller knows they are
+    over (a scheduler starts a task's next try only after the last one ended).
+    """
     now = time.time()
     lost = []
     for run in runs:
         if run.data.tags.get(_TAG_STEP) != step or run.info.status != "RUNNING" or run.info.run_id == by:
             continue
         last = _last_beat(run)
-        if now - last <= lease:
+        if supersede:
+            why = "superseded by a retry of the step: the scheduler ended the earlier try, which did not finish"
+        elif now - last <= lease:
             continue  # alive, or not yet known to be dead: never touched
-        client.set_tag(
-            run.info.run_id,
-            TAG_LOST,
-            f"no heartbeat for {now - last:.0f} s (lease {lease:g} s): the process was killed or lost; "
-            f"marked FAILED by attempt {by}",
-        )
+        else:
+            why = f"no heartbeat for {now - last:.0f} s (lease {lease:g} s): the process was killed or lost"
+        client.set_tag(run.info.run_id, TAG_LOST, f"{why}; marked FAILED by attempt {by}")
         client.set_terminated(run.info.run_id, "FAILED", end_time=int(last * 1000))
         lost.append(run.info.run_id)
     return lost

@@ -94,6 +94,7 @@ def run_pipeline(
     on_step: OnStep | None = None,
     pipeline_run: str | None = None,
     plan: Sequence[str] | None = None,
+    supersede: bool = False,
 ) -> PipelineResult:
     """Run the chosen steps (default: all) and return what happened.
 
@@ -164,7 +165,7 @@ def run_pipeline(
         )
         report = (lambda step: on_step(result, step)) if on_step else (lambda step: None)
         report(None)
-        attempt = _Attempt(client, experiment_id, parent, storage, pipeline.names, git.tags, lease)
+        attempt = _Attempt(client, experiment_id, parent, storage, pipeline.names, git.tags, lease, supersede)
         try:
             for step in selected:
                 result.steps.append(_run_step(step, params[step.name], config, env, attempt, report))
@@ -201,6 +202,7 @@ class _Attempt:
     order: list[str]
     git_tags: dict[str, str]
     lease: float
+    supersede: bool = False
 
 
 def _check_gate_metric(config: Config) -> None:
@@ -223,7 +225,7 @@ def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResul
     ) as run:
         with store_errors(env):
             runs = attempts(attempt.client, attempt.experiment_id, attempt.parent.run_id)
-            mark_lost(attempt.client, runs, step.name, run.info.run_id, attempt.lease)
+            mark_lost(attempt.client, runs, step.name, run.info.run_id, attempt.lease, supersede=attempt.supersede)
             if attempt.parent.joined:
                 settle(attempt.client, attempt.experiment_id, attempt.parent)
         if params:
