@@ -253,26 +253,26 @@ def _header(lines: list[str], body: list[str]) -> str:
     return head + HASH_PREFIX + _digest(head + text_body) + "\n" + text_body
 
 
-def _dag_call(config: Config, settings: DagSettings, description: str) -> _Call:
+def _dag_call(config: Config, settings: DagSettings, description: str, *, local: bool = False) -> _Call:
     default_args: dict[str, Any] = {
         "retries": settings.retries,
         "retry_delay": _Code(f"timedelta(seconds={settings.retry_delay})"),
     }
     if settings.execution_timeout is not None:
         default_args["execution_timeout"] = _Code(f"timedelta(seconds={settings.execution_timeout})")
-    kwargs: dict[str, Any] = {"dag_id": config.name, "description": description}
+    kwargs: dict[str, Any] = {"dag_id": f"{config.name}_local" if local else config.name, "description": description}
     kwargs["schedule"] = settings.schedule
     if settings.start_date is not None:
         y, m, d = (int(p) for p in settings.start_date.split("-"))
-        kwargs["start_date"] = _Code(f"datetime({y}, {m}, {d}, tzinfo=timezone.utc)")
+        kwargs["start_date"] = _Code(f"datetime({y}, {m}, {d}, tzinfo=UTC)")
     kwargs["catchup"] = False
     kwargs["default_args"] = default_args
-    kwargs["tags"] = list(dict.fromkeys([*settings.tags, config.name]))
+    kwargs["tags"] = list(dict.fromkeys(["mlops", *settings.tags, config.name]))
     return _Call("DAG", **kwargs)
 
 
 def _datetime_import(settings: DagSettings) -> str:
-    names = ["datetime", "timedelta", "timezone"] if settings.start_date else ["timedelta"]
+    names = ["UTC", "datetime", "timedelta"] if settings.start_date else ["timedelta"]
     return f"from datetime import {', '.join(names)}"
 
 
@@ -406,7 +406,7 @@ def render_local(config: Config, steps: list[str], env: Environment, *, python: 
         "",
         "",
         *_expr(
-            _dag_call(config, settings, f"{config.name} pipeline: each step in the project's interpreter"),
+            _dag_call(config, settings, f"{config.name} pipeline: each step in the project's interpreter", local=True),
             0,
             "with ",
             " as dag:",

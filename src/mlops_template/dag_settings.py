@@ -44,7 +44,7 @@ class DagSettings:
     retries: int = 2
     retry_delay: int = 300  # seconds
     execution_timeout: int | None = None  # seconds; none: no limit
-    tags: tuple[str, ...] = ("mlops",)
+    tags: tuple[str, ...] = ()  # besides "mlops" and the project's name
 
 
 def parse_dag(table: Any, path: Path) -> DagSettings:
