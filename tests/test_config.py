@@ -318,7 +318,7 @@ def test_unknown_top_level_key_without_near_miss_lists_choices(write_config):
     message = config_error(write_config, "zzz = 1\n" + FULL_CONFIG)
     assert "unknown key 'zzz'" in message
     assert "did you mean" not in message
-    assert "valid: environments, model, params, project, steps" in message
+    assert "valid: dag, environments, model, params, project, steps" in message
 
 
 def test_unknown_key_in_an_environment(write_config):
@@ -341,6 +341,12 @@ def test_unknown_key_in_the_gate(write_config):
     assert "metric" in message and "beat_champion" in message
 
 
+def test_a_cpu_count_may_be_a_number(write_config):
+    assert 'cpu = "3"' in FULL_CONFIG
+    config = load_config(write_config(FULL_CONFIG.replace('cpu = "3"', "cpu = 0.5")))
+    assert config.step("train_model").resources.cpu == "0.5"
+
+
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
@@ -351,8 +357,8 @@ def test_unknown_key_in_the_gate(write_config):
             'beat_champion = "no"',
             "[model.gate] beat_champion must be true or false, got str 'no'",
         ),
-        ('cpu = "3"', "cpu = 3", "[steps.train_model.resources] cpu must be a string, got int 3"),
-        ("gpu = 1", "gpu = true", "[steps.train_model.resources] gpu must be an integer, got bool True"),
+        ('cpu = "3"', "cpu = true", "[steps.train_model.resources] cpu must be a Kubernetes quantity"),
+        ("gpu = 1", "gpu = true", "[steps.train_model.resources] gpu must be a whole number of GPUs"),
         ('aws_region = "eu-west-1"', "aws_region = 1", "[environments.dev] aws_region must be a string, got int 1"),
         ('name = "iris-model"', "name = 3", "[model] name must be a string, got int 3"),
     ],

@@ -176,7 +176,7 @@ def inspect(airflow_bin: Path, home: Path, dag_file: Path, run_id: str, **env: s
 def test_pod_dag_loads_in_airflow_and_asks_for_what_mlops_toml_says(project, airflow_bin, airflow_home):
     done = mlops(project, "dag", **SECRETS)
     assert done.returncode == 0, done.stderr
-    dag_file = project / "dags" / "churn_dag.py"
+    dag_file = project / "dags" / f"{NAME}.py"
     assert done.stdout.strip() == f"wrote {dag_file}"
     text = dag_file.read_text()
     imports = [line for line in text.splitlines() if line.startswith(("import ", "from "))]
@@ -395,7 +395,7 @@ def local_project(rendered: Path, tmp_path: Path) -> Path:
 def test_local_dag_runs_the_whole_pipeline_as_one_pipeline_run(
     local_project, airflow_bin, airflow_home, trained_project
 ):
-    outcome = run_dag(airflow_bin, airflow_home, local_project / "dags" / "churn_dag_local.py")
+    outcome = run_dag(airflow_bin, airflow_home, local_project / "dags" / f"{NAME}_local.py")
     print(f"dag.test() of the local DAG: {outcome['seconds']:.1f} s")
     assert outcome["state"] == "success"
     assert {t: s["try_number"] for t, s in outcome["tasks"].items()} == dict.fromkeys(STEPS, 1)
@@ -429,7 +429,7 @@ def test_local_dag_retries_a_failed_and_a_killed_step_within_one_pipeline_run(lo
     assert line in source
     main_py.write_text(source.replace(line, FAIL_ONCE.format(markers=str(markers))))
 
-    outcome = run_dag(airflow_bin, airflow_home, local_project / "dags" / "churn_dag_local.py")
+    outcome = run_dag(airflow_bin, airflow_home, local_project / "dags" / f"{NAME}_local.py")
     assert outcome["state"] == "success"
     tries = {t: s["try_number"] for t, s in outcome["tasks"].items()}
     assert tries == {"make_data": 1, "feat_data": 2, "train_model": 2, "predict": 1}

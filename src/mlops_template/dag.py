@@ -73,9 +73,7 @@ def write_dag(
         text = render_cluster(config, steps, env, default, images)
     for warning in warnings:
         logger.warning("%s", warning)
-    path = (
-        output or config.root / DAGS_FOLDER / f"{config.name.replace('-', '_')}{'_local' if local else ''}.py"
-    ).resolve()
+    path = (output or config.root / DAGS_FOLDER / f"{config.name}{'_local' if local else ''}.py").resolve()
     if path.exists():
         current = path.read_text(encoding="utf-8")
         if current == text:

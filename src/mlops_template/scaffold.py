@@ -27,6 +27,10 @@ _NAME = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 _TAKEN = {"mlops_template", "mlflow", "pandas", "numpy", "sklearn", "scipy", "matplotlib", "pytest", "test", "tests"}
 
 
+# The rendered pipeline's steps, in order (src/<package>/main.py of the template).
+TEMPLATE_STEPS = ("make_data", "feat_data", "train_model", "predict")
+
+
 def template_path() -> Path:
     """The copier template shipped inside this package."""
     return Path(str(files("mlops_template") / "template"))
@@ -94,6 +98,7 @@ def new_project(
                 warnings.simplefilter("ignore", CleanupWarning)  # cleaning up is ours, below
                 run_copy(str(template_path()), target, data=data, defaults=True, quiet=True, unsafe=False)
             write_wheel(target / "vendor")
+            _write_dag(target)
         except OSError as exc:
             raise ProjectError(
                 f"cannot write the project into {target} ({exc}); choose a folder you can write with --directory"
@@ -109,6 +114,14 @@ def new_project(
         _remove_partial(target, keep_folder=existed)
         raise
     return target
+
+
+def _write_dag(target: Path) -> None:
+    """The project's Airflow DAG, as `mlops dag` writes it, so the first commit has it."""
+    from .config import load_config
+    from .dag import write_dag
+
+    write_dag(load_config(target), list(TEMPLATE_STEPS))
 
 
 def _remove_partial(target: Path, *, keep_folder: bool) -> None:
