@@ -259,7 +259,7 @@ def test_rendered_project_tests_pass(tmp_path):
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     result = run_in(project, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], env=env)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "6 passed" in result.stdout
+    assert "7 passed" in result.stdout
     # The project's tests ran in their own storage: the project folder gained no run output.
     assert not (project / "mlruns.db").exists() and not (project / "data" / "datasets").exists()
 
