@@ -160,14 +160,21 @@ def client_env(**extra: str) -> dict[str, str]:
 def mlflow_server(
     postgres: Postgres, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlflowServer]:
-    """`mlflow server` on 127.0.0.1 for one test module: a fresh PostgreSQL database, artifacts proxied to a fresh bucket.
+    """`mlflow server` on 127.0.0.1 for one test module: a fresh PostgreSQL database, artifacts proxied to a fresh bucket."""
+    with running_mlflow_server(postgres, s3_endpoint, tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
 
+
+@contextlib.contextmanager
+def running_mlflow_server(postgres: Postgres, s3_endpoint: str, folder: Path) -> Iterator[MlflowServer]:
+    """Start `mlflow server` over a fresh database of `postgres` and a fresh bucket; stopped on exit.
+
+    `folder` is its working folder (anything it writes stays there) and holds its log.
     Job execution (MLflow's background workers, unused here) is off, to spare the machine five processes.
     """
     bucket = make_bucket(s3_endpoint)
     backend = postgres.create_database()
     port = free_port()
-    folder = tmp_path_factory.mktemp("mlflow-server")  # its working folder: anything it writes stays here
     log = folder / "server.log"
     env = client_env(MLFLOW_S3_ENDPOINT_URL=s3_endpoint, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     command = [
