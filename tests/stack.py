@@ -170,8 +170,30 @@ def running_mlflow_server(postgres: Postgres, s3_endpoint: str, folder: Path) ->
     """Start `mlflow server` over a fresh database of `postgres` and a fresh bucket; stopped on exit.
 
     `folder` is its working folder (anything it writes stays there) and holds its log.
+    """
+    with running_mlflow_servers(postgres, s3_endpoint, folder) as (server,):
+        yield server
+
+
+@contextlib.contextmanager
+def running_mlflow_servers(postgres: Postgres, s3_endpoint: str, *folders: Path) -> Iterator[tuple[MlflowServer, ...]]:
+    """One `mlflow server` per folder, each over a fresh database and bucket, all started before any is waited for.
+
     Job execution (MLflow's background workers, unused here) is off, to spare the machine five processes.
     """
+    started: list[tuple[subprocess.Popen, MlflowServer]] = []
+    try:
+        for folder in folders:
+            started.append(_start_mlflow_server(postgres, s3_endpoint, folder))
+        for process, server in started:
+            _wait_for_health(server.url, process, server.log)
+        yield tuple(server for _, server in started)
+    finally:
+        for process, _ in started:
+            _stop(process)
+
+
+def _start_mlflow_server(postgres: Postgres, s3_endpoint: str, folder: Path) -> tuple[subprocess.Popen, MlflowServer]:
     bucket = make_bucket(s3_endpoint)
     backend = postgres.create_database()
     port = free_port()
@@ -189,12 +211,7 @@ def running_mlflow_server(postgres: Postgres, s3_endpoint: str, folder: Path) ->
         process = subprocess.Popen(
             command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_health(url, process, log)
-        yield MlflowServer(url, bucket, s3_endpoint, backend, log)
-    finally:
-        _stop(process)
+    return process, MlflowServer(f"http://127.0.0.1:{port}", bucket, s3_endpoint, backend, log)
 
 
 def _wait_for_health(url: str, process: subprocess.Popen, log: Path) -> None:

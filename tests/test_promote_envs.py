@@ -1,7 +1,7 @@
 """Promotion between two local environments: two folders, two SQLite stores, one rendered project.
 
 `local` has two registered versions of the template's model: v1, trained with the
-template's params, and v2, the champion, which beat v1 on the same held-out rows. `prod` is a folder and a SQLite store of its own, empty at first.
+template's params (the session's trained project), and v2, the champion, which beat v1 on the same held-out rows. `prod` is a folder and a SQLite store of its own, empty at first.
 Each test promotes into its own copy of the project, so none depends on another.
 """
 
@@ -16,13 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import copy_project, store_client
+from conftest import TRAINED_NAME, copy_project, store_client
 
 from mlops_template.cli import REFUSED, main
 from mlops_template.registry import directory_sha256
-from mlops_template.scaffold import new_project
 
-NAME = "promo"
+NAME = TRAINED_NAME  # the session's trained project, copied
 PROD = '[environments.prod]\nstorage = "prod/data"\ntracking_uri = "sqlite:///prod/mlruns.db"\n\n'
 _RUN_VARIABLES = ("MLOPS_ENVIRONMENT", "MLOPS_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID")
 
@@ -40,21 +39,22 @@ def set_prod(root: Path, section: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project with `local` v1 and v2 (champion, better on the same rows); `prod` a folder and SQLite store. Read only: copy it."""
+def trained(trained_project, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project with `local` v1 and v2 (champion, better on the same rows); `prod` a folder and SQLite store.
+
+    Read only: each test takes a copy.
+    """
     with pytest.MonkeyPatch.context() as mp:
         for var in _RUN_VARIABLES:
             mp.delenv(var, raising=False)
-        root = new_project(NAME, directory=tmp_path_factory.mktemp("promote") / NAME, lock=False)
+        root = copy_project(trained_project.root, tmp_path_factory.mktemp("promote") / NAME)
         set_prod(root, PROD)
-        first = cli(root, "run")
-        assert first.exit_code == 0, first.output
         # One boosting round scores better on these held-out rows than the template's hundred: v2 beats v1.
         strong = cli(root, "run", "--step", "train_model", "-P", "train_model.max_iter=1", "-P", "max_depth=2")
         assert strong.exit_code == 0, strong.output
+        assert f"{NAME} v2 is champion" in strong.output
         (root / "prod").mkdir()
         prod_client(root).search_experiments()  # its tables made once (seconds), not by every test's copy
-        assert f"{NAME} v2 is champion" in strong.output
     return root
 
 
@@ -249,7 +249,7 @@ def test_an_unknown_environment_is_named_with_the_choices(project):
 def test_an_unknown_version_lists_the_source_versions(project):
     result = cli(project, "promote", "9", "--from", "local", "--to", "prod")
 
-    assert_one_line_error(result, "environment 'local': model 'promo' has no version '9'; valid: 1, 2")
+    assert_one_line_error(result, f"environment 'local': model '{NAME}' has no version '9'; valid: 1, 2")
     assert_prod_untouched(project)
 
 
@@ -267,7 +267,7 @@ def test_source_files_that_fail_their_sha256_are_not_copied(project):
 
     result = cli(project, "promote", "2", "--from", "local", "--to", "prod")
 
-    assert_one_line_error(result, "the files of promo v2 do not match its mlops.model_sha256", "nothing was copied")
+    assert_one_line_error(result, f"the files of {NAME} v2 do not match its mlops.model_sha256", "nothing was copied")
     assert_prod_untouched(project)
 
 
@@ -278,7 +278,7 @@ def test_a_snapshot_missing_from_the_source_storage_stops_before_any_copy(projec
 
     result = cli(project, "promote", "2", "--from", "local", "--to", "prod")
 
-    assert_one_line_error(result, f"environment 'local': snapshot {ref} of promo v2 cannot be read")
+    assert_one_line_error(result, f"environment 'local': snapshot {ref} of {NAME} v2 cannot be read")
     assert_prod_untouched(project)
 
 
