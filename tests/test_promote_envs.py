@@ -298,3 +298,29 @@ def test_evaluate_without_a_target_environment_is_refused(project):
     result = cli(project, "promote", "2", "--evaluate", "recent")
 
     assert_one_line_error(result, "--evaluate and --dry-run go with --from E1 --to E2")
+
+
+def test_a_copy_that_fails_midway_leaves_no_model_run_or_version_and_a_retry_completes_it(project, monkeypatch):
+    import mlflow
+
+    upload = mlflow.MlflowClient.log_model_artifacts
+
+    def upload_then_fail(self, model_id, local_dir, artifact_path=None):  # injected: the store fails mid-copy
+        upload(self, model_id, local_dir, artifact_path)
+        raise OSError("connection reset by peer")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_model_artifacts", upload_then_fail)
+
+    failed = cli(project, "promote", "2", "--from", "local", "--to", "prod")
+
+    assert_one_line_error(failed, "environment 'prod': tracking store", "connection reset by peer")
+    assert prod_versions(project) == [] and prod_logged_models(project, "local:2") == []
+    experiment = prod_client(project).get_experiment_by_name(NAME)
+    assert prod_client(project).search_runs([experiment.experiment_id]) == []
+    monkeypatch.undo()
+
+    retry = cli(project, "promote", "2", "--from", "local", "--to", "prod")
+
+    assert retry.exit_code == 0, retry.output
+    assert "there already" in retry.output  # the snapshots copied before the failure are complete
+    assert prod_versions(project) == ["1"] and len(prod_logged_models(project, "local:2")) == 1
