@@ -324,3 +324,12 @@ def test_a_copy_that_fails_midway_leaves_no_model_run_or_version_and_a_retry_com
     assert retry.exit_code == 0, retry.output
     assert "there already" in retry.output  # the snapshots copied before the failure are complete
     assert prod_versions(project) == ["1"] and len(prod_logged_models(project, "local:2")) == 1
+
+
+def test_a_variable_pointing_both_environments_at_one_store_is_refused(project, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlruns.db'}")
+
+    result = cli(project, "promote", "2", "--from", "local", "--to", "prod")
+
+    assert_one_line_error(result, "environments 'local' and 'prod' share one tracking store", "MLFLOW_TRACKING_URI")
+    assert_prod_untouched(project)

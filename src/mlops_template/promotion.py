@@ -259,6 +259,10 @@ def _into_target(
         earlier = _earlier_copy(client, experiment.experiment_id, origin) if experiment else None
         registered = _registered_copy(client, name, origin)
         holder = _alias_holder(client, name, alias)
+    if registered is not None:  # the registered copy's own logged model, whatever else an earlier attempt left
+        earlier = (registered.run_id, registry.logged_model_id(registered.source))
+    elif earlier is not None:
+        earlier = (earlier.source_run_id, earlier.model_id)
     common = dict(
         model=name,
         source=origin.env.name,
@@ -284,10 +288,7 @@ def _into_target(
     for snapshot in missing:
         store.copy_from(origin.store, snapshot)
     with store_errors(env):
-        if earlier is None:
-            run_id, model_id = _copy_model(client, experiment_id, env, origin)
-        else:
-            run_id, model_id = earlier.source_run_id, earlier.model_id
+        run_id, model_id = earlier or _copy_model(client, experiment_id, env, origin)
         _record(client, run_id, model_id, decision, gate_data)
     if not decision.passed:
         return result
@@ -299,7 +300,7 @@ def _into_target(
     return replace(result, version=version, moved=True)
 
 
-def _earlier_copy(client: MlflowClient, experiment_id: str, origin: _Origin) -> Any | None:
+def _earlier_copy(client: MlflowClient, experiment_id: str, origin: _Origin) -> Any | None:  # a LoggedModel
     """The complete logged model an earlier promotion of the same version (same files) left in the target."""
     found = client.search_logged_models(
         [experiment_id], filter_string=f"tags.`{TAG_PROMOTED_FROM}` = '{origin.ref}'", max_results=100
@@ -500,10 +501,11 @@ def _compare(
     return Comparison(champion.version, len(rows), mine, theirs)
 
 
-def _record(client: MlflowClient, run_id: str | None, model_id: str, decision: Decision, gate_data: str) -> None:
+def _record(client: MlflowClient, run_id: str | None, model_id: str | None, decision: Decision, gate_data: str) -> None:
     """The decision on the logged model and on its run (whose metric is the copy's score in the target)."""
     tags = {TAG_GATE: "passed" if decision.passed else "failed", TAG_GATE_REASON: decision.reason}
-    client.set_logged_model_tags(model_id, {**tags, TAG_GATE_DATA: gate_data})
+    if model_id:
+        client.set_logged_model_tags(model_id, {**tags, TAG_GATE_DATA: gate_data})
     if not run_id:
         return
     for key, value in {**tags, TAG_GATE_DATA: gate_data}.items():
