@@ -160,14 +160,43 @@ def client_env(**extra: str) -> dict[str, str]:
 def mlflow_server(
     postgres: Postgres, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlflowServer]:
-    """`mlflow server` on 127.0.0.1 for one test module: a fresh PostgreSQL database, artifacts proxied to a fresh bucket.
+    """`mlflow server` on 127.0.0.1 for one test module: a fresh PostgreSQL database, artifacts proxied to a fresh bucket."""
+    with running_mlflow_server(postgres, s3_endpoint, tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_mlflow_server(postgres: Postgres, s3_endpoint: str, folder: Path) -> Iterator[MlflowServer]:
+    """Start `mlflow server` over a fresh database of `postgres` and a fresh bucket; stopped on exit.
+
+    `folder` is its working folder (anything it writes stays there) and holds its log.
+    """
+    with running_mlflow_servers(postgres, s3_endpoint, folder) as (server,):
+        yield server
+
+
+@contextlib.contextmanager
+def running_mlflow_servers(postgres: Postgres, s3_endpoint: str, *folders: Path) -> Iterator[tuple[MlflowServer, ...]]:
+    """One `mlflow server` per folder, each over a fresh database and bucket, all started before any is waited for.
 
     Job execution (MLflow's background workers, unused here) is off, to spare the machine five processes.
     """
+    started: list[tuple[subprocess.Popen, MlflowServer]] = []
+    try:
+        for folder in folders:
+            started.append(_start_mlflow_server(postgres, s3_endpoint, folder))
+        for process, server in started:
+            _wait_for_health(server.url, process, server.log)
+        yield tuple(server for _, server in started)
+    finally:
+        for process, _ in started:
+            _stop(process)
+
+
+def _start_mlflow_server(postgres: Postgres, s3_endpoint: str, folder: Path) -> tuple[subprocess.Popen, MlflowServer]:
     bucket = make_bucket(s3_endpoint)
     backend = postgres.create_database()
     port = free_port()
-    folder = tmp_path_factory.mktemp("mlflow-server")  # its working folder: anything it writes stays here
     log = folder / "server.log"
     env = client_env(MLFLOW_S3_ENDPOINT_URL=s3_endpoint, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     command = [
@@ -182,12 +211,7 @@ def mlflow_server(
         process = subprocess.Popen(
             command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_health(url, process, log)
-        yield MlflowServer(url, bucket, s3_endpoint, backend, log)
-    finally:
-        _stop(process)
+    return process, MlflowServer(f"http://127.0.0.1:{port}", bucket, s3_endpoint, backend, log)
 
 
 def _wait_for_health(url: str, process: subprocess.Popen, log: Path) -> None:

@@ -257,10 +257,38 @@ def models(environment: str | None, project: Path | None) -> None:
 @click.argument("version")
 @click.option("--alias", default="champion", show_default=True, help="Alias to move.")
 @env_option
+@click.option("--from", "source", metavar="E1", help="Environment to copy VERSION from (with --to).")
+@click.option("--to", "target", metavar="E2", help="Environment to copy VERSION into; its gate decides.")
+@click.option(
+    "--evaluate",
+    metavar="NAME",
+    help="With --to: the target's dataset the gate scores [default: VERSION's held-out snapshot].",
+)
+@click.option("--dry-run", is_flag=True, help="With --to: check both environments and decide, writing nothing.")
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
 @scoped
-def promote(version: str, alias: str, environment: str | None, project: Path | None) -> None:
-    """Point the champion (or --alias) at VERSION of the project's model, e.g. to roll back."""
+def promote(
+    version: str,
+    alias: str,
+    environment: str | None,
+    source: str | None,
+    target: str | None,
+    evaluate: str | None,
+    dry_run: bool,
+    project: Path | None,
+) -> None:
+    """Point the champion (or --alias) at VERSION, e.g. to roll back; or copy VERSION --from E1 --to E2.
+
+    Between environments, the version's files and the snapshots it was trained and checked on are copied,
+    and the target's gate decides: exit status 3 when it refuses.
+    """
+    if source or target:
+        _promote_between(version, alias, environment, source, target, evaluate, dry_run, project)
+        return
+    if evaluate or dry_run:
+        from .errors import ConfigError
+
+        raise ConfigError("--evaluate and --dry-run go with --from E1 --to E2; add them, or drop the option")
     from .registry import promote as promote_version
     from .tracking import client, store_errors
 
@@ -269,6 +297,47 @@ def promote(version: str, alias: str, environment: str | None, project: Path | N
     with store_errors(env, registry=True):
         promote_version(client(), config.model.name, version, alias=alias)
     console().print(f"{config.model.name}: '{alias}' now points at v{version}")
+
+
+REFUSED = 3  # `mlops promote --to`'s exit status when the target's gate refuses (errors exit 1, usage 2)
+
+
+def _promote_between(version, alias, environment, source, target, evaluate, dry_run, project) -> None:
+    from rich.markup import escape
+
+    from .config import load_config
+    from .errors import ConfigError
+    from .promotion import promote_between
+
+    if not (source and target):
+        raise ConfigError("give both --from E1 and --to E2 (or neither, to move an alias in one environment)")
+    if environment:
+        raise ConfigError("--environment names one environment; with --from and --to, leave it out")
+    config = load_config(project)
+    quiet_mlflow()
+    done = promote_between(
+        config, version, source=source, target=target, alias=alias, evaluate=evaluate, dry_run=dry_run
+    )
+    out = console()
+    what = f"{done.model} v{done.source_version} of {done.source}"
+    if done.decision is None:
+        out.print(f"{what} is {done.target}'s v{done.version} already, and '{done.alias}' points at it: nothing to do")
+        return
+    copied = ", ".join(done.copied) or "none"
+    held = f" ({', '.join(done.present)} there already)" if done.present else ""
+    files = "model files" if done.model_copied else "model files: none (copied before)"
+    verb = "would copy" if done.dry_run else "copied"
+    out.print(f"{what} → {done.target}: {verb} {files}; snapshots {copied}{held}")
+    verdict = "passed" if done.decision.passed else "refused"
+    out.print(f"{done.target}'s gate {verdict} on {done.gate_data}: {escape(done.decision.reason)}")
+    if done.dry_run:
+        out.print(f"dry run: nothing was written to {done.target} ({done.seconds:.1f} s)")
+    elif done.passed:
+        out.print(f"{done.target}: {done.model} v{done.version}, '{done.alias}' points at it ({done.seconds:.1f} s)")
+    else:
+        out.print(f"{done.target}: nothing registered, '{done.alias}' unchanged ({done.seconds:.1f} s)")
+    if not done.passed:
+        sys.exit(REFUSED)
 
 
 @main.group()

@@ -92,6 +92,16 @@ def set_champion(client: MlflowClient, name: str, version: str) -> None:
 _DOWNLOAD_NOTES = {"registered_model_meta"}
 
 
+def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
+    """Point `alias` at `version` (which exists)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_alias(name, alias, str(version))
+    except MlflowException as exc:
+        raise TrackingError(f"model registry: cannot move '{alias}' of '{name}' to v{version} ({exc.message})") from exc
+
+
 def unregister(client: MlflowClient, name: str, version: str, *, restore: str | None) -> None:
     """Undo a registration that could not be completed: drop the version, give `champion` back."""
     from mlflow.exceptions import MlflowException
@@ -159,6 +169,12 @@ def promote(client: MlflowClient, name: str, version: str, *, alias: str = CHAMP
         raise TrackingError(f"model registry: cannot move '{alias}' of '{name}' ({exc.message})") from exc
 
 
+def drop_download_notes(folder: str | Path) -> None:
+    """Remove what MLflow writes into a download of `models:/<name>/<version>`, leaving the model's own files."""
+    for note in _DOWNLOAD_NOTES:
+        (Path(folder) / note).unlink(missing_ok=True)
+
+
 def directory_sha256(folder: str | Path) -> str:
     """A hash of every model file's relative path and bytes: changes if any of them changes."""
     digest = hashlib.sha256()
@@ -214,9 +230,6 @@ def load_champion(client: MlflowClient, name: str) -> Champion:
 def load_version(client: MlflowClient, name: str, version: ModelVersion) -> Champion:
     """Download one version into a temporary folder, verify its sha256, load it; the folder is removed."""
     import mlflow
-    from mlflow.models import Model
-
-    from . import flavors
 
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
         path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=tmp))
@@ -227,8 +240,18 @@ def load_version(client: MlflowClient, name: str, version: ModelVersion) -> Cham
                 f"model '{name}' v{version.version}: files do not match the sha256 recorded at registration "
                 f"({actual[:12]} != {expected[:12]}); the artifacts were changed, re-train or restore them"
             )
-        model = flavors.load(path)
-        signature = Model.load(str(path / "MLmodel")).signature
+        model, names = load_folder(path)
+    return Champion(name=name, version=str(version.version), model=model, feature_names=names, tags=dict(version.tags))
+
+
+def load_folder(path: str | Path) -> tuple[Any, list[str] | None]:
+    """A model folder (its `MLmodel` and files) loaded with its flavour, and the input columns its signature names."""
+    from mlflow.models import Model
+
+    from . import flavors
+
+    model = flavors.load(path)
+    signature = Model.load(str(Path(path) / "MLmodel")).signature
     schema = signature.inputs if signature is not None else None
     names = schema.input_names() if schema is not None and schema.has_input_names() else None
-    return Champion(name=name, version=str(version.version), model=model, feature_names=names, tags=dict(version.tags))
+    return model, names

@@ -295,6 +295,37 @@ class SnapshotStore:
             )
         return snapshot
 
+    def find(self, name: str, digest: str) -> Snapshot | None:
+        """The complete snapshot of `name` with this full digest, None when it is not stored here."""
+        return self._complete(name, digest)
+
+    def copy_from(self, source: SnapshotStore, snapshot: Snapshot) -> Stored:
+        """Bring a snapshot of another storage (another environment's) here, byte for byte, under the same id.
+
+        Nothing is written when it is here already. Otherwise its bytes stream
+        into a staged file, hashed on the way, and are published only if they
+        match the digest; the stored copy is then read back and hashed again,
+        and the manifest (the source's, unchanged) is written last, so an
+        interrupted copy leaves nothing listed.
+        """
+        if self._complete(snapshot.name, snapshot.digest) is not None:
+            return Stored(snapshot, written=False)
+        with self.storage.stage(f"{PREFIX}/{snapshot.name}") as stage:
+            with source.storage.open_read(snapshot.key) as f:
+                digest, _ = copy_hashing(f, stage.file)
+            if digest != snapshot.digest:
+                raise _tampered(source.uri(snapshot), snapshot)
+            stage.commit(snapshot.key)
+        if self._digest(snapshot.key) != snapshot.digest:
+            self.storage.delete(snapshot.key)
+            raise IntegrityError(
+                f"{self.uri(snapshot)}: the copy of snapshot {snapshot.ref} does not match its digest once stored; "
+                "nothing was kept, check the storage and copy again"
+            )
+        manifest = source.storage.read_bytes(manifest_key(snapshot.name, snapshot.id))
+        self.storage.write_bytes(manifest_key(snapshot.name, snapshot.id), manifest)
+        return Stored(snapshot, written=True)
+
     def set_current(self, snapshot: Snapshot) -> None:
         """Make `datasets/<name>` a copy of this snapshot (a server-side copy on S3, in-kernel locally).
 

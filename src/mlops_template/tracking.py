@@ -78,6 +78,17 @@ def connect(config: Config, env: Environment) -> str:
     return experiment_id
 
 
+def point_at(env: Environment) -> None:
+    """Point MLflow at `env`'s stores, probed first, without creating anything in them (unlike :func:`connect`).
+
+    For callers that read an environment, or switch between two in one process
+    (a promotion reads one and writes another): call it inside :func:`environ.scope`.
+    """
+    environ.export(env)
+    _check_reachable(env)
+    _set_uris(env)
+
+
 def _create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     """Create the project's experiment; if another process just did, use theirs."""
     from mlflow.exceptions import MlflowException
