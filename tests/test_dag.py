@@ -40,7 +40,6 @@ SECRETS = {
     "MLFLOW_TRACKING_TOKEN": "dag-token-77e2b1",
 }
 DAG_TABLE = f"""
-[dag]
 repository = "{REPOSITORY}"
 environment = "prod"
 namespace = "ml-pipelines"
@@ -136,11 +135,16 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def project(rendered: Path, tmp_path: Path) -> Path:
     """This test's copy of the rendered project, with the [dag] table and the training step's resources."""
     root = Path(shutil.copytree(rendered, tmp_path / NAME, symlinks=True))
-    toml = root / "mlops.toml"
-    text = toml.read_text().replace('cpu = "1"\nmemory = "2Gi"\n', TRAIN_RESOURCES)
-    assert TRAIN_RESOURCES in text
-    toml.write_text(text + DAG_TABLE)
+    text = replace_table((root / "mlops.toml").read_text(), "[steps.train_model.resources]", TRAIN_RESOURCES)
+    (root / "mlops.toml").write_text(replace_table(text, "[dag]", DAG_TABLE))
     return root
+
+
+def replace_table(text: str, header: str, body: str) -> str:
+    """`text` with the TOML table `header` (up to the next blank line) replaced by `header` and `body`."""
+    start = text.index("\n" + header) + 1  # the header line may end in a comment
+    end = text.index("\n\n", start)
+    return text[:start] + header + "\n" + body.strip("\n") + text[end:]
 
 
 def mlops(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -291,6 +295,11 @@ def test_regenerating_gives_the_same_bytes_and_keeps_a_hand_edit(project):
     assert forced.returncode == 0 and dag_file.read_bytes() == (project / "c.py").read_bytes()
 
 
+def dags_files(project: Path) -> dict[str, bytes]:
+    """The files of the project's dags/ folder (the shipped DAG), by name."""
+    return {p.name: p.read_bytes() for p in (project / "dags").iterdir()}
+
+
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
@@ -309,11 +318,12 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_written(project, ol
     toml = project / "mlops.toml"
     assert old in toml.read_text()
     toml.write_text(toml.read_text().replace(old, new, 1))
+    before = dags_files(project)
     result = CliRunner().invoke(main, ["dag", "--project", str(project)])
     assert result.exit_code == 1
     [line] = result.output.strip().splitlines()
     assert expected in line and "Traceback" not in result.output
-    assert not (project / "dags").exists()
+    assert dags_files(project) == before
 
 
 @pytest.mark.parametrize(
@@ -325,11 +335,12 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_written(project, ol
     ],
 )
 def test_bad_options_are_refused_in_one_line(project, args, expected):
+    before = dags_files(project)
     result = CliRunner().invoke(main, ["dag", "--project", str(project), *args])
     assert result.exit_code == 1
     [line] = result.output.strip().splitlines()
     assert expected in line
-    assert not (project / "dags").exists()
+    assert dags_files(project) == before
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -386,7 +397,7 @@ def local_project(rendered: Path, tmp_path: Path) -> Path:
     """This test's copy of the rendered project with its local DAG."""
     root = Path(shutil.copytree(rendered, tmp_path / NAME, symlinks=True))
     toml = root / "mlops.toml"
-    toml.write_text(toml.read_text() + '\n[dag]\nretries = 1\nretry_delay = "1s"\n')
+    toml.write_text(replace_table(toml.read_text(), "[dag]", 'retries = 1\nretry_delay = "1s"'))
     done = mlops(root, "dag", "--local")
     assert done.returncode == 0, done.stderr
     return root
