@@ -290,6 +290,10 @@ def test_the_six_questions_are_each_answered_by_one_command(story):
     # 1. Keep track of all experiments and models.
     listed = mlops("runs", "-n", "50", root=root).output
     assert story.v1 in listed and story.v2 in listed and story.dirty in listed
+    models = json.loads(mlops("models", "--json", root=root).output)
+    assert {m["version"] for m in models} == {str(v.version) for v in client.search_model_versions(f"name='{NAME}'")}
+    champion = client.get_model_version_by_alias(NAME, "champion")
+    assert next(m for m in models if "champion" in m["aliases"])["run_id"] == champion.run_id
     # 2. Which model was the best?
     best = json.loads(mlops("runs", "--sort", "f1", "-n", "1", "--json", root=root).output)[0]
     trainings = client.search_runs(
@@ -297,7 +301,6 @@ def test_the_six_questions_are_each_answered_by_one_command(story):
     )
     assert best["metrics"]["f1"] == max(r.data.metrics["f1"] for r in trainings)
     # 3. Which data made it?
-    champion = client.get_model_version_by_alias(NAME, "champion")
     assert champion.tags["mlops.training_data"] in mlops("show", "champion", root=root).output
     # 4. This model is worse than last one: what was done differently?
     different = mlops("diff", story.v1, story.v2, root=root).output

@@ -62,6 +62,8 @@ class PipelineRun:
 
 def higher_is_better(metric: str) -> bool:
     """The gate's direction: scorers are higher-is-better by construction; plain error names are not."""
+    if metric.startswith("neg_"):  # a scikit-learn scorer: the loss negated
+        return True
     return not any(metric == name or metric.endswith(f"_{name}") for name in _LOWER_IS_BETTER)
 
 
