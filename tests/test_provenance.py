@@ -116,3 +116,19 @@ def test_the_pipeline_run_and_each_step_run_record_provenance(tiny_project, shar
         from mlops_template.provenance import packages_hash
 
         assert tags["mlops.packages"] == packages_hash(recorded["packages"])
+
+
+def test_reproduce_names_the_packages_whose_versions_differ_from_the_recorded_ones(caplog):
+    from mlops_template.reproduce import package_differences
+
+    installed = installed_packages()
+    recorded = {**installed, "mlflow": "0.0.1", "gone-package": "1.0"}
+    recorded.pop("pandas")
+    with caplog.at_level(logging.WARNING, logger="mlops_template"):
+        differing = package_differences(recorded)
+    assert differing == [
+        ("gone-package", "1.0", None),
+        ("mlflow", "0.0.1", installed["mlflow"]),
+        ("pandas", None, installed["pandas"]),
+    ]
+    assert f"mlflow 0.0.1 → {installed['mlflow']}" in caplog.text and "gone-package" in caplog.text

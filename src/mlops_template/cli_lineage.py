@@ -249,7 +249,8 @@ def reproduce(
         if step is None:
             out.print(f"reproducing run in pipeline run {result.run_id}: " + " → ".join(result.planned))
             return
-        out.print(f"  {'✓' if step.status == 'FINISHED' else '✗'} {step.name:<16} {step.seconds:6.2f} s")
+        mark = "✓" if step.status == "FINISHED" else "✗"
+        out.print(f"  {mark} {step.name:<16} {step.seconds:6.2f} s  {escape('; '.join(step.notes))}")
 
     done = reproduce_run(
         config, run, environment=environment, steps=steps, tolerance=tolerance, register=register, on_step=on_step

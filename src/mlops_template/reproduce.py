@@ -144,7 +144,7 @@ def reproduce(
         with store_errors(env):
             new = {s.name: client.get_run(s.run_id) for s in result.steps}
     checks = [c for step in order for c in _compare(step, plan.originals[step], new[step], tolerance)]
-    differing = _package_differences(plan.packages)
+    differing = package_differences(plan.packages)
     return Reproduction(
         original=named.pipeline.info.run_id,
         run_id=result.run_id,
@@ -390,7 +390,7 @@ def _compare(step: str, original: Run, new: Run, tolerance: float) -> list[Check
     return checks
 
 
-def _package_differences(recorded: dict[str, str] | None) -> list[tuple[str, str | None, str | None]]:
+def package_differences(recorded: dict[str, str] | None) -> list[tuple[str, str | None, str | None]]:
     if recorded is None:
         return []
     installed = installed_packages()

@@ -98,8 +98,10 @@ def list_runs(
             ran = {r.data.tags.get(_TAG_PARENT) for r in _search(client, experiment_id, _step_filter(step))}
             parents = [p for p in parents if p.info.run_id in ran]
         since = min((p.info.start_time or 0 for p in parents), default=0)
-        trainings = _search(
-            client, experiment_id, _step_filter(TRAINING_STEP) + (f" and attributes.start_time >= {since}")
+        trainings = (
+            _search(client, experiment_id, _step_filter(TRAINING_STEP) + f" and attributes.start_time >= {since}")
+            if parents
+            else []
         )
     with store_errors(env, registry=True):
         versions = _versions_by_run(client, config.model.name) if parents else {}
