@@ -98,7 +98,22 @@ class Provenance:
         }
 
     def record(self, client: MlflowClient, run_id: str) -> None:
-        """Log the artifacts on `run_id` (its tags are set when the run is created)."""
+        """Log the artifacts on `run_id` (its tags are set when the run is created).
+
+        Where no temporary folder can be written (a read-only pod), the run goes
+        on without them and a warning says so; a failing store still raises.
+        """
+        try:
+            self._log(client, run_id)
+        except OSError as exc:
+            logger.warning(
+                "run %s: packages and code diff not recorded (%s: %s); make the temp folder writable (TMPDIR)",
+                run_id,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _log(self, client: MlflowClient, run_id: str) -> None:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="mlops-provenance-") as tmp:

@@ -29,7 +29,7 @@ from .pipeline_runs import (
     open_parent,
     settle,
 )
-from .provenance import capture
+from .provenance import Provenance, capture
 from .replay import TAG_REPRODUCES, Replay
 from .storage import open_storage
 from .tracking import (
@@ -212,7 +212,7 @@ class _Attempt:
     order: list[str]
     git_tags: dict[str, str]  # every provenance tag, the git ones among them
     lease: float
-    code: Any = None  # provenance.Provenance: recorded on each step run
+    code: Provenance | None = None  # recorded on each step run
     replay: Replay | None = None
 
 
