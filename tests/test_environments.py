@@ -171,11 +171,13 @@ def test_dev_then_prod_in_one_process_each_reach_only_their_own_endpoint(project
         assert list(found) == [account.bucket]  # the other environment made nothing here
         keys = found[account.bucket]
         assert "project/datasets/where.parquet" in keys
-        runs = {results[env].steps[0].run_id} | ({again.steps[0].run_id} if env == "dev" else set())
+        made = [results[env], *([again] if env == "dev" else [])]
         artifacts = {k for k in keys if k.startswith("mlflow/")}
-        assert artifacts == {f"mlflow/{run}/artifacts/where.txt" for run in runs}
+        written = {f"mlflow/{r.steps[0].run_id}/artifacts/where.txt" for r in made}
+        recorded = {f"mlflow/{i}/artifacts/mlops/environment.json" for r in made for i in (r.run_id, r.steps[0].run_id)}
+        assert artifacts == written | recorded
         s3 = account.s3()
-        for key in artifacts:
+        for key in written:
             assert s3.get_object(Bucket=account.bucket, Key=key)["Body"].read() == env.encode()
         body = s3.get_object(Bucket=account.bucket, Key="project/datasets/where.parquet")["Body"].read()
         table = pd.read_parquet(io.BytesIO(body))

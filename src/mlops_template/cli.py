@@ -170,9 +170,23 @@ def ui(environment: str | None, port: int, project: Path | None) -> None:
 
 @main.command()
 @env_option
-@click.option("--limit", "-n", default=20, show_default=True, help="How many runs, newest first.")
+@click.option(
+    "--limit", "-n", default=20, show_default=True, help="How many runs: the newest, or the best with --sort."
+)
+@click.option("--sort", "sort", metavar="METRIC", help="Best first by this training metric, over every matching run.")
+@click.option("--status", help="Only runs in this state (FINISHED, FAILED, RUNNING, KILLED).")
+@click.option("--step", metavar="STEP", help="Only pipeline runs that ran this step.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
-def runs(environment: str | None, limit: int, project: Path | None) -> None:
+def runs(
+    environment: str | None,
+    limit: int,
+    sort: str | None,
+    status: str | None,
+    step: str | None,
+    as_json: bool,
+    project: Path | None,
+) -> None:
     """List pipeline runs: when, where, which code, training metrics, gate, model version."""
     from rich.table import Table
 
@@ -182,12 +196,16 @@ def runs(environment: str | None, limit: int, project: Path | None) -> None:
     config = load_config(project)
     env = config.environment(environment)
     quiet_mlflow()
-    metric = config.model.gate.metric
+    found = list_runs(config, env, limit=limit, sort=sort, status=status, step=step)
+    if as_json:
+        _print_json([r.to_json() for r in found])
+        return
+    metric = sort or config.model.gate.metric
     table = Table(box=None)
     table.add_column("run", no_wrap=True, min_width=32)  # whole ids: they are what other commands take
     for heading in ("key", "started (UTC)", "status", "env", "steps", "commit", metric, "gate", "model"):
         table.add_column(heading, no_wrap=True)
-    for run in list_runs(config, env, limit=limit):
+    for run in found:
         commit = run.git_commit[:8] + ("+dirty" if run.git_dirty == "true" else "")
         value = run.metrics.get(metric)
         table.add_row(
@@ -219,10 +237,13 @@ def _connected(project: Path | None, environment: str | None):
 
 @main.command()
 @env_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
 @scoped
-def models(environment: str | None, project: Path | None) -> None:
+def models(environment: str | None, as_json: bool, project: Path | None) -> None:
     """List the registered versions of the project's model and their aliases."""
+    from dataclasses import asdict
+
     from rich.table import Table
 
     from .registry import list_versions
@@ -233,6 +254,9 @@ def models(environment: str | None, project: Path | None) -> None:
     table = Table("version", "aliases", metric, "run", "trained on", "other data", box=None)
     with store_errors(env, registry=True):
         versions = list_versions(client(), config.model.name, metric=metric)
+    if as_json:
+        _print_json([{"name": config.model.name, **asdict(v)} for v in versions])
+        return
     for v in versions:
         training = v.tags.get(TAG_TRAINING_DATA, "")
         trained_on = set(training.split(",")) if training else set()
@@ -338,6 +362,16 @@ def _promote_between(version, alias, environment, source, target, evaluate, dry_
         out.print(f"{done.target}: nothing registered, '{done.alias}' unchanged ({done.seconds:.1f} s)")
     if not done.passed:
         sys.exit(REFUSED)
+
+
+def _add_lineage_commands() -> None:
+    from .cli_lineage import diff, reproduce, show
+
+    for command in (show, diff, reproduce):
+        main.add_command(command)
+
+
+_add_lineage_commands()
 
 
 @main.group()

@@ -18,6 +18,7 @@ from .datasets import FORMATS, content_id
 from .errors import MlopsError, StorageError
 from .gate import Comparison, Decision
 from .pipeline_runs import TAG_OUTPUT_PREFIX, RunScope
+from .replay import Replay
 from .snapshots import Snapshot, SnapshotStore, current_key
 from .storage import Storage
 from .storage.base import parse_table
@@ -52,6 +53,7 @@ class StepContext:
     run_id: str
     pipeline_run_id: str
     scope: RunScope | None = field(default=None, repr=False)  # None: reads take the current versions
+    replay: Replay | None = field(default=None, repr=False)  # a reproduction: fixed reads, model, no registration
     log: logging.Logger = field(init=False)
     snapshots: SnapshotStore = field(init=False, repr=False)
     notes: list[str] = field(default_factory=list, init=False)
@@ -76,7 +78,9 @@ class StepContext:
         same bytes. `context="training"` marks the data a model is trained on;
         the registered version then names that snapshot in `mlops.training_data`.
         """
-        snapshot_id = self._written.get(name) or (self.scope.written(name) if self.scope else None)
+        snapshot_id = self._replayed(name) or self._written.get(name)
+        if snapshot_id is None and self.scope is not None:
+            snapshot_id = self.scope.written(name)
         if snapshot_id is None and self.scope is not None:
             snapshot_id = self.scope.pinned(name)
         if snapshot_id is not None:
@@ -104,7 +108,8 @@ class StepContext:
     def _store(self, name: str, df: pd.DataFrame, context: str) -> str:
         import mlflow
 
-        stored = self.snapshots.write_table(name, df, run_id=self.run_id, step=self.step)
+        current = self.replay is None  # a reproduction leaves every dataset's current version as it was
+        stored = self.snapshots.write_table(name, df, run_id=self.run_id, step=self.step, current=current)
         self._log_snapshot(stored.snapshot, df, context)
         self._written[name] = stored.snapshot.id
         mlflow.set_tag(TAG_OUTPUT_PREFIX + name, stored.snapshot.id)  # what later steps of this pipeline run read
@@ -112,6 +117,8 @@ class StepContext:
 
     def has_raw(self) -> bool:
         """Whether the storage holds raw input files under `raw/` (or this pipeline run already read some)."""
+        if self.replay is not None:
+            return self._replayed(RAW_PREFIX) is not None
         return self._pinned_raw() is not None or bool(self._raw_keys())
 
     def read_raw(self) -> pd.DataFrame:
@@ -140,7 +147,13 @@ class StepContext:
         self._log_snapshot(stored.snapshot, df, "input")
         return df
 
+    def _replayed(self, name: str) -> str | None:
+        """In a reproduction, the snapshot id of `name` the reproduced step read."""
+        return self.replay.reads_of(self.step).get(name) if self.replay is not None else None
+
     def _pinned_raw(self) -> str | None:
+        if self.replay is not None:
+            return self._replayed(RAW_PREFIX)
         if self.scope is None:
             return None
         if "raw" not in self._pins:
@@ -300,6 +313,9 @@ class StepContext:
         """Register the model that passed the gate: called by the runner once the step succeeded."""
         if self._proposal is None:
             return
+        if self.replay is not None and not self.replay.register:
+            self.notes.append("reproduction: nothing registered (--register registers it)")
+            return
         import mlflow
 
         candidate, decision = self._proposal
@@ -351,7 +367,12 @@ class StepContext:
         """The registry's champion, verified against its recorded sha256."""
         import mlflow
 
-        champion = registry.load_champion(mlflow.MlflowClient(), self.config.model.name)
+        client, name = mlflow.MlflowClient(), self.config.model.name
+        version = self.replay.model_versions.get(self.step) if self.replay is not None else None
+        if version is not None:  # a reproduction loads the version the reproduced step used
+            champion = registry.load_version(client, name, registry.version(client, name, version))
+        else:
+            champion = registry.load_champion(client, name)
         mlflow.set_tag(TAG_MODEL_VERSION, champion.version)
         self.notes.append(f"model {champion.name} v{champion.version}")
         return champion

@@ -46,6 +46,10 @@ class NoChampionError(MlopsError):
     """No registered model version carries the `champion` alias yet."""
 
 
+class RunError(MlopsError):
+    """A run named on the command line is unknown, ambiguous, another project's, or cannot be reproduced."""
+
+
 class IntegrityError(MlopsError):
     """Stored bytes no longer match the hash recorded for them."""
 

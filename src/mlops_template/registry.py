@@ -36,6 +36,19 @@ def champion(client: MlflowClient, name: str) -> ModelVersion | None:
         raise TrackingError(f"model registry: cannot read alias '{CHAMPION}' of '{name}' ({exc.message})") from exc
 
 
+def version(client: MlflowClient, name: str, number: str) -> ModelVersion:
+    """Version `number` of `name`; a TrackingError naming it when the registry no longer has it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(number))
+    except MlflowException as exc:
+        raise TrackingError(
+            f"model '{name}' has no version {number} in the registry any more ({exc.message}); "
+            "restore it, or reproduce only the steps that do not load it"
+        ) from exc
+
+
 def champion_metric(client: MlflowClient, version: ModelVersion, metric: str) -> float | None:
     """The metric as logged on the version's training run (for listings; the gate scores afresh)."""
     if not version.run_id:

@@ -29,6 +29,8 @@ from .pipeline_runs import (
     open_parent,
     settle,
 )
+from .provenance import Provenance, capture
+from .replay import TAG_REPRODUCES, Replay
 from .storage import open_storage
 from .tracking import (
     TAG_ENVIRONMENT,
@@ -37,7 +39,6 @@ from .tracking import (
     TAG_STEP,
     TAG_STEPS,
     connect,
-    git_state,
     joins_launched_run,
     launched_run,
     point_launched_run,
@@ -95,6 +96,7 @@ def run_pipeline(
     pipeline_run: str | None = None,
     plan: Sequence[str] | None = None,
     supersede: bool = False,
+    replay: Replay | None = None,
 ) -> PipelineResult:
     """Run the chosen steps (default: all) and return what happened.
 
@@ -109,6 +111,11 @@ def run_pipeline(
     params) is checked before a run is created. A failing step marks its run
     FAILED and raises :class:`StepError` naming the step, the error and where
     its full traceback was saved.
+
+    The code's commit and uncommitted diff, the installed packages, Python and
+    the platform are recorded on the pipeline run and on each step run
+    (:mod:`provenance`). `replay` makes the run a reproduction of a past one
+    (:mod:`replay`).
     """
     import mlflow
 
@@ -124,10 +131,12 @@ def run_pipeline(
         params = apply_overrides({s.name: config.step_params(s.name) for s in selected}, overrides or {})
         storage = open_storage(env, check=True)
         experiment_id = connect(config, env)
-        git = git_state(config.root)
+        code = capture(replay.code_root if replay else config.root)
         client = mlflow.MlflowClient()
 
-        tags = {TAG_PIPELINE: config.name, TAG_ENVIRONMENT: env.name, TAG_STEPS: ",".join(planned), **git.tags}
+        tags = {TAG_PIPELINE: config.name, TAG_ENVIRONMENT: env.name, TAG_STEPS: ",".join(planned), **code.tags}
+        if replay is not None:
+            tags[TAG_REPRODUCES] = replay.reproduces
         # Under `mlflow run`, MLflow has already created a run for this process. In the project's
         # store and experiment it is the pipeline run; anywhere else (MLflow's ./mlflow.db, another
         # experiment) the pipeline run starts here as usual and MLflow's run points at it.
@@ -145,6 +154,8 @@ def run_pipeline(
                 tags=tags,
                 run_id=launched.run_id if joined else None,
             )
+            if not parent.joined:
+                code.record(client, parent.run_id)
         if launched is not None and not joined:
             point_launched_run(launched, parent.run_id, config, env)
         missing = [s.name for s in selected if s.name not in parent.plan]
@@ -165,7 +176,9 @@ def run_pipeline(
         )
         report = (lambda step: on_step(result, step)) if on_step else (lambda step: None)
         report(None)
-        attempt = _Attempt(client, experiment_id, parent, storage, pipeline.names, git.tags, lease, supersede)
+        attempt = _Attempt(
+            client, experiment_id, parent, storage, pipeline.names, code.tags, lease, code, replay, supersede
+        )
         try:
             for step in selected:
                 result.steps.append(_run_step(step, params[step.name], config, env, attempt, report))
@@ -200,8 +213,10 @@ class _Attempt:
     parent: ParentRun
     storage: Any
     order: list[str]
-    git_tags: dict[str, str]
+    git_tags: dict[str, str]  # every provenance tag, the git ones among them
     lease: float
+    code: Provenance | None = None  # recorded on each step run
+    replay: Replay | None = None
     supersede: bool = False
 
 
@@ -224,6 +239,8 @@ def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResul
         experiment_id=attempt.experiment_id, run_name=step.name, parent_run_id=attempt.parent.run_id, tags=tags
     ) as run:
         with store_errors(env):
+            if attempt.code is not None:
+                attempt.code.record(attempt.client, run.info.run_id)
             runs = attempts(attempt.client, attempt.experiment_id, attempt.parent.run_id)
             mark_lost(attempt.client, runs, step.name, run.info.run_id, attempt.lease, supersede=attempt.supersede)
             if attempt.parent.joined:
@@ -239,6 +256,7 @@ def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResul
             run_id=run.info.run_id,
             pipeline_run_id=attempt.parent.run_id,
             scope=RunScope(attempt.storage, attempt.parent.key, step.name, attempt.order, runs),
+            replay=attempt.replay,
         )
         with Heartbeat(attempt.client, run.info.run_id, attempt.lease):
             try:

@@ -1,12 +1,20 @@
-"""Pipeline runs as a team asks about them: which ran, where, on what code, and what they made."""
+"""Pipeline runs as a team asks about them: which ran, where, on what code, and what they made.
+
+A run is named by its id, a unique prefix of at least 6 characters, `latest`
+(the newest pipeline run) or `champion` (the pipeline run whose training made
+the champion). A step run's name leads to its pipeline run.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, Environment
 from .environ import scoped
+from .errors import RunError, choices
 from .pipeline_runs import TAG_PIPELINE_RUN
 from .tracking import (
     TAG_ENVIRONMENT,
@@ -18,6 +26,18 @@ from .tracking import (
     connect,
     store_errors,
 )
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+TRAINING_STEP = "train_model"
+MIN_PREFIX = 6
+STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED")
+_TAG_PARENT = "mlflow.parentRunId"
+_PAGE = 5000
+# Metrics where less is better; every other one (f1, accuracy, r2, scikit-learn scorers) is higher-is-better.
+_LOWER_IS_BETTER = ("rmse", "mae", "mse", "loss", "error", "log_loss")
 
 
 @dataclass(frozen=True)
@@ -34,54 +54,124 @@ class PipelineRun:
     gate: str | None = None
     model_version: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["started"] = self.started.isoformat()
+        return out
+
+
+def higher_is_better(metric: str) -> bool:
+    """The gate's direction: scorers are higher-is-better by construction; plain error names are not."""
+    if metric.startswith("neg_"):  # a scikit-learn scorer: the loss negated
+        return True
+    return not any(metric == name or metric.endswith(f"_{name}") for name in _LOWER_IS_BETTER)
+
 
 @scoped
-def list_runs(config: Config, env: Environment, *, limit: int = 20) -> list[PipelineRun]:
-    """The newest pipeline runs first, each with its training metrics and gate decision.
+def list_runs(
+    config: Config,
+    env: Environment,
+    *,
+    limit: int = 20,
+    sort: str | None = None,
+    status: str | None = None,
+    step: str | None = None,
+) -> list[PipelineRun]:
+    """Pipeline runs with their training metrics and gate decision: the newest first, or the best by `sort`.
 
-    A store that fails on the way raises :class:`TrackingError` naming it.
+    `sort` orders every matching run by that training metric (the gate's
+    direction: higher first, except for error metrics such as rmse), runs
+    without it last, and only then keeps `limit`. `status` keeps runs in that
+    state; `step` keeps pipeline runs that ran that step. A store that fails
+    on the way raises :class:`TrackingError` naming it.
     """
     import mlflow
 
+    wanted = _check_status(status)
     experiment_id = connect(config, env)
     with store_errors(env):
         client = mlflow.MlflowClient()
-        parents = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{TAG_STEPS}` != ''",
-            order_by=["attributes.start_time DESC"],
-            max_results=limit,
+        where = f"tags.`{TAG_STEPS}` != ''" + (f" and attributes.status = '{wanted}'" if wanted else "")
+        everything = sort is not None or step is not None
+        parents = _search(client, experiment_id, where, limit=None if everything else limit)
+        if step is not None:
+            ran = {r.data.tags.get(_TAG_PARENT) for r in _search(client, experiment_id, _step_filter(step))}
+            parents = [p for p in parents if p.info.run_id in ran]
+        since = min((p.info.start_time or 0 for p in parents), default=0)
+        trainings = (
+            _search(client, experiment_id, _step_filter(TRAINING_STEP) + f" and attributes.start_time >= {since}")
+            if parents
+            else []
         )
-        children_of = {
-            parent.info.run_id: client.search_runs(
-                [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
-            )
-            for parent in parents
-        }
     with store_errors(env, registry=True):
-        versions = _versions_by_run(client, config.model.name)
-    result = []
-    for parent in parents:
-        children = children_of[parent.info.run_id]
-        trainings = [c for c in children if c.data.tags.get(TAG_STEP) == "train_model"]
-        train = max(trainings, key=lambda c: c.info.start_time or 0, default=None)  # the latest attempt
-        tags = parent.data.tags
-        result.append(
-            PipelineRun(
-                run_id=parent.info.run_id,
-                key=tags.get(TAG_PIPELINE_RUN, ""),
-                started=datetime.fromtimestamp(parent.info.start_time / 1000, tz=UTC),
-                status=parent.info.status,
-                environment=tags.get(TAG_ENVIRONMENT, "?"),
-                steps=tags.get(TAG_STEPS, "").split(","),
-                git_commit=tags.get(TAG_GIT_COMMIT, "none"),
-                git_dirty=tags.get(TAG_GIT_DIRTY, "unknown"),
-                metrics=dict(train.data.metrics) if train else {},
-                gate=train.data.tags.get(TAG_GATE) if train else None,
-                model_version=versions.get(train.info.run_id) if train else None,
-            )
+        versions = _versions_by_run(client, config.model.name) if parents else {}
+    training_of: dict[str, Run] = {}
+    for run in sorted(trainings, key=lambda r: r.info.start_time or 0):  # the latest attempt wins
+        training_of[run.data.tags.get(_TAG_PARENT, "")] = run
+    result = [_summary(p, training_of.get(p.info.run_id), versions) for p in parents]
+    if sort is not None:
+        result = sort_runs(result, sort)
+    return result[:limit]
+
+
+def sort_runs(runs: list[PipelineRun], metric: str) -> list[PipelineRun]:
+    """Best first by `metric` in the gate's direction, runs without it last (newest first among equals)."""
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    newest = sorted(runs, key=lambda r: r.started, reverse=True)
+    have = [r for r in newest if metric in r.metrics]
+    have.sort(key=lambda r: sign * r.metrics[metric])
+    return have + [r for r in newest if metric not in r.metrics]
+
+
+def _check_status(status: str | None) -> str | None:
+    if status is None:
+        return None
+    wanted = status.upper()
+    if wanted not in STATUSES:
+        raise RunError(f"run status '{status}' is unknown; {choices(STATUSES, wanted)}")
+    return wanted
+
+
+def _step_filter(step: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", step):
+        raise RunError(f"step name '{step}' is not valid; give a step of the pipeline, e.g. {TRAINING_STEP}")
+    return f"tags.`{TAG_STEP}` = '{step}'"
+
+
+def _search(client: MlflowClient, experiment_id: str, where: str, *, limit: int | None = None) -> list[Run]:
+    """Every run matching `where`, newest first (or the first `limit`), page by page."""
+    found: list[Run] = []
+    token = None
+    while True:
+        size = _PAGE if limit is None else min(_PAGE, limit - len(found))
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=where,
+            order_by=["attributes.start_time DESC"],
+            max_results=size,
+            page_token=token,
         )
-    return result
+        found.extend(page)
+        token = page.token
+        if not token or (limit is not None and len(found) >= limit):
+            return found
+
+
+def _summary(parent: Run, train: Run | None, versions: dict[str, str]) -> PipelineRun:
+    tags = parent.data.tags
+    return PipelineRun(
+        run_id=parent.info.run_id,
+        key=tags.get(TAG_PIPELINE_RUN, ""),
+        started=datetime.fromtimestamp((parent.info.start_time or 0) / 1000, tz=UTC),
+        status=parent.info.status,
+        environment=tags.get(TAG_ENVIRONMENT, "?"),
+        steps=tags.get(TAG_STEPS, "").split(","),
+        git_commit=tags.get(TAG_GIT_COMMIT, "none"),
+        git_dirty=tags.get(TAG_GIT_DIRTY, "unknown"),
+        metrics=dict(train.data.metrics) if train else {},
+        gate=train.data.tags.get(TAG_GATE) if train else None,
+        model_version=versions.get(train.info.run_id) if train else None,
+    )
 
 
 def _versions_by_run(client, name: str) -> dict[str, str]:
@@ -94,3 +184,105 @@ def _versions_by_run(client, name: str) -> dict[str, str]:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return {}
         raise
+
+
+# -- naming a run ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamedRun:
+    """The pipeline run a name leads to, and the step run when the name was a step run's."""
+
+    pipeline: Run
+    step: Run | None = None
+
+
+def resolve_run(client: MlflowClient, config: Config, experiment_id: str, name: str) -> NamedRun:
+    """The run `name` names in the project's experiment: an id, a unique prefix (≥ 6), `latest` or `champion`.
+
+    Unknown, ambiguous (the candidates listed), too short, or another
+    project's: a :class:`RunError` saying which and what to give instead.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if name == "latest":
+        newest = _search(client, experiment_id, f"tags.`{TAG_STEPS}` != ''", limit=1)
+        if not newest:
+            raise RunError(f"project '{config.name}' has no pipeline runs yet; `mlops run` makes one")
+        return NamedRun(newest[0])
+    if name == "champion":
+        return _champion_run(client, config)
+    wanted = name.lower()
+    if not re.fullmatch(r"[0-9a-f]+", wanted):
+        raise RunError(
+            f"run '{name}' is not a run id; give an id or a prefix of ≥ {MIN_PREFIX} of its characters "
+            "(`mlops runs` lists them), `latest` or `champion`"
+        )
+    if len(wanted) < MIN_PREFIX:
+        raise RunError(f"run '{name}' is too short to name a run; give at least {MIN_PREFIX} characters of its id")
+    found = _search(client, experiment_id, f"attributes.run_id LIKE '{wanted}%'", limit=20)
+    if not found:
+        _refuse_foreign(client, config, wanted, name)
+        raise RunError(f"project '{config.name}' has no run '{name}'; `mlops runs` lists its pipeline runs")
+    if len(found) > 1:
+        candidates = ", ".join(sorted(_describe(r) for r in found))
+        raise RunError(f"run '{name}' is ambiguous; it matches {candidates}; give more characters")
+    try:
+        return _named(client, found[0])
+    except MlflowException as exc:
+        raise RunError(f"run '{name}': its pipeline run cannot be read ({exc.message})") from exc
+
+
+def _describe(run: Run) -> str:
+    step = run.data.tags.get(TAG_STEP)
+    return f"{run.info.run_id} ({f'step {step}' if step else 'pipeline run'})"
+
+
+def _named(client: MlflowClient, run: Run) -> NamedRun:
+    parent_id = run.data.tags.get(_TAG_PARENT)
+    if parent_id and run.data.tags.get(TAG_STEP):
+        return NamedRun(client.get_run(parent_id), run)
+    if TAG_STEPS not in run.data.tags:
+        raise RunError(
+            f"run {run.info.run_id} is neither a pipeline run nor a step of one; give a run `mlops runs` lists"
+        )
+    return NamedRun(run)
+
+
+def _champion_run(client: MlflowClient, config: Config) -> NamedRun:
+    from mlflow.exceptions import MlflowException
+
+    from .registry import champion
+
+    version = champion(client, config.model.name)
+    if version is None:
+        raise RunError(
+            f"model '{config.model.name}' has no champion yet, so no run trained it; "
+            "name a run by id or `latest` (`mlops runs`)"
+        )
+    if not version.run_id:
+        raise RunError(f"champion v{version.version} of '{config.model.name}' names no run; it was registered by hand")
+    try:
+        run = client.get_run(version.run_id)
+    except MlflowException as exc:
+        raise RunError(
+            f"champion v{version.version} of '{config.model.name}' was trained by run {version.run_id}, "
+            f"which this tracking store does not have ({exc.message})"
+        ) from exc
+    return _named(client, run)
+
+
+def _refuse_foreign(client: MlflowClient, config: Config, wanted: str, name: str) -> None:
+    """A run of another experiment in the same store: say whose it is rather than 'unknown'."""
+    others = [e for e in client.search_experiments() if e.name != config.name]
+    for start in range(0, len(others), 100):
+        batch = others[start : start + 100]
+        found = client.search_runs(
+            [e.experiment_id for e in batch], filter_string=f"attributes.run_id LIKE '{wanted}%'", max_results=1
+        )
+        if found:
+            owner = next(e.name for e in batch if e.experiment_id == found[0].info.experiment_id)
+            raise RunError(
+                f"run '{name}' belongs to experiment '{owner}', not to project '{config.name}'; "
+                "run the command in that project's folder (or --project DIR)"
+            )

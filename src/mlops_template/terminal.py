@@ -24,8 +24,8 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
-def fail(exc: MlopsError, *, verbose: bool) -> None:
-    """Print the error as one red line (its traceback first with `verbose`) and exit 1.
+def fail(exc: MlopsError, *, verbose: bool, code: int = 1) -> None:
+    """Print the error as one red line (its traceback first with `verbose`) and exit with `code`.
 
     Both go through :func:`uris.redact_text`: a third-party error in the chain may quote a store URI whole.
     """
@@ -38,7 +38,7 @@ def fail(exc: MlopsError, *, verbose: bool) -> None:
     from rich.markup import escape
 
     console(stderr=True).print(f"[bold red]Error:[/] {escape(redact_text(str(exc)))}", markup=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 def show_warnings() -> None:
