@@ -96,12 +96,17 @@ def read(server: MlflowServer, key: str) -> bytes:
     return s3(server).get_object(Bucket=server.bucket, Key=key)["Body"].read()
 
 
-def test_a_version_moves_from_dev_to_prod_with_its_data_and_prod_predicts_with_it(
-    project, dev_server, prod_server, tmp_path
-):
+@pytest.fixture(scope="module")
+def promoted(project, dev_server) -> tuple[dict[str, str], object]:
+    """dev's v1 tags as they were before, and the output of its first promotion to `prod` (tests run in any order)."""
     dev_tags = version_tags(dev_server, "1")
+    return dev_tags, cli(project, "promote", "1", "--from", "dev", "--to", "prod")
 
-    result = cli(project, "promote", "1", "--from", "dev", "--to", "prod")
+
+def test_a_version_moves_from_dev_to_prod_with_its_data_and_prod_predicts_with_it(
+    project, promoted, dev_server, prod_server, tmp_path
+):
+    dev_tags, result = promoted
 
     assert result.exit_code == 0, result.output
     seconds = float(re.search(r"points at it \(([\d.]+) s\)", result.output).group(1))
@@ -142,9 +147,8 @@ def test_a_version_moves_from_dev_to_prod_with_its_data_and_prod_predicts_with_i
     assert os.environ.get("MLFLOW_S3_ENDPOINT_URL") is None  # neither environment's settings stayed behind
 
 
-def test_promoting_the_same_version_again_writes_no_object_and_no_version(project, prod_server):
-    first = cli(project, "promote", "1", "--from", "dev", "--to", "prod")  # the copy, unless made already
-    assert first.exit_code == 0, first.output
+def test_promoting_the_same_version_again_writes_no_object_and_no_version(project, promoted, prod_server):
+    assert promoted[1].exit_code == 0, promoted[1].output
     before = bucket_keys(prod_server)
     versions = api(prod_server, "model-versions/search", filter=f"name='{NAME}'")["model_versions"]
 
