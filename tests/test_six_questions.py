@@ -313,3 +313,45 @@ def test_the_six_questions_are_each_answered_by_one_command(story):
     again = mlops("reproduce", story.v1, "--step", "feat_data", root=root)
     assert again.exit_code == 0, again.output
     assert "reproduced: " in again.output and "mismatch" not in again.output
+
+
+# -- reading the store --------------------------------------------------------------------------
+
+
+def test_the_direct_sqlite_reader_answers_as_mlflow_s_client_does(story, monkeypatch):
+    from mlops_template import store_reader
+
+    questions = [
+        ("runs", "-n", "50", "--json"),
+        ("runs", "--sort", "f1", "--json"),
+        ("runs", "--step", "train_model", "--json"),
+        ("show", story.v1, "--json"),
+        ("show", "champion", "--json"),
+        ("show", story.dirty[:8], "--json"),
+        ("diff", story.v1, story.v2, "--json"),
+    ]
+    for args in questions:
+        direct = mlops(*args, root=story.root)
+        monkeypatch.setattr(store_reader, "DIRECT", False)
+        through_mlflow = mlops(*args, root=story.root)
+        monkeypatch.setattr(store_reader, "DIRECT", True)
+        assert direct.exit_code == 0, direct.output
+        assert json.loads(direct.output) == json.loads(through_mlflow.output), args
+    assert len(json.loads(mlops("runs", "-n", "50", "--json", root=story.root).output)) >= 3
+
+
+def test_questions_on_the_local_store_do_not_import_mlflow(story):
+    """Importing MLflow takes longer than a question should; the local SQLite store is read without it."""
+    script = (
+        "import sys\n"
+        "from mlops_template.cli import main\n"
+        f"for args in (['runs'], ['runs', '--sort', 'f1'], ['show', 'champion'], ['diff', {story.v1!r}, {story.v2!r}]):\n"
+        "    main([*args, '--project', sys.argv[1]], standalone_mode=False)\n"
+        "print('imported mlflow' if 'mlflow' in sys.modules else 'mlflow not imported')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(story.root)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert story.v2 in done.stdout and "max_depth" in done.stdout  # the questions were answered
+    assert done.stdout.rstrip().endswith("mlflow not imported")

@@ -195,7 +195,6 @@ def runs(
 
     config = load_config(project)
     env = config.environment(environment)
-    quiet_mlflow()
     found = list_runs(config, env, limit=limit, sort=sort, status=status, step=step)
     if as_json:
         _print_json([r.to_json() for r in found])

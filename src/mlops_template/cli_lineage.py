@@ -52,7 +52,6 @@ def _setup(project: Path | None, environment: str | None):
     from .config import load_config
 
     config = load_config(project)
-    quiet_mlflow()
     return config, config.environment(environment)
 
 
@@ -242,6 +241,7 @@ def reproduce(
     from .terminal import show_step_logs
 
     config, _ = _setup(project, environment)
+    quiet_mlflow()
     out = console(stderr=as_json)
     show_step_logs(config.package)
 

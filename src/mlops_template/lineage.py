@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .config import Config, Environment
 from .environ import scoped
 from .errors import MlopsError
-from .pipeline_runs import TAG_OUTPUT_PREFIX, attempts
+from .pipeline_runs import TAG_OUTPUT_PREFIX
 from .provenance import (
     DIFF_ARTIFACT,
     ENVIRONMENT_ARTIFACT,
@@ -34,6 +34,7 @@ from .provenance import (
 )
 from .replay import TAG_REPRODUCES
 from .runs import TRAINING_STEP, NamedRun, resolve_run
+from .store_reader import Where, open_reader
 from .tracking import (
     TAG_ENVIRONMENT,
     TAG_GATE,
@@ -43,21 +44,21 @@ from .tracking import (
     TAG_MODEL_VERSION,
     TAG_STEP,
     TAG_STEPS,
-    connect,
     display_uri,
     store_errors,
 )
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
     from mlflow.entities import Run
 
     from .datadiff import DataDiff
     from .snapshots import SnapshotStore
+    from .store_reader import Reader
 
 logger = logging.getLogger(__name__)
 
 _CONTEXT = "mlflow.data.context"
+_TAG_PARENT = "mlflow.parentRunId"
 PREDICTIONS = "predictions"
 
 
@@ -150,10 +151,12 @@ class _Loaded:
     counts: dict[str, int]
 
 
-def _load(client: MlflowClient, experiment_id: str, named: NamedRun) -> _Loaded:
+def load_run(reader: Reader, experiment_id: str, named: NamedRun) -> _Loaded:
+    """The pipeline run `named` leads to, with every attempt of its steps read once."""
     latest: dict[str, Run] = {}
     counts: dict[str, int] = {}
-    for run in attempts(client, experiment_id, named.pipeline.info.run_id):
+    found = reader.search([experiment_id], Where(tags={_TAG_PARENT: named.pipeline.info.run_id}))
+    for run in sorted(found, key=lambda r: (r.info.start_time or 0, r.info.run_id)):
         step = run.data.tags.get(TAG_STEP)
         if step:
             latest[step] = run  # oldest first, so the latest attempt stays
@@ -164,18 +167,15 @@ def _load(client: MlflowClient, experiment_id: str, named: NamedRun) -> _Loaded:
 @scoped
 def describe(config: Config, env: Environment, name: str) -> RunReport:
     """What `mlops show NAME` prints: one pipeline run, its steps, data, code and model."""
-    import mlflow
-
-    experiment_id = connect(config, env)
-    client = mlflow.MlflowClient()
     with store_errors(env):
-        named = resolve_run(client, config, experiment_id, name)
-        loaded = _load(client, experiment_id, named)
+        reader, experiment_id = open_reader(config, env)
+        named = resolve_run(reader, config, experiment_id, name)
+        loaded = load_run(reader, named.pipeline.info.experiment_id, named)
     with store_errors(env, registry=True):
-        return _report(client, config, env, loaded)
+        return _report(reader, config, env, loaded)
 
 
-def _report(client: MlflowClient, config: Config, env: Environment, loaded: _Loaded) -> RunReport:
+def _report(reader: Reader, config: Config, env: Environment, loaded: _Loaded) -> RunReport:
     from .storage import open_storage
 
     parent = loaded.named.pipeline
@@ -200,7 +200,7 @@ def _report(client: MlflowClient, config: Config, env: Environment, loaded: _Loa
     )
     trained = report.step(TRAINING_STEP) or next((s for s in steps if s.gate), None)
     if trained is not None:
-        report.model = _model(client, config, env, trained.run_id, open_storage(env))
+        report.model = _model(reader, config, env, trained.run_id, open_storage(env))
     return report
 
 
@@ -272,22 +272,15 @@ def _source(source: str) -> str:
         return source
 
 
-def _model(client: MlflowClient, config: Config, env: Environment, run_id: str, storage) -> ModelReport | None:
-    from mlflow.exceptions import MlflowException
-
+def _model(reader: Reader, config: Config, env: Environment, run_id: str, storage) -> ModelReport | None:
     from .tracking import TAG_TRAINING_DATA
 
     name = config.model.name
-    try:
-        versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
+    versions = reader.versions(name, run_id)
     if not versions:
         return None
     version = max(versions, key=lambda v: int(v.version))
-    aliases = client.get_registered_model(name).aliases
+    aliases = reader.aliases(name)
     return ModelReport(
         name=name,
         version=str(version.version),
@@ -367,21 +360,19 @@ class RunDiff:
 @scoped
 def compare(config: Config, env: Environment, name_a: str, name_b: str) -> RunDiff:
     """What differs from run A to run B: data, code, params, metrics, packages, environment."""
-    import mlflow
-
     from .snapshots import SnapshotStore
     from .storage import open_storage
 
-    experiment_id = connect(config, env)
-    client = mlflow.MlflowClient()
     with store_errors(env):
-        loaded = [_load(client, experiment_id, resolve_run(client, config, experiment_id, n)) for n in (name_a, name_b)]
+        reader, experiment_id = open_reader(config, env)
+        named = [resolve_run(reader, config, experiment_id, n) for n in (name_a, name_b)]
+        loaded = [load_run(reader, n.pipeline.info.experiment_id, n) for n in named]
     with store_errors(env, registry=True):
-        a, b = (_report(client, config, env, x) for x in loaded)
+        a, b = (_report(reader, config, env, x) for x in loaded)
     store = SnapshotStore(open_storage(env))
     with store_errors(env):
-        env_a, env_b = (_recorded(client, x.named.pipeline.info.run_id, ENVIRONMENT_ARTIFACT) for x in loaded)
-        diff_a, diff_b = (_recorded(client, x.named.pipeline.info.run_id, DIFF_ARTIFACT) for x in loaded)
+        env_a, env_b = (reader.artifact(x.named.pipeline.info.run_id, ENVIRONMENT_ARTIFACT) for x in loaded)
+        diff_a, diff_b = (reader.artifact(x.named.pipeline.info.run_id, DIFF_ARTIFACT) for x in loaded)
     return RunDiff(
         a=a,
         b=b,
@@ -393,20 +384,6 @@ def compare(config: Config, env: Environment, name_a: str, name_b: str) -> RunDi
         packages=_package_changes(env_a, env_b),
         environment=_environment_changes(a, b),
     )
-
-
-def _recorded(client: MlflowClient, run_id: str, path: str) -> bytes | None:
-    """An artifact of the run's provenance, or None when the run has none (made before it was recorded)."""
-    import tempfile
-
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory(prefix="mlops-recorded-") as tmp:
-        try:
-            local = client.download_artifacts(run_id, path, tmp)
-        except (MlflowException, OSError):
-            return None
-        return Path(local).read_bytes()
 
 
 def _data_changes(store: SnapshotStore, a: RunReport, b: RunReport) -> list[DatasetChange]:

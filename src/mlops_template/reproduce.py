@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 from .config import Config, StepConfig
 from .environ import scope
 from .errors import MlopsError, RunError, choices
-from .lineage import _load, dataset_refs
+from .lineage import dataset_refs, load_run
 from .provenance import DIFF_ARTIFACT, ENVIRONMENT_ARTIFACT, NOT_RECORDED, TAG_GIT_DIFF, installed_packages
 from .replay import Replay
 from .runs import resolve_run
+from .store_reader import MlflowReader
 from .tracking import TAG_GIT_COMMIT, TAG_GIT_DIRTY, TAG_MODEL_VERSION, TAG_STEP, connect, store_errors
 
 if TYPE_CHECKING:
@@ -118,8 +119,9 @@ def reproduce(
         experiment_id = connect(config, env)
         client = mlflow.MlflowClient()
         with store_errors(env):
-            named = resolve_run(client, config, experiment_id, name)
-            loaded = _load(client, experiment_id, named)
+            reader = MlflowReader(client)
+            named = resolve_run(reader, config, experiment_id, name)
+            loaded = load_run(reader, experiment_id, named)
             wanted = list(steps) or ([named.step.data.tags[TAG_STEP]] if named.step is not None else [])
             plan = _plan(client, config, named.pipeline.info.run_id, loaded.latest, wanted)
         _check_snapshots(open_snapshots(config, env), named.pipeline.info.run_id, plan.reads)

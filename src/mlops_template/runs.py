@@ -16,6 +16,8 @@ from .config import Config, Environment
 from .environ import scoped
 from .errors import RunError, choices
 from .pipeline_runs import TAG_PIPELINE_RUN
+from .registry import CHAMPION
+from .store_reader import Where, open_reader
 from .tracking import (
     TAG_ENVIRONMENT,
     TAG_GATE,
@@ -23,19 +25,18 @@ from .tracking import (
     TAG_GIT_DIRTY,
     TAG_STEP,
     TAG_STEPS,
-    connect,
     store_errors,
 )
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
     from mlflow.entities import Run
+
+    from .store_reader import Reader
 
 TRAINING_STEP = "train_model"
 MIN_PREFIX = 6
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED")
 _TAG_PARENT = "mlflow.parentRunId"
-_PAGE = 5000
 # Metrics where less is better; every other one (f1, accuracy, r2, scikit-learn scorers) is higher-is-better.
 _LOWER_IS_BETTER = ("rmse", "mae", "mse", "loss", "error", "log_loss")
 
@@ -85,26 +86,25 @@ def list_runs(
     state; `step` keeps pipeline runs that ran that step. A store that fails
     on the way raises :class:`TrackingError` naming it.
     """
-    import mlflow
-
     wanted = _check_status(status)
-    experiment_id = connect(config, env)
+    step_tags = _step_tags(step) if step is not None else None
     with store_errors(env):
-        client = mlflow.MlflowClient()
-        where = f"tags.`{TAG_STEPS}` != ''" + (f" and attributes.status = '{wanted}'" if wanted else "")
+        reader, experiment_id = open_reader(config, env)
+        if experiment_id is None:
+            return []
         everything = sort is not None or step is not None
-        parents = _search(client, experiment_id, where, limit=None if everything else limit)
-        if step is not None:
-            ran = {r.data.tags.get(_TAG_PARENT) for r in _search(client, experiment_id, _step_filter(step))}
+        parents = reader.search(
+            [experiment_id], Where(has_tag=TAG_STEPS, status=wanted), limit=None if everything else limit
+        )
+        if step_tags is not None:
+            ran = {r.data.tags.get(_TAG_PARENT) for r in reader.search([experiment_id], Where(tags=step_tags))}
             parents = [p for p in parents if p.info.run_id in ran]
         since = min((p.info.start_time or 0 for p in parents), default=0)
         trainings = (
-            _search(client, experiment_id, _step_filter(TRAINING_STEP) + f" and attributes.start_time >= {since}")
-            if parents
-            else []
+            reader.search([experiment_id], Where(tags=_step_tags(TRAINING_STEP), since=since)) if parents else []
         )
     with store_errors(env, registry=True):
-        versions = _versions_by_run(client, config.model.name) if parents else {}
+        versions = {v.run_id: str(v.version) for v in reader.versions(config.model.name)} if parents else {}
     training_of: dict[str, Run] = {}
     for run in sorted(trainings, key=lambda r: r.info.start_time or 0):  # the latest attempt wins
         training_of[run.data.tags.get(_TAG_PARENT, "")] = run
@@ -132,29 +132,10 @@ def _check_status(status: str | None) -> str | None:
     return wanted
 
 
-def _step_filter(step: str) -> str:
+def _step_tags(step: str) -> dict[str, str]:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", step):
         raise RunError(f"step name '{step}' is not valid; give a step of the pipeline, e.g. {TRAINING_STEP}")
-    return f"tags.`{TAG_STEP}` = '{step}'"
-
-
-def _search(client: MlflowClient, experiment_id: str, where: str, *, limit: int | None = None) -> list[Run]:
-    """Every run matching `where`, newest first (or the first `limit`), page by page."""
-    found: list[Run] = []
-    token = None
-    while True:
-        size = _PAGE if limit is None else min(_PAGE, limit - len(found))
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=where,
-            order_by=["attributes.start_time DESC"],
-            max_results=size,
-            page_token=token,
-        )
-        found.extend(page)
-        token = page.token
-        if not token or (limit is not None and len(found) >= limit):
-            return found
+    return {TAG_STEP: step}
 
 
 def _summary(parent: Run, train: Run | None, versions: dict[str, str]) -> PipelineRun:
@@ -174,18 +155,6 @@ def _summary(parent: Run, train: Run | None, versions: dict[str, str]) -> Pipeli
     )
 
 
-def _versions_by_run(client, name: str) -> dict[str, str]:
-    """Registered version per training run; none while the model has never been registered."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return {v.run_id: str(v.version) for v in client.search_model_versions(f"name='{name}'")}
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return {}
-        raise
-
-
 # -- naming a run ------------------------------------------------------------------------------
 
 
@@ -197,21 +166,19 @@ class NamedRun:
     step: Run | None = None
 
 
-def resolve_run(client: MlflowClient, config: Config, experiment_id: str, name: str) -> NamedRun:
+def resolve_run(reader: Reader, config: Config, experiment_id: str | None, name: str) -> NamedRun:
     """The run `name` names in the project's experiment: an id, a unique prefix (≥ 6), `latest` or `champion`.
 
     Unknown, ambiguous (the candidates listed), too short, or another
     project's: a :class:`RunError` saying which and what to give instead.
     """
-    from mlflow.exceptions import MlflowException
-
     if name == "latest":
-        newest = _search(client, experiment_id, f"tags.`{TAG_STEPS}` != ''", limit=1)
+        newest = reader.search([experiment_id], Where(has_tag=TAG_STEPS), limit=1) if experiment_id else []
         if not newest:
             raise RunError(f"project '{config.name}' has no pipeline runs yet; `mlops run` makes one")
         return NamedRun(newest[0])
     if name == "champion":
-        return _champion_run(client, config)
+        return _champion_run(reader, config)
     wanted = name.lower()
     if not re.fullmatch(r"[0-9a-f]+", wanted):
         raise RunError(
@@ -220,17 +187,14 @@ def resolve_run(client: MlflowClient, config: Config, experiment_id: str, name: 
         )
     if len(wanted) < MIN_PREFIX:
         raise RunError(f"run '{name}' is too short to name a run; give at least {MIN_PREFIX} characters of its id")
-    found = _search(client, experiment_id, f"attributes.run_id LIKE '{wanted}%'", limit=20)
+    found = reader.search([experiment_id], Where(id_prefix=wanted), limit=20) if experiment_id else []
     if not found:
-        _refuse_foreign(client, config, wanted, name)
+        _refuse_foreign(reader, config, wanted, name)
         raise RunError(f"project '{config.name}' has no run '{name}'; `mlops runs` lists its pipeline runs")
     if len(found) > 1:
         candidates = ", ".join(sorted(_describe(r) for r in found))
         raise RunError(f"run '{name}' is ambiguous; it matches {candidates}; give more characters")
-    try:
-        return _named(client, found[0])
-    except MlflowException as exc:
-        raise RunError(f"run '{name}': its pipeline run cannot be read ({exc.message})") from exc
+    return _named(reader, found[0], name)
 
 
 def _describe(run: Run) -> str:
@@ -238,10 +202,13 @@ def _describe(run: Run) -> str:
     return f"{run.info.run_id} ({f'step {step}' if step else 'pipeline run'})"
 
 
-def _named(client: MlflowClient, run: Run) -> NamedRun:
+def _named(reader: Reader, run: Run, name: str) -> NamedRun:
     parent_id = run.data.tags.get(_TAG_PARENT)
     if parent_id and run.data.tags.get(TAG_STEP):
-        return NamedRun(client.get_run(parent_id), run)
+        parent = reader.get(parent_id)
+        if parent is None:
+            raise RunError(f"run '{name}': its pipeline run {parent_id} is not in this tracking store")
+        return NamedRun(parent, run)
     if TAG_STEPS not in run.data.tags:
         raise RunError(
             f"run {run.info.run_id} is neither a pipeline run nor a step of one; give a run `mlops runs` lists"
@@ -249,12 +216,8 @@ def _named(client: MlflowClient, run: Run) -> NamedRun:
     return NamedRun(run)
 
 
-def _champion_run(client: MlflowClient, config: Config) -> NamedRun:
-    from mlflow.exceptions import MlflowException
-
-    from .registry import champion
-
-    version = champion(client, config.model.name)
+def _champion_run(reader: Reader, config: Config) -> NamedRun:
+    version = reader.alias(config.model.name, CHAMPION)
     if version is None:
         raise RunError(
             f"model '{config.model.name}' has no champion yet, so no run trained it; "
@@ -262,27 +225,23 @@ def _champion_run(client: MlflowClient, config: Config) -> NamedRun:
         )
     if not version.run_id:
         raise RunError(f"champion v{version.version} of '{config.model.name}' names no run; it was registered by hand")
-    try:
-        run = client.get_run(version.run_id)
-    except MlflowException as exc:
+    run = reader.get(version.run_id)
+    if run is None:
         raise RunError(
             f"champion v{version.version} of '{config.model.name}' was trained by run {version.run_id}, "
-            f"which this tracking store does not have ({exc.message})"
-        ) from exc
-    return _named(client, run)
-
-
-def _refuse_foreign(client: MlflowClient, config: Config, wanted: str, name: str) -> None:
-    """A run of another experiment in the same store: say whose it is rather than 'unknown'."""
-    others = [e for e in client.search_experiments() if e.name != config.name]
-    for start in range(0, len(others), 100):
-        batch = others[start : start + 100]
-        found = client.search_runs(
-            [e.experiment_id for e in batch], filter_string=f"attributes.run_id LIKE '{wanted}%'", max_results=1
+            "which this tracking store does not have"
         )
+    return _named(reader, run, CHAMPION)
+
+
+def _refuse_foreign(reader: Reader, config: Config, wanted: str, name: str) -> None:
+    """A run of another experiment in the same store: say whose it is rather than 'unknown'."""
+    others = [(i, n) for i, n in reader.experiments() if n != config.name]
+    for start in range(0, len(others), 100):
+        batch = dict(others[start : start + 100])
+        found = reader.search(list(batch), Where(id_prefix=wanted), limit=1)
         if found:
-            owner = next(e.name for e in batch if e.experiment_id == found[0].info.experiment_id)
             raise RunError(
-                f"run '{name}' belongs to experiment '{owner}', not to project '{config.name}'; "
-                "run the command in that project's folder (or --project DIR)"
+                f"run '{name}' belongs to experiment '{batch[found[0].info.experiment_id]}', "
+                f"not to project '{config.name}'; run the command in that project's folder (or --project DIR)"
             )
