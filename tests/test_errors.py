@@ -401,3 +401,31 @@ def test_new_into_a_folder_that_cannot_be_created_is_one_line(tmp_path):
     line = one_error_line(CliRunner().invoke(main, ["new", "churn", "--directory", str(target)]))
     assert line.startswith(f"Error: cannot write the project into {target} (")
     assert line.endswith("; choose a folder you can write with --directory")
+
+
+# -- a table for a step the pipeline does not have -----------------------------------------------
+
+
+def test_a_steps_table_for_a_step_the_pipeline_lacks_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    for var in ("MLOPS_ENVIRONMENT", "MLOPS_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    root = tmp_path / "project"
+    package = root / "src" / "typo_pipeline"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "main.py").write_text(
+        "from pathlib import Path\n\n"
+        "from mlops_template import Pipeline\n\n\n"
+        "def make_data(ctx):\n"
+        f"    Path({str(root / 'ran')!r}).write_text('ran')\n\n\n"
+        "pipeline = Pipeline([make_data])\n"
+    )
+    (root / "mlops.toml").write_text(
+        '[project]\nname = "typo"\npackage = "typo_pipeline"\n\n'
+        '[environments.local]\nstorage = "data"\ntracking_uri = "sqlite:///mlruns.db"\n\n'
+        "[steps.make_dta.params]\nrows = 4\n"
+    )
+    line = one_error_line(mlops(root, "run"))
+    assert "[steps.make_dta] names no step of the pipeline; did you mean 'make_data'?" in line
+    assert "rename or remove the table" in line
+    assert not (root / "ran").exists() and not (root / "mlruns.db").exists()

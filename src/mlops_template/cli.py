@@ -119,7 +119,12 @@ def run(
 
 
 @main.command()
-@env_option
+@click.option(
+    "--environment",
+    "-e",
+    help="Environment the steps run against [default: [dag] environment, else dev; "
+    "with --local: MLOPS_ENVIRONMENT or local].",
+)
 @click.option(
     "--image", metavar="REPOSITORY:TAG", help="A fixed image instead of [dag] repository and the tag Variable."
 )

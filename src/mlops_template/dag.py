@@ -27,6 +27,7 @@ from typing import Any
 from .config import Config, Environment
 from .dag_settings import DagSettings
 from .errors import ConfigError, choices
+from .project import check_step_tables
 from .resources import Resources, check_image, split_tag
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def write_dag(
     python: str | None = None,
 ) -> DagFile:
     """Check everything, then write the DAG file (atomically); nothing is written when a check fails."""
-    _check_step_tables(config, steps)
+    check_step_tables(config, steps)
     warnings: list[str] = []
     if local:
         env = config.environment(environment)
@@ -117,15 +118,6 @@ def _differences(current: str, text: str) -> str:
             spans.append(f"lines missing after line {a0}")
     shown = ", ".join(spans[:5]) + (f" and {len(spans) - 5} more" if len(spans) > 5 else "")
     return f"{shown} differ from what mlops dag writes"
-
-
-def _check_step_tables(config: Config, steps: list[str]) -> None:
-    for name in config.steps:
-        if name not in steps:
-            raise ConfigError(
-                f"{config.path}: [steps.{name}] names no step of the pipeline; {choices(steps, name)} "
-                "(rename or remove the table)"
-            )
 
 
 def _cluster_environment(config: Config, name: str | None) -> Environment:

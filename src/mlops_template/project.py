@@ -6,7 +6,7 @@ import importlib
 import sys
 
 from .config import Config
-from .errors import ProjectError
+from .errors import ConfigError, ProjectError, choices
 from .pipeline import Pipeline
 
 
@@ -28,4 +28,15 @@ def load_pipeline(config: Config) -> Pipeline:
     pipeline = getattr(module, "pipeline", None)
     if not isinstance(pipeline, Pipeline):
         raise ProjectError(f"{module_name} has no `pipeline = Pipeline([...])`; define one listing the steps in order")
+    check_step_tables(config, pipeline.names)
     return pipeline
+
+
+def check_step_tables(config: Config, steps: list[str]) -> None:
+    """Refuse a `[steps.<name>]` table for a step the pipeline does not have: a typo would be silently ignored."""
+    for name in config.steps:
+        if name not in steps:
+            raise ConfigError(
+                f"{config.path}: [steps.{name}] names no step of the pipeline; {choices(steps, name)} "
+                "(rename or remove the table)"
+            )
