@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import registry
 from .config import Config, Environment
 from .datasets import FORMATS, content_id
-from .errors import MlopsError, StorageError
+from .errors import StorageError
 from .gate import Comparison, Decision
 from .pipeline_runs import TAG_OUTPUT_PREFIX, RunScope
 from .replay import Replay
@@ -279,30 +279,19 @@ class StepContext:
         """Score candidate and champion with the gate metric on the held-out rows neither trained on."""
         import mlflow
 
-        from .gate import Comparison, unseen_rows
-        from .scoring import score
+        from .gate import compare_with_champion
 
         champion = registry.load_version(mlflow.MlflowClient(), self.config.model.name, current)
-        rows = candidate.heldout
-        for ref in champion.training_data:
-            try:
-                _, seen = self.snapshots.read(ref)
-            except MlopsError as exc:
-                return Comparison(
-                    champion.version, len(rows), unscorable=f"its training data {ref} is unreadable: {exc}"
-                )
-            rows = unseen_rows(rows, seen)
-        if rows.empty:
-            return Comparison(champion.version, 0)
-        metric, task = self.config.model.gate.metric, self.task
-        X, y = rows.drop(columns=[candidate.target]), rows[candidate.target]
-        try:
-            theirs = score(champion.model, champion.features(X), y, metric, task=task)
-        except KeyError as exc:
-            return Comparison(champion.version, len(rows), unscorable=f"it needs column(s) these rows lack: {exc}")
-        except Exception as exc:  # noqa: BLE001 - a foreign model may raise anything; the reason is reported
-            return Comparison(champion.version, len(rows), unscorable=f"{type(exc).__name__}: {exc}")
-        return Comparison(champion.version, len(rows), score(candidate.model, X, y, metric, task=task), theirs)
+        return compare_with_champion(
+            champion,
+            candidate.heldout,
+            candidate.target,
+            candidate=candidate.model,
+            candidate_features=None,
+            read=lambda ref: self.snapshots.read(ref)[1],
+            metric=self.config.model.gate.metric,
+            task=self.task,
+        )
 
     def _tag_decision(self, decision: Decision) -> None:
         import mlflow

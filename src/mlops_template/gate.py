@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import Gate
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
     import pandas as pd
+
+    from .registry import Champion
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,45 @@ def evaluate_gate(gate: Gate, value: float | None, *, rows: int, comparison: Com
     if mine is None or math.isnan(mine) or not mine > theirs:
         return Decision(False, f"{metric}={_num(mine)} does not beat {version} ({theirs:.4g}) {same}", **common)
     return Decision(True, f"{reason}; beats {version} {same}: {mine:.4g} > {theirs:.4g}", **common)
+
+
+def compare_with_champion(
+    champion: Champion,
+    rows: pd.DataFrame,
+    target: str,
+    *,
+    candidate: Any,
+    candidate_features: list[str] | None,
+    read: Callable[[str], pd.DataFrame],
+    metric: str,
+    task: str | None,
+) -> Comparison:
+    """The candidate and the champion scored with the gate metric on the rows of `rows` neither trained on.
+
+    `read` gives the rows of a snapshot reference (`name:id`) of the
+    champion's recorded training data; an unreadable one, or a champion that
+    cannot score the rows, leaves the comparison unscorable with the reason.
+    """
+    from .errors import MlopsError
+    from .scoring import score
+
+    for ref in champion.training_data:
+        try:
+            seen = read(ref)
+        except MlopsError as exc:
+            return Comparison(champion.version, len(rows), unscorable=f"its training data {ref} is unreadable: {exc}")
+        rows = unseen_rows(rows, seen)
+    if rows.empty:
+        return Comparison(champion.version, 0)
+    X, y = rows.drop(columns=[target]), rows[target]
+    try:
+        theirs = score(champion.model, champion.features(X), y, metric, task=task)
+    except KeyError as exc:
+        return Comparison(champion.version, len(rows), unscorable=f"it needs column(s) these rows lack: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a foreign model may raise anything; the reason is reported
+        return Comparison(champion.version, len(rows), unscorable=f"{type(exc).__name__}: {exc}")
+    mine = score(candidate, X[candidate_features] if candidate_features else X, y, metric, task=task)
+    return Comparison(champion.version, len(rows), mine, theirs)
 
 
 def unseen_rows(heldout: pd.DataFrame, training: pd.DataFrame) -> pd.DataFrame:

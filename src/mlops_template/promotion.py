@@ -477,28 +477,19 @@ def _compare(
     features: list[str] | None,
 ) -> Comparison:
     """The copy and the target's champion scored with the gate metric on the rows neither trained on."""
-    from .errors import MlopsError
-    from .scoring import score
+    from .gate import compare_with_champion
 
     champion = registry.load_version(client, config.model.name, current)
-    for ref in champion.training_data:
-        try:
-            _, seen = store.read(ref)
-        except MlopsError as exc:
-            return Comparison(champion.version, len(rows), unscorable=f"its training data {ref} is unreadable: {exc}")
-        rows = unseen_rows(rows, seen)
-    if rows.empty:
-        return Comparison(champion.version, 0)
-    metric, task = config.model.gate.metric, config.model.task
-    X, y = rows.drop(columns=[target]), rows[target]
-    try:
-        theirs = score(champion.model, champion.features(X), y, metric, task=task)
-    except KeyError as exc:
-        return Comparison(champion.version, len(rows), unscorable=f"it needs column(s) these rows lack: {exc}")
-    except Exception as exc:  # noqa: BLE001 - a foreign model may raise anything; the reason is reported
-        return Comparison(champion.version, len(rows), unscorable=f"{type(exc).__name__}: {exc}")
-    mine = score(model, X[features] if features else X, y, metric, task=task)
-    return Comparison(champion.version, len(rows), mine, theirs)
+    return compare_with_champion(
+        champion,
+        rows,
+        target,
+        candidate=model,
+        candidate_features=features,
+        read=lambda ref: store.read(ref)[1],
+        metric=config.model.gate.metric,
+        task=config.model.task,
+    )
 
 
 def _record(client: MlflowClient, run_id: str | None, model_id: str | None, decision: Decision, gate_data: str) -> None:
