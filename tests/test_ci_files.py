@@ -108,7 +108,7 @@ def test_jenkinsfile_tests_builds_and_pushes_from_main_like_the_workflow(project
     assert text.count("{") == text.count("}") and text.count("'''") % 2 == 0
     assert re.search(r"^pipeline \{\n    agent any\n", text, re.MULTILINE)
     stages = jenkins_stages(text)
-    assert list(stages) == ["Test", "Build image", "Push to ECR"]
+    assert list(stages) == ["Test", "Build image", "Push to ECR", "Point the DAG at the image"]
     test = stages["Test"]
     assert "when" not in test  # every change is tested
     for command in ("sync --frozen --extra test", "ruff check .", "ruff format --check .", "pytest"):
@@ -125,6 +125,23 @@ def test_jenkinsfile_tests_builds_and_pushes_from_main_like_the_workflow(project
     assert "UV_PYTHON_DOWNLOADS = 'never'" in text
 
 
+BINDING = "withCredentials([string(credentialsId: 'airflow-api-token', variable: 'AIRFLOW_API_TOKEN')])"
+
+
+def test_jenkinsfile_sets_the_dags_image_tag_from_main_with_a_bound_token(project, workflow):
+    stage = jenkins_stages((project / "Jenkinsfile").read_text())["Point the DAG at the image"]
+    assert "when { allOf { branch 'main'; expression { env.AIRFLOW_API_URL } } }" in stage
+    assert BINDING in stage
+    # The same requests as the workflow's step, for the commit just built.
+    [github] = [s for s in steps(workflow["jobs"]["image"]) if s.get("name", "").startswith("Point the DAG")]
+    for request in ("curl -fsS -X PATCH", "/api/v2/variables/", "|| curl -fsS -X POST", "Authorization: Bearer"):
+        assert request in github["run"] and request in stage
+    assert '"$(git rev-parse HEAD)"' in stage and "$AIRFLOW_API_TOKEN" in stage
+
+
 def test_jenkinsfile_holds_no_credential(project):
     text = (project / "Jenkinsfile").read_text()
+    # The one credential it names: Airflow's API token, bound by id from Jenkins' own store.
+    assert text.count("withCredentials") == 1 and BINDING in text
+    text = text.replace(BINDING, "")
     assert not CREDENTIAL.search(text), CREDENTIAL.search(text)

@@ -218,7 +218,8 @@ def test_pod_dag_loads_in_airflow_and_asks_for_what_mlops_toml_says(project, air
             "--supersede",
         ]
         assert [e["secretRef"]["name"] for e in container["envFrom"]] == ["churn-dag-mlflow", "churn-dag-extra"]
-        assert container.get("env") in (None, [])  # nothing passed by value
+        # Only the commit the image was built from is passed by value: the image has no .git to read it from.
+        assert container["env"] == [{"name": "MLOPS_GIT_COMMIT", "value": COMMIT}]
         expected_image = (
             f"registry.example.com/churn-dag-batch:{COMMIT}" if step == "predict" else f"{REPOSITORY}:{COMMIT}"
         )
@@ -259,6 +260,8 @@ def test_a_fixed_image_replaces_the_variable_and_latest_gets_a_warning(project):
     assert done.returncode == 0, done.stderr
     text = (project / "fixed.py").read_text()
     assert f'IMAGE = "{REPOSITORY}:latest"' in text and "var.value" not in text
+    # A commit is passed only to the step whose own image is tagged with one (predict's), not for `latest`.
+    assert text.count("MLOPS_GIT_COMMIT") == 1 and f'env_vars={{"MLOPS_GIT_COMMIT": "{COMMIT}"}}' in text
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
     assert f"Warning: --image {REPOSITORY}:latest runs whatever was pushed last" in done.stderr
     assert f"{REPOSITORY}:{head}" in done.stderr  # the tag to use instead

@@ -22,6 +22,7 @@ def project(tmp_path: Path, shared_db: str, monkeypatch: pytest.MonkeyPatch) -> 
     """A project with a one-step package on disk, outside any git repository."""
     for var in ("MLOPS_ENVIRONMENT", "MLOPS_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("MLOPS_GIT_COMMIT", raising=False)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # git looks no higher than this test's folder
     package = f"gitstate_{uuid.uuid4().hex[:8]}"  # imported in this process: one name per test
     root = tmp_path / "project"
@@ -99,4 +100,46 @@ def test_without_git_installed_the_fix_is_to_install_it(project, caplog, monkeyp
         state = git_state(project)
     assert state.tags == {"mlops.git_commit": "none", "mlops.git_dirty": "unknown"}
     [record] = caplog.records
-    assert record.getMessage().endswith(f"{project}: git is not installed; install git")
+    assert record.getMessage().endswith(
+        f"{project}: git is not installed; install git, or in an image set MLOPS_GIT_COMMIT to the commit it was built from"
+    )
+
+
+# -- in an image: no git, the commit it was built from passed in ----------------------------------------
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def in_image(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The project as an image runs it: no git on PATH, no repository."""
+    empty = tmp_path / "no-git-here"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    return project
+
+
+@pytest.mark.parametrize(("value", "dirty"), [(SHA, "false"), (f"{SHA}-dirty", "true")])
+def test_in_an_image_the_run_records_the_commit_it_was_built_from(in_image, shared_db, monkeypatch, value, dirty):
+    monkeypatch.setenv("MLOPS_GIT_COMMIT", value)
+    result = run(in_image)
+    assert "Warning" not in result.output
+    tags = parent_tags(shared_db, _name(in_image))
+    assert tags["mlops.git_commit"] == SHA and tags["mlops.git_dirty"] == dirty
+
+
+def test_a_value_that_is_not_a_commit_is_not_recorded_as_one(in_image, caplog, monkeypatch):
+    monkeypatch.setenv("MLOPS_GIT_COMMIT", "latest")
+    with caplog.at_level(logging.WARNING, logger="mlops_template"):
+        state = git_state(in_image)
+    assert state.tags == {"mlops.git_commit": "none", "mlops.git_dirty": "unknown"}
+    [record] = caplog.records
+    assert "MLOPS_GIT_COMMIT='latest' is not a commit SHA" in record.getMessage()
+
+
+def test_a_repository_outweighs_the_variable(project, monkeypatch):
+    git(project, "init", "--quiet")
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "start")
+    monkeypatch.setenv("MLOPS_GIT_COMMIT", SHA)
+    assert git_state(project).commit == git(project, "rev-parse", "HEAD")

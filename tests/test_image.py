@@ -252,8 +252,11 @@ print(json.dumps({"installed": sorted([d.metadata["Name"], d.version] for d in d
 # -- running it ---------------------------------------------------------------------------------------
 
 
-def test_run_image_runs_the_pipeline_and_its_results_stay_on_the_host(first_run, project):
+def test_run_image_runs_the_pipeline_and_its_results_stay_on_the_host(first_run, project, built):
     output = ok(first_run)
+    # The image has no .git: its runs record the commit it was built from, passed in by run_image.sh.
+    assert query(project, "SELECT DISTINCT value FROM tags WHERE key = 'mlops.git_commit'") == [(built[0],)]
+    assert query(project, "SELECT DISTINCT value FROM tags WHERE key = 'mlops.git_dirty'") == [("false",)]
     assert "gate passed" in output and f"{NAME} v1 is champion" in output
     prediction_file = Path(re.search(r"predictions → (\S+\.parquet)", output).group(1))
     assert prediction_file.parent == project / "data" / "predictions"  # on the host, where the project is

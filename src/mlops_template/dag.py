@@ -29,6 +29,7 @@ from .dag_settings import DagSettings
 from .errors import ConfigError, choices
 from .project import check_step_tables
 from .resources import Resources, check_image, split_tag
+from .tracking import IMAGE_COMMIT
 
 logger = logging.getLogger(__name__)
 
@@ -325,6 +326,9 @@ def render_cluster(
             "image": _Code("IMAGE") if images[step] == default else images[step],
             "arguments": _Code(f'["run", "--step", {json.dumps(step)}, *ARGUMENTS]'),
         }
+        commit = _image_commit(images[step])
+        if commit is not None:  # the image has no .git: this is how its runs record their code
+            kwargs["env_vars"] = {IMAGE_COMMIT: commit}
         if settings.service_account:
             kwargs["service_account_name"] = settings.service_account
         if settings.secrets:
@@ -348,6 +352,16 @@ def render_cluster(
         body += _expr(_Call("KubernetesPodOperator", **kwargs), 4, f"{_var(step)} = ")
     body.append(_chain(steps))
     return _header(comments, body)
+
+
+def _image_commit(image: str | None) -> str | None:
+    """The commit an image was built from, when its tag names it: a SHA tag, or the Variable CI sets to one."""
+    if image is None:
+        return None
+    _, tag = split_tag(image.partition("@")[0])
+    if tag is not None and (tag.startswith("{{") or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tag)):
+        return tag
+    return None
 
 
 def _requirements(resources: Resources) -> _Call | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import urllib.parse
@@ -45,6 +46,8 @@ TAG_MODEL_VERSION = "mlops.model_version"
 # Under `mlflow run`: MLflow's own run names the pipeline run it started, and back.
 TAG_PIPELINE_RUN_ID = "mlops.pipeline_run_id"
 TAG_LAUNCHED_BY = "mlops.launched_by"
+# Where a process without a git repository (an image) learns the commit it runs.
+IMAGE_COMMIT = "MLOPS_GIT_COMMIT"
 
 # How long a tracking or registry server has to answer the first request before it counts as down.
 PROBE_SECONDS = 3.0
@@ -506,6 +509,9 @@ def git_state(root: Path) -> GitState:
 
     commit, why = git("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     if commit is None:
+        built = image_commit()
+        if built is not None:
+            return built
         logger.warning(
             "code version not recorded for this run (%s=none): %s: %s; %s",
             TAG_GIT_COMMIT,
@@ -526,9 +532,32 @@ def git_state(root: Path) -> GitState:
     return GitState(commit=commit, dirty=None if status is None else bool(status))
 
 
+def image_commit() -> GitState | None:
+    """In an image, which has no `.git`: the commit it was built from, as `MLOPS_GIT_COMMIT` names it.
+
+    `scripts/build_image.sh` tags the image with the full commit SHA (`-dirty`
+    when it built uncommitted changes); the DAG's pods and `scripts/run_image*.sh`
+    pass that tag in. Anything else is not taken for a commit.
+    """
+    value = os.environ.get(IMAGE_COMMIT, "").strip()
+    if not value:
+        return None
+    found = re.fullmatch(r"([0-9a-f]{40})(-dirty)?", value)
+    if found is None:
+        logger.warning(
+            "code version not recorded for this run (%s=none): %s=%r is not a commit SHA; "
+            "give the full 40-character SHA the image was built from (scripts/build_image.sh tags it so)",
+            TAG_GIT_COMMIT,
+            IMAGE_COMMIT,
+            value[:80],
+        )
+        return GitState(commit="none", dirty=None)
+    return GitState(commit=found.group(1), dirty=found.group(2) is not None)
+
+
 def _git_fix(root: Path, why: str) -> str:
     if why == "git is not installed":
-        return "install git"
+        return f"install git, or in an image set {IMAGE_COMMIT} to the commit it was built from"
     if "dubious ownership" in why:
         return f"trust the folder: git config --global --add safe.directory {root}"
     return "commit the code there: git init && git add -A && git commit -m start"

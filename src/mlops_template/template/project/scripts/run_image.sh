@@ -35,8 +35,9 @@ esac
 
 find_engine
 as_caller
+commit_env "$image"
 mkdir -p data .mlops
-"$ENGINE" run --rm "${CALLER[@]}" \
+"$ENGINE" run --rm "${CALLER[@]}" "${COMMIT_ENV[@]}" \
   --volume "$PROJECT_DIR:$PROJECT_DIR" \
   --volume "$PROJECT_DIR/.mlops:/app/.mlops" \
   --env HOME=/tmp \

@@ -60,7 +60,7 @@ fi
 # Names only: the engine reads each value from this process's environment.
 while IFS= read -r name; do
   case "$name" in
-    MLOPS_ENVIRONMENT | AWS_PROFILE | AWS_CONFIG_FILE | AWS_SHARED_CREDENTIALS_FILE) ;;
+    MLOPS_ENVIRONMENT | MLOPS_GIT_COMMIT | AWS_PROFILE | AWS_CONFIG_FILE | AWS_SHARED_CREDENTIALS_FILE) ;;
     AWS_ACCESS_KEY_ID | AWS_SECRET_ACCESS_KEY | AWS_SESSION_TOKEN | AWS_SECURITY_TOKEN)
       [ "$use_profile" = true ] || options+=(--env "$name") ;;
     AWS_* | MLFLOW_TRACKING_* | MLFLOW_S3_* | MLOPS_*) options+=(--env "$name") ;;
@@ -69,4 +69,5 @@ done < <(compgen -e)
 
 find_engine
 as_caller
-"$ENGINE" run --rm "${CALLER[@]}" "${options[@]}" "$image" "$@"
+commit_env "$image"
+"$ENGINE" run --rm "${CALLER[@]}" "${options[@]}" "${COMMIT_ENV[@]}" "$image" "$@"
