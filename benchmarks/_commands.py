@@ -9,6 +9,16 @@ import time
 from pathlib import Path
 
 
+def command_env(**extra: str) -> dict[str, str]:
+    """This process's environment as a user's machine has it: bytecode cached (PYTHONDONTWRITEBYTECODE
+    removed, or every run would time Python compiling MLflow), and no telemetry sent over a closed network."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env.update(extra)
+    return env
+
+
 def timed(cmd: list[str], cwd: Path, env: dict[str, str], *, sync: bool = False) -> tuple[float, str]:
     """Run `cmd` to completion; its wall-clock seconds and stdout. `sync=True` flushes dirty pages first (untimed)."""
     if sync:

@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _commands import run_checked, timed
+from _commands import command_env, run_checked, timed
 
 HERE = Path(__file__).resolve().parent
 PYTHON = Path(sys.executable)
@@ -62,9 +62,7 @@ def main() -> None:
         parser.error("--runs must be at least 1")
     if not MLOPS.exists():
         sys.exit(f"no `mlops` next to {PYTHON}; run this with the project's venv (uv run python ...)")
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env = command_env()
     (HERE / ".work").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="lineage-commands-", dir=HERE / ".work"))
     print(f"python {sys.version.split()[0]} ({PYTHON}), {os.cpu_count()} CPUs; work folder {work}")

@@ -41,7 +41,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _commands import run_checked, timed
+from _commands import command_env, run_checked, timed
 
 TARGET_RATIO = 2.0
 HERE = Path(__file__).resolve().parent
@@ -63,9 +63,7 @@ def main() -> None:
     if not MLOPS.exists():
         sys.exit(f"no `mlops` next to {PYTHON}; run this with the project's venv (uv run python ...)")
 
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env = command_env()
 
     (HERE / ".work").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pipeline-overhead-", dir=HERE / ".work"))

@@ -50,7 +50,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _commands import run_checked, timed
+from _commands import command_env, run_checked, timed
 
 DATA_VERSION = "v1"  # bump when the generated table changes, so cached files are made anew
 SEED = 20240611
@@ -91,9 +91,7 @@ def main() -> None:
         if not tool.exists():
             sys.exit(f"no `{tool.name}` next to {PYTHON}; run this with the project's venv{hint}")
 
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env = command_env()
     env["DVC_NO_ANALYTICS"] = "1"
 
     files = make_data(args.rows)

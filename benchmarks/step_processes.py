@@ -37,7 +37,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
-from _commands import run_checked, timed
+from _commands import command_env, run_checked, timed
 
 TARGET_RATIO = 2.0
 HERE = Path(__file__).resolve().parent
@@ -84,9 +84,7 @@ def main() -> None:
     if not MLOPS.exists():
         sys.exit(f"no `mlops` next to {PYTHON}; run this with the project's venv (uv run python ...)")
 
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env = command_env()
     for name in ("MLOPS_PIPELINE_RUN", "MLOPS_ENVIRONMENT", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
 
