@@ -329,6 +329,7 @@ def test_the_direct_sqlite_reader_answers_as_mlflow_s_client_does(story, monkeyp
         ("show", "champion", "--json"),
         ("show", story.dirty[:8], "--json"),
         ("diff", story.v1, story.v2, "--json"),
+        ("models", "--json"),
     ]
     for args in questions:
         direct = mlops(*args, root=story.root)
@@ -345,7 +346,7 @@ def test_questions_on_the_local_store_do_not_import_mlflow(story):
     script = (
         "import sys\n"
         "from mlops_template.cli import main\n"
-        f"for args in (['runs'], ['runs', '--sort', 'f1'], ['show', 'champion'], ['diff', {story.v1!r}, {story.v2!r}]):\n"
+        f"for args in (['runs'], ['runs', '--sort', 'f1'], ['show', 'champion'], ['diff', {story.v1!r}, {story.v2!r}], ['models']):\n"
         "    main([*args, '--project', sys.argv[1]], standalone_mode=False)\n"
         "print('imported mlflow' if 'mlflow' in sys.modules else 'mlflow not imported')\n"
     )

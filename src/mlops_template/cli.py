@@ -250,14 +250,18 @@ def models(environment: str | None, as_json: bool, project: Path | None) -> None
 
     from rich.table import Table
 
+    from .config import load_config
+    from .environ import scope
     from .registry import list_versions
-    from .tracking import TAG_DATA_PREFIX, TAG_TRAINING_DATA, client, store_errors
+    from .store_reader import open_reader
+    from .tracking import TAG_DATA_PREFIX, TAG_TRAINING_DATA, store_errors
 
-    config, env = _connected(project, environment)
+    config = load_config(project)
+    env = config.environment(environment)
     metric = config.model.gate.metric
     table = Table("version", "aliases", metric, "run", "trained on", "other data", box=None)
-    with store_errors(env, registry=True):
-        versions = list_versions(client(), config.model.name, metric=metric)
+    with scope(), store_errors(env, registry=True):
+        versions = list_versions(open_reader(config, env)[0], config.model.name, metric=metric)
     if as_json:
         _print_json([{"name": config.model.name, **asdict(v)} for v in versions])
         return

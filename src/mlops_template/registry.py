@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from .store_reader import Reader
+
 CHAMPION = "champion"
 
 
@@ -47,13 +49,6 @@ def version(client: MlflowClient, name: str, number: str) -> ModelVersion:
             f"model '{name}' has no version {number} in the registry any more ({exc.message}); "
             "restore it, or reproduce only the steps that do not load it"
         ) from exc
-
-
-def champion_metric(client: MlflowClient, version: ModelVersion, metric: str) -> float | None:
-    """The metric as logged on the version's training run (for listings; the gate scores afresh)."""
-    if not version.run_id:
-        return None
-    return client.get_run(version.run_id).data.metrics.get(metric)
 
 
 def create_version(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
@@ -140,27 +135,28 @@ class VersionInfo:
     tags: dict[str, str]
 
 
-def list_versions(client: MlflowClient, name: str, *, metric: str) -> list[VersionInfo]:
-    """Every registered version of `name`, newest first, with its aliases and gate metric."""
-    from mlflow.exceptions import MlflowException
+def list_versions(reader: Reader, name: str, *, metric: str) -> list[VersionInfo]:
+    """Every registered version of `name`, newest first, with its aliases and gate metric.
 
-    try:
-        versions = client.search_model_versions(f"name='{name}'")
-        # Version search leaves `aliases` empty on some stores; the registered model has them all.
-        aliases = client.get_registered_model(name).aliases if versions else {}
-        infos = [
+    The metric is the one logged on the version's training run (none when
+    that run is gone); the gate scores afresh, this is for the listing.
+    """
+    versions = reader.versions(name)
+    # Version search leaves `aliases` empty on some stores; the registered model has them all.
+    aliases = reader.aliases(name) if versions else {}
+    infos = []
+    for v in versions:
+        run = reader.get(v.run_id) if v.run_id else None
+        infos.append(
             VersionInfo(
                 version=str(v.version),
                 aliases=sorted(a for a, target in aliases.items() if str(target) == str(v.version)),
                 run_id=v.run_id,
                 created=v.creation_timestamp,
-                metric=champion_metric(client, v, metric),
+                metric=run.data.metrics.get(metric) if run is not None else None,
                 tags=dict(v.tags),
             )
-            for v in versions
-        ]
-    except MlflowException as exc:
-        raise TrackingError(f"model registry: cannot list versions of '{name}' ({exc.message})") from exc
+        )
     return sorted(infos, key=lambda v: int(v.version), reverse=True)
 
 

@@ -39,7 +39,7 @@ _SCHEMA = {
     "inputs": ("input_uuid", "source_type", "source_id", "destination_type", "destination_id"),
     "input_tags": ("input_uuid", "name", "value"),
     "datasets": ("dataset_uuid", "name", "digest", "dataset_source_type", "dataset_source", "dataset_profile"),
-    "model_versions": ("name", "version", "run_id", "source", "current_stage"),
+    "model_versions": ("name", "version", "run_id", "source", "current_stage", "creation_time"),
     "model_version_tags": ("key", "value", "name", "version"),
     "registered_model_aliases": ("alias", "version", "name"),
 }
@@ -206,6 +206,7 @@ class StoredVersion:
     run_id: str | None
     source: str
     tags: dict[str, str]
+    creation_timestamp: int | None
 
 
 # -- the direct reader -----------------------------------------------------------------------
@@ -263,7 +264,7 @@ class SqliteReader:
         return found[0] if found else None
 
     def versions(self, name: str, run_id: str | None = None) -> list[StoredVersion]:
-        sql = "SELECT name, version, run_id, source FROM model_versions WHERE name = ?"
+        sql = "SELECT name, version, run_id, source, creation_time FROM model_versions WHERE name = ?"
         args: list[Any] = [name]
         if run_id is not None:
             sql += " AND run_id = ?"
@@ -293,13 +294,15 @@ class SqliteReader:
         except OSError:
             return None
 
-    def _version(self, name: str, number: int, run_id: str | None, source: str | None) -> StoredVersion:
+    def _version(
+        self, name: str, number: int, run_id: str | None, source: str | None, created: int | None
+    ) -> StoredVersion:
         tags = dict(
             self._conn.execute(
                 "SELECT key, value FROM model_version_tags WHERE name = ? AND version = ?", (name, number)
             ).fetchall()
         )
-        return StoredVersion(name, str(number), run_id or None, source or "", tags)
+        return StoredVersion(name, str(number), run_id or None, source or "", tags, created)
 
     def _runs(self, ids: list[str]) -> list[StoredRun]:
         """Whole runs for `ids`, in that order: info, tags, params, latest metrics and dataset inputs."""
