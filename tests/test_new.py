@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -317,13 +319,25 @@ def test_library_raises_project_error_before_writing(tmp_path):
 
 @pytest.mark.parametrize("existed", [False, True])
 def test_a_failure_after_rendering_leaves_nothing_behind(tmp_path, monkeypatch, existed):
+    """git fails in the new project's folder only, where `mlops new` records the project after rendering it.
+
+    copier runs git too (to look at the template), through plumbum, which copies PATH once, when first
+    imported: a git failing everywhere would fail copier instead whenever this test is the process's first
+    to render a project. So every other git command goes to the real git.
+    """
+    target = tmp_path / "churn"
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     git = fake_bin / "git"
-    git.write_text("#!/bin/sh\necho 'fatal: disk quota exceeded' >&2\nexit 128\n")
+    git.write_text(
+        "#!/bin/sh\n"
+        f'case "$(pwd -P)" in {shlex.quote(str(target.resolve()))}|{shlex.quote(str(target.resolve()))}/*)\n'
+        "  echo 'fatal: disk quota exceeded' >&2; exit 128;;\n"
+        "esac\n"
+        f'exec {shlex.quote(shutil.which("git"))} "$@"\n'
+    )
     git.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
-    target = tmp_path / "churn"
     if existed:
         target.mkdir()
 

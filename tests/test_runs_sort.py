@@ -85,6 +85,7 @@ def add_run(client, experiment_id: str, started: int, *, f1: float | None, steps
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    """26 pipeline runs of project `sorted`, shared by the tests that only read them; a test that adds runs takes `lone`."""
     root = tmp_path_factory.mktemp("history") / "sorted"
     uri = project(root, "sorted")
     client = store_client(uri)
@@ -213,13 +214,14 @@ def test_an_ambiguous_prefix_lists_the_candidates(tmp_path):
     assert all(f"{w} (pipeline run)" in result.output for w in wanted)
 
 
-def test_a_run_of_another_project_is_named_as_such(history):
-    client = store_client(history.uri)
+def test_a_run_of_another_project_is_named_as_such(lone):
+    client = store_client(lone.uri)
+    add_run(client, lone.experiment_id, 1_700_000_000_000, f1=0.9)  # the project's own run beside it
     other = client.create_experiment("someone-else")
     foreign = add_run(client, other, 1_700_000_000_000, f1=0.5)["run_id"]
-    result = mlops(history, "show", foreign)
+    result = mlops(lone, "show", foreign)
     assert result.exit_code == 2
-    assert f"run '{foreign}' belongs to experiment 'someone-else', not to project 'sorted'" in result.output
+    assert f"run '{foreign}' belongs to experiment 'someone-else', not to project 'lone'" in result.output
 
 
 # -- reproduce: refused before anything is written ----------------------------------------------

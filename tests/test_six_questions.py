@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import project_client
+from conftest import copy_project, project_client
 
 from mlops_template import load_config
 from mlops_template.cli import main
@@ -268,13 +268,17 @@ def test_reproduce_a_dirty_run_applies_its_recorded_diff(story):
     assert featurized["reproduced"] != step_run(client, story.v2, "feat_data").data.tags["mlops.output.featurized"]
 
 
-def test_reproduce_reports_a_mismatch_with_exit_1(story):
-    """A run whose record says its step made something the code does not make again is not reproduced."""
-    client = project_client(story.root)
+def test_reproduce_reports_a_mismatch_with_exit_1(story, tmp_path):
+    """A run whose record says its step made something the code does not make again is not reproduced.
+
+    The record is changed in a copy of the story: the other tests read v2 as it was made.
+    """
+    root = copy_project(story.root, tmp_path / NAME)
+    client = project_client(root)
     make = step_run(client, story.v2, "make_data")
     client.log_metric(make.info.run_id, "rows_dropped", 1.0)  # in the record only: the code logs no such metric
     forget_package()
-    result = mlops("reproduce", story.v2, "--step", "make_data", root=story.root)
+    result = mlops("reproduce", story.v2, "--step", "make_data", root=root)
     assert result.exit_code == 1, result.output
     assert "mismatch make_data metric rows_dropped: 1 → —" in result.output
     assert "match    make_data output processed" in result.output
