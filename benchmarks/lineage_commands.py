@@ -14,6 +14,7 @@ Then, N rounds (default 7), each command as its own process timed by wall clock 
   mlops runs --sort f1       (every run sorted, then the first 20)
   mlops show latest
   mlops diff RUN_A RUN_B     (the two real runs: data diffs of their snapshots, code, params, packages)
+  mlops models               (the registered versions, their aliases and training metric)
   mlops run                  in the full project, and in the empty one
 
 Each round also times `python -c "import mlflow, mlflow.store.tracking.sqlalchemy_store"`: what a
@@ -91,6 +92,7 @@ def measure(work: Path, rounds: int, history: int, env: dict[str, str]) -> None:
         "mlops runs --sort f1": [str(MLOPS), "runs", "--sort", "f1"],
         "mlops show latest": [str(MLOPS), "show", "latest"],
         "mlops diff A B": [str(MLOPS), "diff", first_full, second_full],
+        "mlops models": [str(MLOPS), "models"],
     }
     times: dict[str, list[float]] = {
         name: [] for name in [*commands, "mlops run (500-run store)", "mlops run (empty store)"]
