@@ -3,10 +3,37 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+WORK = Path(__file__).resolve().parent / ".work"
+
+
+def require_mlops(mlops: Path) -> None:
+    """Exit with the fix when the benchmark runs outside the project's venv (no `mlops` beside its Python)."""
+    if not mlops.exists():
+        sys.exit(f"no `mlops` next to {sys.executable}; run this with the project's venv (uv run python ...)")
+
+
+@contextmanager
+def work_folder(name: str, *, keep: bool) -> Iterator[Path]:
+    """A fresh folder under benchmarks/.work/ (the machine is printed with it), removed afterwards unless `keep`."""
+    WORK.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=WORK))
+    print(f"python {sys.version.split()[0]} ({sys.executable}), {os.cpu_count()} CPUs; work folder {work}")
+    try:
+        yield work
+    finally:
+        if keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def command_env(**extra: str) -> dict[str, str]:

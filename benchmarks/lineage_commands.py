@@ -30,17 +30,14 @@ It exits 0 whatever the figures (it is a measurement); 1 if a command fails.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import re
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _commands import command_env, run_checked, timed
+from _commands import command_env, require_mlops, run_checked, timed, work_folder
 
 HERE = Path(__file__).resolve().parent
 PYTHON = Path(sys.executable)
@@ -61,19 +58,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    if not MLOPS.exists():
-        sys.exit(f"no `mlops` next to {PYTHON}; run this with the project's venv (uv run python ...)")
+    require_mlops(MLOPS)
     env = command_env()
-    (HERE / ".work").mkdir(exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="lineage-commands-", dir=HERE / ".work"))
-    print(f"python {sys.version.split()[0]} ({PYTHON}), {os.cpu_count()} CPUs; work folder {work}")
-    try:
+    with work_folder("lineage-commands", keep=args.keep) as work:
         measure(work, args.runs, args.history, env)
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def measure(work: Path, rounds: int, history: int, env: dict[str, str]) -> None:

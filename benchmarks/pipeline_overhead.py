@@ -33,15 +33,12 @@ It exits 0 whatever the ratio (it is a measurement); 1 if a run fails.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-from _commands import command_env, run_checked, timed
+from _commands import command_env, require_mlops, run_checked, timed, work_folder
 
 TARGET_RATIO = 2.0
 HERE = Path(__file__).resolve().parent
@@ -60,20 +57,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    if not MLOPS.exists():
-        sys.exit(f"no `mlops` next to {PYTHON}; run this with the project's venv (uv run python ...)")
+    require_mlops(MLOPS)
 
     env = command_env()
 
-    (HERE / ".work").mkdir(exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="pipeline-overhead-", dir=HERE / ".work"))
-    print(f"python {sys.version.split()[0]} ({PYTHON}), {os.cpu_count()} CPUs; work folder {work}")
-    print("(a) `mlops run` in a rendered project; (b) `python bare_iris.py`: the same pandas/scikit-learn work")
-    print(f"PYTHONDONTWRITEBYTECODE unset, MLFLOW_DISABLE_TELEMETRY=true; {args.runs} timed runs of each, alternating")
-    if args.runs < 5:
-        print(f"note: --runs {args.runs} is below the 5 the target asks for; a quick check only")
-    summary = []
-    try:
+    with work_folder("pipeline-overhead", keep=args.keep) as work:
+        print("(a) `mlops run` in a rendered project; (b) `python bare_iris.py`: the same pandas/scikit-learn work")
+        print(
+            f"PYTHONDONTWRITEBYTECODE unset, MLFLOW_DISABLE_TELEMETRY=true; {args.runs} timed runs of each, alternating"
+        )
+        if args.runs < 5:
+            print(f"note: --runs {args.runs} is below the 5 the target asks for; a quick check only")
+        summary = []
         for beat in ["false", "true"] if args.gate == "both" else [args.gate]:
             summary.append((beat, *measure(work / f"beat-{beat}", beat == "true", args.runs, env)))
         print()
@@ -84,11 +79,6 @@ def main() -> None:
                 f"beat_champion = {beat:<5}  (a) {a_med:5.2f} s  (b) {b_med:5.2f} s  "
                 f"a/b {ratio:4.2f}  target <= {TARGET_RATIO:.1f}: {verdict}"
             )
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def measure(work: Path, beat_champion: bool, runs: int, env: dict[str, str]) -> tuple[float, float]:

@@ -28,16 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import textwrap
 import uuid
 from pathlib import Path
 
-from _commands import command_env, run_checked, timed
+from _commands import command_env, require_mlops, run_checked, timed, work_folder
 
 TARGET_RATIO = 2.0
 HERE = Path(__file__).resolve().parent
@@ -81,28 +78,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    if not MLOPS.exists():
-        sys.exit(f"no `mlops` next to {PYTHON}; run this with the project's venv (uv run python ...)")
+    require_mlops(MLOPS)
 
     env = command_env()
     for name in ("MLOPS_PIPELINE_RUN", "MLOPS_ENVIRONMENT", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
 
-    (HERE / ".work").mkdir(exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="step-processes-", dir=HERE / ".work"))
-    print(f"python {sys.version.split()[0]} ({PYTHON}), {os.cpu_count()} CPUs; work folder {work}")
-    print("(a) one `mlops run`; (b) four `mlops run --step S --pipeline-run K`, one per step, in order")
-    print(f"local SQLite store, PYTHONDONTWRITEBYTECODE unset; {args.runs} timed runs of each, alternating")
-    if args.runs < 5:
-        print(f"note: --runs {args.runs} is below the 5 the target asks for; a quick check only")
-    try:
+    with work_folder("step-processes", keep=args.keep) as work:
+        print("(a) one `mlops run`; (b) four `mlops run --step S --pipeline-run K`, one per step, in order")
+        print(f"local SQLite store, PYTHONDONTWRITEBYTECODE unset; {args.runs} timed runs of each, alternating")
+        if args.runs < 5:
+            print(f"note: --runs {args.runs} is below the 5 the target asks for; a quick check only")
         project = render_project(work / "bench-steps", env)
         measure(project, args.runs, env)
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def four_processes(project: Path, env: dict[str, str]) -> tuple[float, list[float]]:
