@@ -123,7 +123,7 @@ def reproduce(
             named = resolve_run(reader, config, experiment_id, name)
             loaded = load_run(reader, experiment_id, named)
             wanted = list(steps) or ([named.step.data.tags[TAG_STEP]] if named.step is not None else [])
-            plan = _plan(client, config, named.pipeline.info.run_id, loaded.latest, wanted)
+            plan = _plan(reader, config, named.pipeline.info.run_id, loaded.latest, wanted)
         _check_snapshots(open_snapshots(config, env), named.pipeline.info.run_id, plan.reads)
         _check_models(client, config, plan.models)
         repo = _repository(config.root)
@@ -161,7 +161,7 @@ def reproduce(
 # -- checks before anything runs ---------------------------------------------------------------
 
 
-def _plan(client: MlflowClient, config: Config, run_id: str, latest: dict[str, Run], wanted: list[str]) -> _Plan:
+def _plan(reader: MlflowReader, config: Config, run_id: str, latest: dict[str, Run], wanted: list[str]) -> _Plan:
     finished = {s: r for s, r in latest.items() if r.info.status == "FINISHED"}
     for step in wanted:
         if step not in latest:
@@ -198,10 +198,10 @@ def _plan(client: MlflowClient, config: Config, run_id: str, latest: dict[str, R
                 f"run {run_id} was made from a work tree whose uncommitted changes were not recorded "
                 f"({TAG_GIT_DIFF}={recorded or 'missing'}), so its code cannot be rebuilt; commit changes before a run"
             )
-        diff = _artifact(client, first.info.run_id, DIFF_ARTIFACT) if recorded != "0" else b""
+        diff = reader.artifact(first.info.run_id, DIFF_ARTIFACT) if recorded != "0" else b""
         if diff is None:
             raise RunError(f"run {run_id}: its recorded diff ({DIFF_ARTIFACT}) is missing from its artifacts")
-    environment = _artifact(client, first.info.run_id, ENVIRONMENT_ARTIFACT)
+    environment = reader.artifact(first.info.run_id, ENVIRONMENT_ARTIFACT)
     return _Plan(
         originals=originals,
         commit=commit,
@@ -211,16 +211,6 @@ def _plan(client: MlflowClient, config: Config, run_id: str, latest: dict[str, R
         models={s: r.data.tags[TAG_MODEL_VERSION] for s, r in originals.items() if TAG_MODEL_VERSION in r.data.tags},
         packages=_packages(environment),
     )
-
-
-def _artifact(client: MlflowClient, run_id: str, path: str) -> bytes | None:
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory(prefix="mlops-reproduce-") as tmp:
-        try:
-            return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
-        except (MlflowException, OSError):
-            return None
 
 
 def _packages(environment: bytes | None) -> dict[str, str] | None:

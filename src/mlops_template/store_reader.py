@@ -12,15 +12,13 @@ versions with those of `ModelVersion`, so what is built on them is the same.
 from __future__ import annotations
 
 import sqlite3
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import Config, Environment
-from .tracking import _local_store_path
+from .tracking import local_store_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -131,7 +129,7 @@ def _direct_path(env: Environment) -> Path | None:
         return None
     if env.registry_uri and env.registry_uri != env.tracking_uri:
         return None
-    path = _local_store_path(env.tracking_uri)
+    path = local_store_path(env.tracking_uri)
     return path if path is not None and path.is_file() else None
 
 
@@ -286,7 +284,7 @@ class SqliteReader:
         row = self._conn.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
         if row is None or not row[0]:
             return None
-        root = _local_path(row[0])
+        root = local_store_path(row[0])
         if root is None:  # artifacts elsewhere (a bucket): MLflow's artifact repositories know how to reach them
             return _download(run_id, path)
         try:
@@ -361,15 +359,6 @@ class SqliteReader:
 def _batches(items: list[str]) -> Iterable[list[str]]:
     for start in range(0, len(items), _BATCH):
         yield items[start : start + _BATCH]
-
-
-def _local_path(uri: str) -> Path | None:
-    parsed = urllib.parse.urlsplit(uri)
-    if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path))
-    if parsed.scheme == "" and uri.startswith("/"):
-        return Path(uri)
-    return None
 
 
 def _download(run_id: str, path: str) -> bytes | None:

@@ -115,7 +115,7 @@ def _creation_lock(uri: str) -> Iterator[None]:
     temp folder named after the store (nothing is added to the project), held
     only while the store is opened and the experiment looked up.
     """
-    path = _local_store_path(uri) if uri.startswith("sqlite:///") else None
+    path = local_store_path(uri) if uri.startswith("sqlite:///") else None
     if path is None:
         yield
         return
@@ -421,12 +421,13 @@ def launched_run() -> Iterator[LaunchedRun | None]:
 
 def _is_mlflow_fallback(uri: str) -> bool:
     """Whether `uri` is the store MLflow uses in this folder when no tracking URI is set."""
-    path = _local_store_path(uri)
+    path = local_store_path(uri)
     here = Path.cwd()
     return path is not None and path in {(here / "mlflow.db").resolve(), (here / "mlruns").resolve()}
 
 
-def _local_store_path(uri: str) -> Path | None:
+def local_store_path(uri: str) -> Path | None:
+    """The local path a store or artifact URI names (`sqlite:///`, `file:`, a plain path); None for a remote one."""
     if uri.startswith("sqlite:///"):
         return Path(urllib.parse.unquote(uri[len("sqlite:///") :])).resolve()
     parsed = urllib.parse.urlsplit(uri)
