@@ -48,22 +48,22 @@ PROBE = textwrap.dedent(
     """
     import json, sys, time
     t0 = time.perf_counter()
-    from mlops_template import cli  # the command line, as `mlops` loads it
-    from mlops_template.config import load_config
-    from mlops_template.project import load_pipeline
+    from mlops_template.cli import main as cli  # the command line, as `mlops` loads it
+    from mlops_template.config.load import load_config
+    from mlops_template.pipeline.loader import load_pipeline
     config = load_config()
     load_pipeline(config)  # the project's steps: pandas, scikit-learn
     import mlflow
     t1 = time.perf_counter()
     from mlops_template.storage import open_storage
-    from mlops_template.tracking import connect
+    from mlops_template.tracking.connect import connect
     env = config.environment()
     storage = open_storage(env)
     experiment_id = connect(config, env)
     client = mlflow.MlflowClient()
     client.search_experiments(max_results=1)
     t2 = time.perf_counter()
-    from mlops_template.pipeline_runs import open_parent
+    from mlops_template.pipeline.coordination import open_parent
     open_parent(client, storage, experiment_id, sys.argv[1], plan=[], plan_given=False, tags={})
     t3 = time.perf_counter()
     print(json.dumps({"imports": t1 - t0, "store": t2 - t1, "join": t3 - t2}))

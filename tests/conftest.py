@@ -241,8 +241,8 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traine
     """
     from click.testing import CliRunner
 
-    from mlops_template.cli import main
-    from mlops_template.scaffold import new_project
+    from mlops_template.cli.main import main
+    from mlops_template.scaffold.new import new_project
 
     with pytest.MonkeyPatch.context() as mp:
         for var in _RUN_VARIABLES:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops_template.scaffold import new_project
+from mlops_template.scaffold.new import new_project
 
 BIN = Path(sys.executable).parent  # the test venv's commands: actionlint
 CREDENTIAL = re.compile(

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from mlops_template import load_config
-from mlops_template.scaffold import new_project
+from mlops_template.scaffold.new import new_project
 
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z0-9_]+):\?(?P<message>[^}]*)\}")
 SECRET_NAMES = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|ROOT_USER")

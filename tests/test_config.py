@@ -7,7 +7,7 @@ import re
 import pytest
 from conftest import MINIMAL_CONFIG
 
-from mlops_template.config import (
+from mlops_template.config.load import (
     Config,
     Environment,
     Gate,

@@ -22,8 +22,8 @@ import pytest
 from click.testing import CliRunner
 from test_pipeline_runs import outputs, reads, runs_of
 
-from mlops_template.cli import main
-from mlops_template.scaffold import new_project
+from mlops_template.cli.main import main
+from mlops_template.scaffold.new import new_project
 
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"

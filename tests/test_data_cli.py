@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
-from mlops_template.cli import main
-from mlops_template.datasets import content_id
+from mlops_template.cli.main import main
+from mlops_template.data.hashing import content_id
 
 S3_ENVIRONMENT = """
 [environments.s3test]

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_template.datadiff import ColumnDrift, DataDiff, diff_frames, diff_snapshots
+from mlops_template.data.diff import ColumnDrift, DataDiff, diff_frames, diff_snapshots
+from mlops_template.data.snapshots import SnapshotStore
 from mlops_template.errors import IntegrityError
-from mlops_template.snapshots import SnapshotStore
 from mlops_template.storage import LocalStorage
 
 

@@ -15,7 +15,7 @@ import docs_runner
 import pytest
 from click.testing import CliRunner
 
-from mlops_template.cli import main
+from mlops_template.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 README_PATH = REPO / "README.md"

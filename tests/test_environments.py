@@ -27,8 +27,9 @@ import pandas as pd
 import pytest
 from conftest import moto_server, store_client
 
-from mlops_template import Pipeline, StepContext, environ, load_config
-from mlops_template.tracking import connect
+from mlops_template import Pipeline, StepContext, load_config
+from mlops_template.config import environ
+from mlops_template.tracking.connect import connect
 
 REGIONS = {"dev": "eu-west-1", "prod": "us-west-2"}
 _ALLOW_ALL = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})

@@ -26,10 +26,10 @@ from click.testing import CliRunner
 
 import mlops_template
 from mlops_template import Pipeline, load_config
-from mlops_template.cli import main
+from mlops_template.cli.main import main
 from mlops_template.errors import StepError
-from mlops_template.runner import run_pipeline
-from mlops_template.tracking import display_uri
+from mlops_template.pipeline.runner import run_pipeline
+from mlops_template.tracking.connect import display_uri
 
 COMMANDS = [["runs"], ["models"], ["promote", "1"]]
 

@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import moto_server, store_client
 
-from mlops_template.cli import main
+from mlops_template.cli.main import main
 
 LIMIT_SECONDS = 10.0
 MLOPS = str(Path(sys.executable).parent / "mlops")

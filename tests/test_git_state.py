@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from mlops_template.cli import main
-from mlops_template.tracking import git_state
+from mlops_template.cli.main import main
+from mlops_template.tracking.connect import git_state
 
 WARNING = "Warning: code version not recorded for this run (mlops.git_commit=none)"
 

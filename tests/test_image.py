@@ -33,7 +33,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from mlops_template.scaffold import new_project
+from mlops_template.scaffold.new import new_project
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("MLOPS_SKIP_IMAGE_TEST")), reason="MLOPS_SKIP_IMAGE_TEST is set: the image is not built"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_template.lock import uv_version
-from mlops_template.scaffold import new_project
+from mlops_template.scaffold.lock import uv_version
+from mlops_template.scaffold.new import new_project
 
 BIN = Path(sys.executable).parent  # the test venv's commands: hadolint, uv
 REPO = Path(__file__).resolve().parents[1]

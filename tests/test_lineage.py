@@ -13,10 +13,10 @@ from conftest import TRAINED_NAME, project_client, store_client
 from mlflow import MlflowClient
 
 from mlops_template import Pipeline, StepContext, load_config
-from mlops_template.cli import main
+from mlops_template.cli.main import main
+from mlops_template.data.snapshots import open_snapshots
 from mlops_template.errors import IntegrityError, StepError
-from mlops_template.runner import run_pipeline
-from mlops_template.snapshots import open_snapshots
+from mlops_template.pipeline.runner import run_pipeline
 
 S3_ENVIRONMENT = """
 [environments.s3test]

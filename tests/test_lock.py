@@ -22,9 +22,9 @@ import pytest
 from click.testing import CliRunner
 from packaging.version import Version
 
-from mlops_template.cli import main
-from mlops_template.scaffold import new_project
-from mlops_template.wheel import wheel_name, write_wheel
+from mlops_template.cli.main import main
+from mlops_template.scaffold.new import new_project
+from mlops_template.scaffold.wheel import wheel_name, write_wheel
 
 BIN = Path(sys.executable).parent  # the test venv's commands: uv
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mlops_template"
@@ -74,7 +74,7 @@ def test_the_wheel_is_this_librarys_package_byte_for_byte_the_same_each_time(tmp
         assert sorted(n for n in names if n.startswith("mlops_template/")) == sources
         info = first.name.split("-py3")[0] + ".dist-info"
         assert "Name: mlops-template" in wheel.read(f"{info}/METADATA").decode()
-        assert "mlops = mlops_template.cli:entry" in wheel.read(f"{info}/entry_points.txt").decode()
+        assert "mlops = mlops_template.cli.main:entry" in wheel.read(f"{info}/entry_points.txt").decode()
         for line in wheel.read(f"{info}/RECORD").decode().splitlines():  # every recorded hash holds
             name, digest, size = line.rsplit(",", 2)
             if digest:

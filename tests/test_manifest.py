@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_template import manifest
-from mlops_template.manifest import MAX_CATEGORIES, profile_file, profile_table
+from mlops_template.data import manifest
+from mlops_template.data.manifest import MAX_CATEGORIES, profile_file, profile_table
 
 
 @pytest.fixture

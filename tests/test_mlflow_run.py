@@ -18,9 +18,9 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops_template import Pipeline, StepContext, load_config
-from mlops_template.runner import run_pipeline
-from mlops_template.scaffold import new_project
-from mlops_template.tracking import TAG_LAUNCHED_BY, TAG_PIPELINE_RUN_ID
+from mlops_template.pipeline.runner import run_pipeline
+from mlops_template.scaffold.new import new_project
+from mlops_template.tracking.connect import TAG_LAUNCHED_BY, TAG_PIPELINE_RUN_ID
 
 
 def make(ctx: StepContext) -> None:

@@ -13,9 +13,9 @@ from conftest import store_client
 from mlflow import MlflowClient
 
 from mlops_template import Pipeline, StepContext, load_config
-from mlops_template import registry as registry_module
 from mlops_template.errors import ModelError, StepError, TrackingError
-from mlops_template.runner import run_pipeline
+from mlops_template.models import registry as registry_module
+from mlops_template.pipeline.runner import run_pipeline
 
 
 def table(n: int = 200, *, seed: int = 0, text: bool = False) -> pd.DataFrame:
@@ -166,7 +166,7 @@ def test_a_log_model_callable_logs_anything_and_what_it_logged_is_scored(tiny_pr
 def test_skops_trusts_only_scikit_learn_numpy_and_scipy_types():
     from sklearn.preprocessing import FunctionTransformer
 
-    from mlops_template.flavors import trusted_types
+    from mlops_template.models.flavors import trusted_types
 
     assert "sklearn.tree._tree.Tree" in trusted_types(
         __import__("sklearn.tree", fromlist=["DecisionTreeClassifier"]).DecisionTreeClassifier().fit([[0], [1]], [0, 1])

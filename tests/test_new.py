@@ -14,10 +14,10 @@ import yaml
 from click.testing import CliRunner
 
 from mlops_template import load_config
-from mlops_template.cli import main
+from mlops_template.cli.main import main
 from mlops_template.errors import ProjectError
-from mlops_template.scaffold import new_project, template_path
-from mlops_template.wheel import wheel_name
+from mlops_template.scaffold.new import new_project, template_path
+from mlops_template.scaffold.wheel import wheel_name
 
 EXPECTED_FILES = [
     ".copier-answers.yml",

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from conftest import project_client
 
 from mlops_template import load_config, open_snapshots
-from mlops_template.cli import main
-from mlops_template.scaffold import new_project
+from mlops_template.cli.main import main
+from mlops_template.scaffold.new import new_project
 
 
 def run(project: Path, *args: str):

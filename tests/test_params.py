@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mlops_template.config.params import apply_overrides, parse_overrides, parse_value
 from mlops_template.errors import ConfigError
-from mlops_template.params import apply_overrides, parse_overrides, parse_value
 
 PARAMS = {
     "make_data": {"target": "species"},

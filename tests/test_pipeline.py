@@ -11,9 +11,9 @@ import pytest
 from conftest import store_client
 
 from mlops_template import Pipeline, Step, StepContext, load_config
-from mlops_template.datasets import content_id
+from mlops_template.data.hashing import content_id
 from mlops_template.errors import StepError, StorageError
-from mlops_template.runner import run_pipeline
+from mlops_template.pipeline.runner import run_pipeline
 
 
 def make_data(ctx):

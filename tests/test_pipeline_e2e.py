@@ -16,10 +16,10 @@ from conftest import copy_project, project_client, text_values_naming
 from mlflow import MlflowClient
 
 from mlops_template import load_config, read_predictions
-from mlops_template.cli import main
-from mlops_template.datasets import content_id
-from mlops_template.registry import directory_sha256
-from mlops_template.scaffold import new_project
+from mlops_template.cli.main import main
+from mlops_template.data.hashing import content_id
+from mlops_template.models.registry import directory_sha256
+from mlops_template.scaffold.new import new_project
 
 
 def run_cli(*args: str):

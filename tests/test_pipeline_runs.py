@@ -18,12 +18,12 @@ from pathlib import Path
 
 from conftest import store_client
 
-from mlops_template.config import load_config
-from mlops_template.pipeline_runs import TAG_LOST, TAG_OUTPUT_PREFIX, TAG_PIPELINE_RUN, open_parent, record_key
-from mlops_template.project import load_pipeline
-from mlops_template.scaffold import new_project
+from mlops_template.config.load import load_config
+from mlops_template.pipeline.coordination import TAG_LOST, TAG_OUTPUT_PREFIX, TAG_PIPELINE_RUN, open_parent, record_key
+from mlops_template.pipeline.loader import load_pipeline
+from mlops_template.scaffold.new import new_project
 from mlops_template.storage import open_storage
-from mlops_template.tracking import connect
+from mlops_template.tracking.connect import connect
 
 STEPS = ["make_data", "feat_data", "train_model", "predict"]
 
@@ -107,7 +107,7 @@ def cli(project: Path, *args: str, env: dict[str, str] | None = None):
     """`mlops ARGS` in this process (CliRunner): for checks of what a command says, without a new interpreter."""
     from click.testing import CliRunner
 
-    from mlops_template.cli import main
+    from mlops_template.cli.main import main
 
     return CliRunner().invoke(main, [*args[:1], "--project", str(project), *args[1:]], env=env)
 

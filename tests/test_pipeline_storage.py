@@ -10,8 +10,8 @@ import pandas as pd
 from click.testing import CliRunner
 from mlflow import MlflowClient
 
-from mlops_template.cli import main
-from mlops_template.scaffold import new_project
+from mlops_template.cli.main import main
+from mlops_template.scaffold.new import new_project
 
 S3_ENVIRONMENT = """
 [environments.s3test]

@@ -11,7 +11,7 @@ from conftest import project_client
 
 from mlops_template import Pipeline, StepContext, load_config, read_predictions
 from mlops_template.errors import StorageError
-from mlops_template.runner import run_pipeline
+from mlops_template.pipeline.runner import run_pipeline
 
 S3_ENVIRONMENT = """
 [environments.s3test]

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from conftest import project_client
 
-from mlops_template.datasets import content_id
-from mlops_template.scaffold import new_project
+from mlops_template.data.hashing import content_id
+from mlops_template.scaffold.new import new_project
 
 BIN = Path(sys.executable).parent  # the test venv's scripts: mlops, mlflow, ruff, python
 

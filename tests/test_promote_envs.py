@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import TRAINED_NAME, copy_project, store_client
 
-from mlops_template.cli import REFUSED, main
-from mlops_template.registry import directory_sha256
+from mlops_template.cli.main import REFUSED, main
+from mlops_template.models.registry import directory_sha256
 
 NAME = TRAINED_NAME  # the session's trained project, copied
 PROD = '[environments.prod]\nstorage = "prod/data"\ntracking_uri = "sqlite:///prod/mlruns.db"\n\n'

@@ -20,9 +20,9 @@ from conftest import AWS_OVERRIDES, FAKE_AWS
 from stack import MLFLOW_OVERRIDES, MlflowServer, running_mlflow_servers
 from test_team_stack import api, bucket_keys, s3
 
-from mlops_template.cli import main
-from mlops_template.registry import directory_sha256
-from mlops_template.scaffold import new_project
+from mlops_template.cli.main import main
+from mlops_template.models.registry import directory_sha256
+from mlops_template.scaffold.new import new_project
 
 NAME = "promostack"
 PREFIX = "proj"  # each environment's storage: s3://<its bucket>/proj

@@ -14,8 +14,8 @@ import pytest
 from conftest import store_client
 
 from mlops_template import Pipeline, StepContext, load_config
-from mlops_template.provenance import MAX_DIFF_BYTES, capture, installed_packages, is_secret
-from mlops_template.runner import run_pipeline
+from mlops_template.pipeline.provenance import MAX_DIFF_BYTES, capture, installed_packages, is_secret
+from mlops_template.pipeline.runner import run_pipeline
 
 
 def git(root: Path, *args: str) -> str:
@@ -113,13 +113,13 @@ def test_the_pipeline_run_and_each_step_run_record_provenance(tiny_project, shar
         assert tags["mlops.platform"].startswith(sys.platform)
         recorded = json.loads(Path(client.download_artifacts(run_id, "mlops/environment.json")).read_text())
         assert recorded["packages"]["mlflow"] == importlib.metadata.version("mlflow")
-        from mlops_template.provenance import packages_hash
+        from mlops_template.pipeline.provenance import packages_hash
 
         assert tags["mlops.packages"] == packages_hash(recorded["packages"])
 
 
 def test_reproduce_names_the_packages_whose_versions_differ_from_the_recorded_ones(caplog):
-    from mlops_template.reproduce import package_differences
+    from mlops_template.lineage.reproduce import package_differences
 
     installed = installed_packages()
     recorded = {**installed, "mlflow": "0.0.1", "gone-package": "1.0"}

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import store_client
 
-from mlops_template.cli import main
+from mlops_template.cli.main import main
 
 STEPS = ("make_data", "feat_data", "train_model", "predict")
 
@@ -143,7 +143,7 @@ def test_runs_without_the_metric_sort_last(history):
 
 
 def test_an_error_metric_sorts_lowest_first(history):
-    from mlops_template.runs import higher_is_better
+    from mlops_template.lineage.listing import higher_is_better
 
     assert not higher_is_better("rmse") and not higher_is_better("mae") and higher_is_better("f1")
     assert higher_is_better("neg_root_mean_squared_error")

@@ -23,7 +23,7 @@ from conftest import make_bucket
 from mlflow import MlflowClient
 from stack import Postgres, client_env, free_port
 
-from mlops_template.scaffold import new_project
+from mlops_template.scaffold.new import new_project
 
 ACCESS_KEY = f"AKIA{uuid.uuid4().hex[:16].upper()}"
 SECRET_KEY = f"aws-secret-{uuid.uuid4().hex}"

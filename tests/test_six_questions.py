@@ -20,9 +20,9 @@ from click.testing import CliRunner
 from conftest import copy_project, project_client
 
 from mlops_template import load_config
-from mlops_template.cli import main
-from mlops_template.scaffold import new_project
-from mlops_template.snapshots import open_snapshots
+from mlops_template.cli.main import main
+from mlops_template.data.snapshots import open_snapshots
+from mlops_template.scaffold.new import new_project
 
 NAME = "lineage-story"
 PACKAGE = "lineage_story"
@@ -323,7 +323,7 @@ def test_the_six_questions_are_each_answered_by_one_command(story):
 
 
 def test_the_direct_sqlite_reader_answers_as_mlflow_s_client_does(story, monkeypatch):
-    from mlops_template import store_reader
+    from mlops_template.tracking import reader as store_reader
 
     questions = [
         ("runs", "-n", "50", "--json"),
@@ -349,7 +349,7 @@ def test_questions_on_the_local_store_do_not_import_mlflow(story):
     """Importing MLflow takes longer than a question should; the local SQLite store is read without it."""
     script = (
         "import sys\n"
-        "from mlops_template.cli import main\n"
+        "from mlops_template.cli.main import main\n"
         f"for args in (['runs'], ['runs', '--sort', 'f1'], ['show', 'champion'], ['diff', {story.v1!r}, {story.v2!r}], ['models']):\n"
         "    main([*args, '--project', sys.argv[1]], standalone_mode=False)\n"
         "print('imported mlflow' if 'mlflow' in sys.modules else 'mlflow not imported')\n"

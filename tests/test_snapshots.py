@@ -27,10 +27,10 @@ import pytest
 import s3fs.core
 from durability import assert_landed_durably, record_disk_events
 
-import mlops_template.manifest as manifest_module
-import mlops_template.snapshots as snapshots_module
+import mlops_template.data.manifest as manifest_module
+import mlops_template.data.snapshots as snapshots_module
+from mlops_template.data.snapshots import Snapshot, SnapshotStore
 from mlops_template.errors import IntegrityError, StorageError
-from mlops_template.snapshots import Snapshot, SnapshotStore
 from mlops_template.storage import LocalStorage, S3Storage
 from mlops_template.storage.base import Stage
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from durability import assert_landed_durably, inode, record_disk_events
 
-from mlops_template.config import Environment
+from mlops_template.config.load import Environment
 from mlops_template.errors import ConfigError, StorageError
 from mlops_template.storage import LocalStorage, S3Storage, Storage, open_storage
 from mlops_template.storage import local as local_module

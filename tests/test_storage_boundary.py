@@ -14,16 +14,16 @@ FORBIDDEN = {
     "blake3",
     "hashlib",
     "mlflow",
-    "mlops_template.datasets",
-    "mlops_template.snapshots",
-    "mlops_template.manifest",
-    "mlops_template.datadiff",
-    "mlops_template.tracking",
-    "mlops_template.registry",
-    "mlops_template.context",
-    "mlops_template.runner",
-    "mlops_template.pipeline",
-    "mlops_template.cli",
+    "mlops_template.data.hashing",
+    "mlops_template.data.snapshots",
+    "mlops_template.data.manifest",
+    "mlops_template.data.diff",
+    "mlops_template.tracking.connect",
+    "mlops_template.models.registry",
+    "mlops_template.pipeline.context",
+    "mlops_template.pipeline.runner",
+    "mlops_template.pipeline.pipeline",
+    "mlops_template.cli.main",
 }
 
 
@@ -55,10 +55,10 @@ def test_the_checker_sees_relative_lazy_and_package_imports():
     )
     imported = imported_modules(source, "mlops_template.storage.local")
     assert forbidden(imported) == {
-        "mlops_template.datasets",
-        "mlops_template.datasets.digest_file",
+        "mlops_template.data.hashing",
+        "mlops_template.data.hashing.digest_file",
         "blake3",
-        "mlops_template.snapshots",
+        "mlops_template.data.snapshots",
     }
     assert "mlops_template.storage.base" in imported
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from mlops_template import store_reader
-from mlops_template.config import Environment
+from mlops_template.config.load import Environment
+from mlops_template.tracking import reader as store_reader
 
 
 def environment(**values) -> Environment:

@@ -6,13 +6,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mlops_template import manifest
+from mlops_template.data import manifest
+from mlops_template.data.manifest import profile_file
+from mlops_template.data.snapshots import SnapshotStore
+from mlops_template.data.tables import looser, parse_table, read_arrow
 from mlops_template.errors import StorageError
-from mlops_template.manifest import profile_file
-from mlops_template.snapshots import SnapshotStore
 from mlops_template.storage import LocalStorage
 from mlops_template.storage.base import parse_table as parse_table_for_steps
-from mlops_template.tables import looser, parse_table, read_arrow
 
 BLOCK = 1 << 10  # small blocks, so a value far down a file comes long after the first one
 FILLER = 300  # rows before the odd value: several blocks

@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 from stack import MlflowServer, client_env
 
-from mlops_template.registry import directory_sha256
-from mlops_template.scaffold import new_project
+from mlops_template.models.registry import directory_sha256
+from mlops_template.scaffold.new import new_project
 
 NAME = "teamp"
 PREFIX = "proj"  # the dev environment's storage: s3://<bucket>/proj
@@ -205,11 +205,11 @@ def _open_on_the_server(root: str, key: str, barrier, results) -> None:
     """In a forked process: reach the stack as `dev`, wait for the others, then open the key's pipeline run."""
     import mlflow
 
-    from mlops_template.config import load_config
-    from mlops_template.environ import scope
-    from mlops_template.pipeline_runs import open_parent
+    from mlops_template.config.environ import scope
+    from mlops_template.config.load import load_config
+    from mlops_template.pipeline.coordination import open_parent
     from mlops_template.storage import open_storage
-    from mlops_template.tracking import connect
+    from mlops_template.tracking.connect import connect
 
     os.environ.update(client_env(AWS_SECRET_ACCESS_KEY=SECRET))
     config = load_config(root)

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from mlops_template import Environment, Pipeline, load_config
-from mlops_template.cli import main
+from mlops_template.cli.main import main
 from mlops_template.errors import TrackingError
-from mlops_template.runner import PipelineResult, run_pipeline
-from mlops_template.uris import redact, redact_text
+from mlops_template.pipeline.runner import PipelineResult, run_pipeline
+from mlops_template.redact import redact, redact_text
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_an_unreachable_server_with_a_token_in_its_uri_never_shows_the_token(tin
 
 
 def test_a_server_environment_points_the_browser_at_its_url_without_the_token(tiny_project):
-    from mlops_template.ui import serve
+    from mlops_template.cli.ui import serve
 
     config = load_config(tiny_project)
     env = replace(config.environment(), name="dev", tracking_uri="https://user:t0ken@mlflow.example")

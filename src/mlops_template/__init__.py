@@ -16,38 +16,40 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("MIMALLOC_PURGE_DELAY", "1000")
 
 if TYPE_CHECKING:  # for type checkers and editors; `X as X` marks a re-export
-    from .config import Config as Config
-    from .config import Environment as Environment
-    from .config import load_config as load_config
-    from .context import StepContext as StepContext
-    from .datadiff import diff_frames as diff_frames
-    from .datadiff import diff_snapshots as diff_snapshots
-    from .errors import MlopsError as MlopsError
-    from .pipeline import Pipeline as Pipeline
-    from .pipeline import Step as Step
-    from .predictions import read_predictions as read_predictions
-    from .snapshots import Snapshot as Snapshot
-    from .snapshots import SnapshotStore as SnapshotStore
-    from .snapshots import open_snapshots as open_snapshots
-    from .targets import check_target as check_target
-    from .targets import split_heldout as split_heldout
+    from mlops_template.config.load import Config as Config
+    from mlops_template.config.load import Environment as Environment
+    from mlops_template.config.load import load_config as load_config
+    from mlops_template.data.diff import diff_frames as diff_frames
+    from mlops_template.data.diff import diff_snapshots as diff_snapshots
+    from mlops_template.data.predictions import read_predictions as read_predictions
+    from mlops_template.data.snapshots import Snapshot as Snapshot
+    from mlops_template.data.snapshots import SnapshotStore as SnapshotStore
+    from mlops_template.data.snapshots import open_snapshots as open_snapshots
+    from mlops_template.errors import MlopsError as MlopsError
+    from mlops_template.models.targets import check_target as check_target
+    from mlops_template.models.targets import split_heldout as split_heldout
+    from mlops_template.pipeline.context import StepContext as StepContext
+    from mlops_template.pipeline.pipeline import Pipeline as Pipeline
+    from mlops_template.pipeline.pipeline import Step as Step
+    from mlops_template.scheduler.airflow import write_dag as write_dag
 
 _HOME = {
-    "Config": "config",
-    "Environment": "config",
-    "load_config": "config",
-    "StepContext": "context",
-    "diff_frames": "datadiff",
-    "diff_snapshots": "datadiff",
+    "Config": "config.load",
+    "Environment": "config.load",
+    "load_config": "config.load",
+    "StepContext": "pipeline.context",
+    "diff_frames": "data.diff",
+    "diff_snapshots": "data.diff",
     "MlopsError": "errors",
-    "Pipeline": "pipeline",
-    "Step": "pipeline",
-    "read_predictions": "predictions",
-    "Snapshot": "snapshots",
-    "SnapshotStore": "snapshots",
-    "open_snapshots": "snapshots",
-    "check_target": "targets",
-    "split_heldout": "targets",
+    "Pipeline": "pipeline.pipeline",
+    "Step": "pipeline.pipeline",
+    "read_predictions": "data.predictions",
+    "Snapshot": "data.snapshots",
+    "SnapshotStore": "data.snapshots",
+    "open_snapshots": "data.snapshots",
+    "check_target": "models.targets",
+    "split_heldout": "models.targets",
+    "write_dag": "scheduler.airflow",
 }
 __all__ = sorted(_HOME)
 

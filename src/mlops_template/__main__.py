@@ -1,5 +1,5 @@
 """`python -m mlops_template` is the `mlops` command."""
 
-from .cli import entry
+from mlops_template.cli.main import entry
 
 entry()

@@ -7,12 +7,12 @@ or an S3 bucket.
 
 from __future__ import annotations
 
-from ..aws import usable_profile
-from ..config import Environment
-from ..errors import StorageError
-from .base import Storage
-from .local import LocalStorage
-from .s3 import S3Storage
+from mlops_template.config.aws import usable_profile
+from mlops_template.config.load import Environment
+from mlops_template.errors import StorageError
+from mlops_template.storage.base import Storage
+from mlops_template.storage.local import LocalStorage
+from mlops_template.storage.s3 import S3Storage
 
 __all__ = ["LocalStorage", "S3Storage", "Storage", "open_storage"]
 
@@ -38,7 +38,7 @@ def _open(env: Environment) -> Storage:
         profile = usable_profile(env.aws_profile, environment=env.name)
         return S3Storage(uri, profile=profile, region=env.aws_region, endpoint_url=env.s3_endpoint_url)
     if "://" in uri and not uri.startswith("file://"):
-        from ..errors import ConfigError
+        from mlops_template.errors import ConfigError
 
         scheme = uri.split("://", 1)[0]
         raise ConfigError(

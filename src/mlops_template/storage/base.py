@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING
 
-from ..errors import StorageError
-from ..tables import parse_table  # also imported from here by older callers
+from mlops_template.data.tables import parse_table  # also imported from here by older callers
+from mlops_template.errors import StorageError
 
 if TYPE_CHECKING:
     import fsspec

@@ -21,8 +21,8 @@ from typing import IO
 
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import StorageError
-from .base import Stage, Storage, already_there, files_to_upload
+from mlops_template.errors import StorageError
+from mlops_template.storage.base import Stage, Storage, already_there, files_to_upload
 
 
 class LocalStorage(Storage):

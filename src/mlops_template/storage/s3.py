@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from ..errors import StorageError
-from ..uris import redact
-from .base import Storage
+from mlops_template.errors import StorageError
+from mlops_template.redact import redact
+from mlops_template.storage.base import Storage
 
 if TYPE_CHECKING:
     import s3fs

@@ -1,0 +1,1 @@
+"""The `mlops` command line: parses, calls one library function, prints."""

@@ -1,0 +1,171 @@
+"""A project's own command line, `python -m <package>.main`, and the run report it shares with `mlops run`.
+
+It lives in the library so that `Pipeline.main` needs nothing from the `mlops`
+command; the command reuses the options and the report from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import click
+
+from mlops_template.cli.output import console, fail, quiet_mlflow, show_step_logs, show_warnings, skip_final_gc
+from mlops_template.errors import MlopsError
+
+if TYPE_CHECKING:
+    from mlops_template.config.load import Config
+    from mlops_template.pipeline.pipeline import Pipeline
+    from mlops_template.pipeline.runner import PipelineResult, StepResult
+
+step_option = click.option(
+    "--step", "-s", "steps", multiple=True, help="Run only this step (repeatable); default: all."
+)
+env_option = click.option(
+    "--environment", "-e", help="Environment from mlops.toml [default: MLOPS_ENVIRONMENT or local]."
+)
+param_option = click.option(
+    "-P",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a step param (STEP.KEY=VALUE for one step).",
+)
+verbose_option = click.option("--verbose", is_flag=True, help="Show the full traceback of errors.")
+pipeline_run_option = click.option(
+    "--pipeline-run",
+    metavar="KEY",
+    envvar="MLOPS_PIPELINE_RUN",
+    help="Join the pipeline run of this key, or start it [default: MLOPS_PIPELINE_RUN, else a new key].",
+)
+supersede_option = click.option(
+    "--supersede",
+    is_flag=True,
+    help="A scheduler's retry: mark an earlier attempt of these steps still RUNNING under the key FAILED at once.",
+)
+plan_option = click.option(
+    "--plan",
+    metavar="S1,S2,...",
+    help="Every step the keyed pipeline run will have [default: the whole pipeline with --pipeline-run].",
+)
+
+
+def run_and_report(
+    pipeline: Pipeline,
+    config: Config,
+    steps: Sequence[str],
+    environment: str | None,
+    params: Sequence[str],
+    *,
+    pipeline_run: str | None = None,
+    plan: str | None = None,
+    supersede: bool = False,
+) -> PipelineResult:
+    """Run the pipeline with command-line options, printing a line per step and where the run is tracked."""
+    import time
+
+    from rich.markup import escape
+
+    from mlops_template.config.params import parse_overrides
+    from mlops_template.pipeline.runner import run_pipeline
+
+    out = console()
+    started = time.perf_counter()
+    stop_on_sigterm()
+    quiet_mlflow()
+    show_warnings()
+    show_step_logs(config.package)
+
+    def on_step(run: PipelineResult, step: StepResult | None) -> None:
+        if step is None:
+            verb = "joined" if run.joined else "started"
+            out.print(
+                f"[bold]{escape(config.name)}[/] pipeline run {run.run_id} on {escape(run.environment)} "
+                f"({verb}, key {escape(run.key)}): " + " → ".join(run.planned)
+            )
+            return
+        mark = "[green]✓[/]" if step.status == "FINISHED" else "[red]✗[/]"
+        out.print(f"  {mark} {step.name:<16} {step.seconds:6.2f} s  {escape('; '.join(step.notes))}")
+
+    result = run_pipeline(
+        pipeline,
+        config,
+        steps=list(steps),
+        environment=environment,
+        overrides=parse_overrides(params),
+        on_step=on_step,
+        pipeline_run=pipeline_run,
+        plan=[s.strip() for s in plan.split(",") if s.strip()] if plan else None,
+        supersede=supersede,
+    )
+    _print_where(result, started)
+    return result
+
+
+def stop_on_sigterm() -> None:
+    """End on SIGTERM (a pod being stopped, a scheduler's timeout) as on Ctrl+C: the step's run is marked FAILED.
+
+    Python's default is to die at once, which would leave the attempt RUNNING
+    until a retry finds its lease lapsed.
+    """
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
+def _print_where(result: PipelineResult, started: float) -> None:
+    import time
+
+    from rich.markup import escape
+
+    from mlops_template.tracking.connect import display_uri
+
+    out = console()
+    uri = display_uri(result.tracking_uri)
+    out.print(f"Finished in {time.perf_counter() - started:.1f} s; tracked in {escape(uri)}")
+    runs_page = f"#/experiments/{result.experiment_id}/runs"
+    if uri.startswith(("http://", "https://")):
+        out.print(f"See it: {uri.rstrip('/')}/{runs_page}")
+    else:
+        out.print(f"See it: [bold]mlops ui[/], then http://127.0.0.1:5000/{runs_page}")
+
+
+def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:
+    """`python -m <package>.main`: the `run` command for one pipeline, with the same options and errors."""
+
+    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @step_option
+    @env_option
+    @param_option
+    @pipeline_run_option
+    @plan_option
+    @supersede_option
+    @verbose_option
+    def command(steps, environment, params, pipeline_run, plan, supersede, verbose):
+        from mlops_template.config.load import load_config
+
+        try:
+            run_and_report(
+                pipeline,
+                load_config(),
+                steps,
+                environment,
+                params,
+                pipeline_run=pipeline_run,
+                plan=plan,
+                supersede=supersede,
+            )
+        except MlopsError as exc:
+            fail(exc, verbose=verbose)
+
+    try:
+        command.main(args=list(argv) if argv is not None else None, prog_name="main")
+    finally:
+        skip_final_gc()

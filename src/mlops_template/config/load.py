@@ -1,0 +1,303 @@
+"""Load and validate `mlops.toml`: the project, its environments, step params and model gate.
+
+Every problem is reported as one :class:`ConfigError` naming the file, the key
+and what would be valid, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mlops_template.config.dag import DagSettings, parse_dag
+from mlops_template.config.environ import user_value
+from mlops_template.config.resources import Resources, parse_resources
+from mlops_template.errors import ConfigError, choices
+from mlops_template.redact import redacted_repr
+
+CONFIG_FILE = "mlops.toml"
+DEFAULT_ENVIRONMENT = "local"
+
+_TOP_KEYS = {"project", "environments", "params", "steps", "model", "dag"}
+_PROJECT_KEYS = {"name": str, "package": str, "default_environment": str}
+_ENVIRONMENT_KEYS = {
+    "storage": str,
+    "tracking_uri": str,
+    "registry_uri": str,
+    "aws_profile": str,
+    "aws_region": str,
+    "s3_endpoint_url": str,
+    "dask_scheduler": str,
+}
+_STEP_KEYS = {"params": dict, "resources": dict}
+_MODEL_KEYS = {"name": str, "task": str, "gate": dict}
+_GATE_KEYS = {"metric": str, "min": float, "beat_champion": bool}
+
+
+@redacted_repr
+@dataclass(frozen=True)
+class Environment:
+    """A named target: where data lives, where runs are tracked, which cloud account.
+
+    Its repr hides the passwords and tokens a store URI may carry.
+    """
+
+    name: str
+    storage: str
+    tracking_uri: str
+    registry_uri: str | None = None
+    aws_profile: str | None = None
+    aws_region: str | None = None
+    s3_endpoint_url: str | None = None
+    dask_scheduler: str | None = None
+
+    @property
+    def is_remote_storage(self) -> bool:
+        return "://" in self.storage and not self.storage.startswith("file://")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The approval gate a trained model must pass before it is registered.
+
+    `metric` is `f1`/`precision`/`recall` (macro averages) or a scikit-learn
+    scorer name; all are higher-is-better.
+    """
+
+    metric: str = "f1"
+    min: float | None = None  # no threshold: only `beat_champion` applies
+    beat_champion: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    task: str = "classification"
+    gate: Gate = field(default_factory=Gate)
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    params: dict[str, Any] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole of a project's `mlops.toml`, with paths resolved against its folder."""
+
+    root: Path
+    name: str
+    package: str
+    environments: dict[str, Environment]
+    model: ModelConfig
+    params: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, StepConfig] = field(default_factory=dict)
+    default_environment: str = DEFAULT_ENVIRONMENT
+    dag: DagSettings = field(default_factory=DagSettings)
+
+    @property
+    def path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    def environment(self, name: str | None = None) -> Environment:
+        """The chosen environment, with `MLOPS_*`, `MLFLOW_*` and `AWS_*` overrides applied.
+
+        The name comes from the argument, else `MLOPS_ENVIRONMENT`, else the
+        project's default.
+        """
+        name = name or os.environ.get("MLOPS_ENVIRONMENT") or self.default_environment
+        if name not in self.environments:
+            raise ConfigError(
+                f"{self.path}: unknown environment '{name}'; "
+                f"{choices(self.environments, name)} (add it under [environments.{name}])"
+            )
+        return _apply_overrides(self.environments[name], self.root)
+
+    def step(self, name: str) -> StepConfig:
+        return self.steps.get(name, StepConfig())
+
+    def step_params(self, name: str) -> dict[str, Any]:
+        """Params a step sees: the shared `[params]`, then `[steps.<name>.params]`."""
+        return {**self.params, **self.step(name).params}
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` that holds `mlops.toml`."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    raise ConfigError(
+        f"no {CONFIG_FILE} in {start} or any parent folder; "
+        "run this inside a project made by `mlops new`, or pass --project DIR"
+    )
+
+
+def load_config(root: Path | str | None = None) -> Config:
+    """Read and validate `mlops.toml` in `root` (default: the nearest one above the cwd)."""
+    root = find_root(Path(root) if root else None)
+    path = root / CONFIG_FILE
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from exc
+    return _parse(raw, root, path)
+
+
+def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
+    _check_keys(raw, _TOP_KEYS, path, "")
+    project = _table(raw, "project", path, required=True)
+    _check_table(project, _PROJECT_KEYS, path, "project")
+    for key in ("name", "package"):
+        if key not in project:
+            raise ConfigError(f"{path}: [project] needs '{key}'; add `{key} = \"...\"`")
+    if not project["package"].isidentifier():
+        raise ConfigError(
+            f"{path}: [project] package '{project['package']}' is not a Python identifier; "
+            "use letters, digits and underscores"
+        )
+
+    environments = {}
+    for env_name, table in _table(raw, "environments", path, required=True).items():
+        where = f"environments.{env_name}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{where}] must be a table")
+        _check_table(table, _ENVIRONMENT_KEYS, path, where)
+        for key in ("storage", "tracking_uri"):
+            if key not in table:
+                raise ConfigError(f"{path}: [{where}] needs '{key}'")
+        environments[env_name] = _resolve_paths(Environment(name=env_name, **table), root)
+    if not environments:
+        raise ConfigError(f"{path}: [environments] is empty; add at least [environments.local]")
+
+    default_env = project.get("default_environment", DEFAULT_ENVIRONMENT)
+    if default_env not in environments:
+        raise ConfigError(
+            f"{path}: [project] default_environment '{default_env}' is not defined; "
+            f"{choices(environments, default_env)}"
+        )
+
+    steps = {}
+    for step_name, table in _table(raw, "steps", path).items():
+        where = f"steps.{step_name}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{where}] must be a table")
+        _check_table(table, _STEP_KEYS, path, where)
+        resources = parse_resources(table.get("resources", {}), path, f"{where}.resources")
+        steps[step_name] = StepConfig(params=dict(table.get("params", {})), resources=resources)
+
+    model_table = _table(raw, "model", path)
+    _check_table(model_table, _MODEL_KEYS, path, "model")
+    model = _model(model_table, project["name"], path)
+
+    return Config(
+        root=root,
+        name=project["name"],
+        package=project["package"],
+        environments=environments,
+        model=model,
+        params=dict(_table(raw, "params", path)),
+        steps=steps,
+        default_environment=default_env,
+        dag=parse_dag(_table(raw, "dag", path), path),
+    )
+
+
+def _model(table: dict[str, Any], project: str, path: Path) -> ModelConfig:
+    """`[model]`: the task decides the default gate metric; a metric must fit the task."""
+    from mlops_template.models.scoring import DEFAULT_METRIC, metric_problem
+
+    _check_table(table, _MODEL_KEYS, path, "model")
+    task = table.get("task", "classification")
+    if task not in DEFAULT_METRIC:
+        raise ConfigError(f"{path}: [model] task '{task}' is unknown; {choices(DEFAULT_METRIC, task)}")
+    gate_table = table.get("gate", {})
+    if isinstance(gate_table, dict) and "higher_is_better" in gate_table:
+        raise ConfigError(
+            f"{path}: [model.gate] remove 'higher_is_better': every gate metric is higher-is-better "
+            "(losses are scikit-learn scorers named neg_*, e.g. neg_root_mean_squared_error)"
+        )
+    _check_table(gate_table, _GATE_KEYS, path, "model.gate")
+    gate = Gate(**{k: float(v) if k == "min" else v for k, v in gate_table.items()})
+    if "metric" not in gate_table:
+        gate = replace(gate, metric=DEFAULT_METRIC[task])
+    problem = metric_problem(gate.metric, task)
+    if problem:
+        raise ConfigError(f"{path}: [model.gate] metric {problem}")
+    return ModelConfig(name=table.get("name", project), task=task, gate=gate)
+
+
+def _table(raw: dict[str, Any], key: str, path: Path, *, required: bool = False) -> dict[str, Any]:
+    if key not in raw:
+        if required:
+            raise ConfigError(f"{path}: missing [{key}] table; see the template's mlops.toml")
+        return {}
+    value = raw[key]
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: '{key}' must be a table ([{key}]), not {type(value).__name__}")
+    return value
+
+
+def _check_keys(table: dict[str, Any], valid: set[str] | dict, path: Path, where: str) -> None:
+    for key in table:
+        if key not in valid:
+            place = f"in [{where}]" if where else "at the top level"
+            raise ConfigError(f"{path}: unknown key '{key}' {place}; {choices(valid, key)}")
+
+
+def _check_table(table: dict[str, Any], schema: dict[str, type], path: Path, where: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{where}] must be a table")
+    _check_keys(table, schema, path, where)
+    for key, value in table.items():
+        expected = schema[key]
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if expected is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise ConfigError(
+                f"{path}: [{where}] {key} must be {_type_name(expected)}, got {type(value).__name__} {value!r}"
+            )
+
+
+def _type_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}[kind]
+
+
+def _resolve_paths(env: Environment, root: Path) -> Environment:
+    """Make a local storage folder and a relative SQLite path absolute, so any cwd works."""
+    storage = env.storage
+    if "://" not in storage:
+        storage = str((root / storage).resolve())
+    return replace(
+        env,
+        storage=storage,
+        tracking_uri=_absolute_sqlite(env.tracking_uri, root),
+        registry_uri=_absolute_sqlite(env.registry_uri, root) if env.registry_uri else None,
+    )
+
+
+def _absolute_sqlite(uri: str, root: Path) -> str:
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((root / uri[len(prefix) :]).resolve())
+    return uri
+
+
+def _apply_overrides(env: Environment, root: Path) -> Environment:
+    """The user's variables override the file; what the library set for an environment in use does not."""
+    overrides = {
+        "storage": user_value("MLOPS_STORAGE"),
+        "tracking_uri": user_value("MLFLOW_TRACKING_URI"),
+        "registry_uri": user_value("MLFLOW_REGISTRY_URI"),
+        "aws_profile": user_value("AWS_PROFILE"),
+        "aws_region": user_value("AWS_REGION") or user_value("AWS_DEFAULT_REGION"),
+        "s3_endpoint_url": user_value("AWS_ENDPOINT_URL_S3") or user_value("AWS_ENDPOINT_URL"),
+    }
+    env = replace(env, **{k: v for k, v in overrides.items() if v})
+    # Paths from mlops.toml are already absolute; relative ones from variables are the cwd's.
+    return _resolve_paths(env, Path.cwd())

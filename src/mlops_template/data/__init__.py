@@ -1,0 +1,1 @@
+"""Tables as content-addressed snapshots: hashing, reading, manifests, diffs, predictions."""

@@ -1,0 +1,508 @@
+"""Snapshots: every dataset version, kept once, by content, beside the run that made it.
+
+Layout under an environment's storage root::
+
+    snapshots/<name>/<id>.parquet|csv   the bytes, never rewritten; id = BLAKE3 of them
+    snapshots/<name>/<id>.json          the manifest, written last: a snapshot without one is incomplete
+    datasets/<name>.parquet|csv         a copy of the current version, for the next step
+
+Bytes are hashed while they stream to storage (constant memory, no read-back),
+a version that is already stored is not written again, and every load
+checks the bytes against the digest in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_template.data.hashing import (
+    FORMATS,
+    ID_LENGTH,
+    HashingWriter,
+    copy_hashing,
+    digest_bytes,
+    digest_file,
+    is_valid_name,
+    short_id,
+    stream_file,
+    validate_name,
+)
+from mlops_template.data.tables import parse_table, read_arrow
+from mlops_template.errors import IntegrityError, StorageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from mlops_template.config.load import Config, Environment
+    from mlops_template.storage import Storage
+
+PREFIX = "snapshots"
+MIN_PREFIX = 4
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One stored dataset version and its manifest."""
+
+    name: str
+    id: str
+    digest: str
+    format: str
+    bytes: int
+    rows: int
+    columns: list[dict[str, Any]]
+    created_at: str
+    run_id: str | None = None
+    step: str | None = None
+    source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        """How commands name it unambiguously: `name:id`."""
+        return f"{self.name}:{self.id}"
+
+    @property
+    def key(self) -> str:
+        return data_key(self.name, self.id, self.format)
+
+    def column(self, name: str) -> dict[str, Any] | None:
+        return next((c for c in self.columns if c["name"] == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(out.pop("extra"))
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Snapshot:
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        return cls(
+            **{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known}
+        )
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The outcome of storing a version: the snapshot, and whether any bytes were written for it."""
+
+    snapshot: Snapshot
+    written: bool
+
+
+def data_key(name: str, snapshot_id: str, fmt: str) -> str:
+    return f"{PREFIX}/{validate_name(name)}/{snapshot_id}.{fmt}"
+
+
+def manifest_key(name: str, snapshot_id: str) -> str:
+    return f"{PREFIX}/{validate_name(name)}/{snapshot_id}.json"
+
+
+def current_key(name: str, fmt: str) -> str:
+    return f"datasets/{validate_name(name)}.{fmt}"
+
+
+def file_format(path: str | os.PathLike[str]) -> str:
+    """`parquet` or `csv`, from a file name's suffix."""
+    suffix = Path(path).suffix.lower()
+    fmt = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}.get(suffix)
+    if fmt is None:
+        raise StorageError(f"{path}: unsupported file type '{suffix or '(none)'}'; add a .csv or .parquet file")
+    return fmt
+
+
+class SnapshotStore:
+    """The snapshots of one environment's storage."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def uri(self, snapshot: Snapshot) -> str:
+        return self.storage.uri(snapshot.key)
+
+    # -- writing ---------------------------------------------------------------
+    def write_table(
+        self,
+        name: str,
+        data: pd.DataFrame | pa.Table,
+        *,
+        run_id: str | None = None,
+        step: str | None = None,
+        current: bool = True,
+    ) -> Stored:
+        """Store a table as parquet, hashing it as it is written; make it the current version unless `current=False`."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from mlops_template.data.manifest import profile_table
+
+        validate_name(name)
+        table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+        with self.storage.stage(f"{PREFIX}/{name}") as stage:
+            writer = HashingWriter(stage.file)
+            pq.write_table(table, writer)
+            digest, size = writer.hexdigest(), writer.size
+            existing = self._complete(name, digest)
+            if existing is None:
+                stage.commit(data_key(name, short_id(digest), "parquet"))
+        if existing is not None:
+            stored = Stored(existing, written=False)
+        else:
+            manifest = profile_table(table)
+            stored = Stored(self._finish(name, digest, "parquet", size, manifest, run_id, step, None), written=True)
+        if current:
+            self.set_current(stored.snapshot)
+        return stored
+
+    def add_file(
+        self,
+        path: str | os.PathLike[str],
+        name: str,
+        *,
+        run_id: str | None = None,
+        step: str | None = None,
+    ) -> Stored:
+        """Bring a local CSV or parquet file under versioning, stored byte for byte, and make it current.
+
+        The file is read once: it streams to storage, hashed on the way, while a
+        second thread profiles it for the manifest. When a stored version of
+        `name` has the same size, the file is hashed first instead (a read-only,
+        memory-mapped pass), so an unchanged file is recognised without writing.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from mlops_template.data.manifest import profile_file
+
+        validate_name(name)
+        path = Path(path)
+        fmt = file_format(path)
+        if not path.is_file():
+            raise StorageError(f"{path}: not found; give the path of a .csv or .parquet file")
+        before = path.stat()
+        folder = f"{PREFIX}/{name}"
+        if before.st_size in {n for k, n in self.storage.sizes(folder).items() if k.endswith(f".{fmt}")}:
+            snapshot = self._complete(name, digest_file(path))
+            if snapshot is not None:
+                self.set_current(snapshot)
+                return Stored(snapshot, written=False)
+
+        current = current_key(name, fmt)
+        with ThreadPoolExecutor(1) as pool, ExitStack() as staged:
+            profiling = pool.submit(profile_file, str(path), fmt)
+            try:
+                stage = staged.enter_context(self.storage.stage(folder))
+                # Where staging is in place (a local folder) the current copy is written in the same pass.
+                copy = (
+                    staged.enter_context(self.storage.stage("datasets", current))
+                    if self.storage.stages_in_place
+                    else None
+                )
+                digest, size = stream_file(path, stage.file, *([copy.file] if copy else []))
+                try:
+                    manifest = profiling.result()
+                except Exception as exc:
+                    raise StorageError(
+                        f"{path}: cannot be read as {fmt} ({exc}); is it a complete {fmt} file?"
+                    ) from exc
+                after = path.stat()
+                if (size, after.st_size, after.st_mtime_ns) != (before.st_size, before.st_size, before.st_mtime_ns):
+                    raise StorageError(f"{path}: changed while it was being added; add it again once it is complete")
+                snapshot = self._complete(name, digest)
+                written = snapshot is None
+                if snapshot is None:
+                    stage.commit(data_key(name, short_id(digest), fmt))
+                    snapshot = self._finish(name, digest, fmt, size, manifest, run_id, step, str(path.resolve()))
+                if copy is not None:
+                    copy.commit(current)
+            except BaseException:
+                profiling.cancel()
+                raise
+        if copy is None:
+            self.set_current(snapshot)
+        else:
+            self._drop_other_formats(snapshot)
+        return Stored(snapshot, written=written)
+
+    def adopt(self, name: str, data: bytes, fmt: str, *, run_id: str | None, step: str | None) -> Snapshot:
+        """The snapshot of bytes read from a dataset's current file, stored first if it is not yet.
+
+        Keeps lineage whole when `datasets/` holds a file written by other means.
+        """
+        digest = digest_bytes(data)
+        existing = self._complete(name, digest)
+        if existing is not None:
+            return existing
+        from mlops_template.data.manifest import profile_table
+
+        try:
+            table = read_arrow(data, fmt)
+        except Exception as exc:
+            uri = self.storage.uri(current_key(name, fmt))
+            raise StorageError(f"{uri}: cannot be read as {fmt} ({exc}); is the file complete?") from exc
+        self.storage.write_bytes(data_key(name, short_id(digest), fmt), data)
+        return self._finish(name, digest, fmt, len(data), profile_table(table), run_id, step, None)
+
+    def _finish(self, name, digest, fmt, size, manifest, run_id, step, source) -> Snapshot:
+        """Write the manifest (last: it is what makes the snapshot complete)."""
+        snapshot = Snapshot(
+            name=name,
+            id=short_id(digest),
+            digest=digest,
+            format=fmt,
+            bytes=size,
+            rows=manifest["rows"],
+            columns=manifest["columns"],
+            created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+            run_id=run_id,
+            step=step,
+            source=source,
+        )
+        body = json.dumps(snapshot.to_json(), indent=1, default=str).encode()
+        self.storage.write_bytes(manifest_key(name, snapshot.id), body)
+        return snapshot
+
+    def _complete(self, name: str, digest: str) -> Snapshot | None:
+        """The stored snapshot of the bytes with this full digest, if both its bytes and its manifest exist.
+
+        Snapshots are named by the first 16 hex digits of the digest; one found
+        under that id whose manifest records another digest is refused rather
+        than taken for the same bytes.
+        """
+        key = manifest_key(name, short_id(digest))
+        try:
+            manifest = self.storage.read_bytes(key)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return None
+            raise
+        snapshot = Snapshot.from_json(json.loads(manifest))
+        if not self.storage.exists(snapshot.key):
+            return None
+        if snapshot.digest != digest:
+            raise IntegrityError(
+                f"{self.storage.uri(key)}: snapshot {snapshot.ref} records digest {snapshot.digest}, "
+                f"but the bytes being stored have digest {digest}: two versions share one id "
+                "(a 64-bit prefix collision) or the manifest was changed; restore it from a backup, "
+                f"or delete {self.storage.uri(snapshot.key)} and its manifest and store the data again"
+            )
+        return snapshot
+
+    def find(self, name: str, digest: str) -> Snapshot | None:
+        """The complete snapshot of `name` with this full digest, None when it is not stored here."""
+        return self._complete(name, digest)
+
+    def copy_from(self, source: SnapshotStore, snapshot: Snapshot) -> Stored:
+        """Bring a snapshot of another storage (another environment's) here, byte for byte, under the same id.
+
+        Nothing is written when it is here already. Otherwise its bytes stream
+        into a staged file, hashed on the way, and are published only if they
+        match the digest; the stored copy is then read back and hashed again,
+        and the manifest (the source's, unchanged) is written last, so an
+        interrupted copy leaves nothing listed.
+        """
+        if self._complete(snapshot.name, snapshot.digest) is not None:
+            return Stored(snapshot, written=False)
+        with self.storage.stage(f"{PREFIX}/{snapshot.name}") as stage:
+            with source.storage.open_read(snapshot.key) as f:
+                digest, _ = copy_hashing(f, stage.file)
+            if digest != snapshot.digest:
+                raise _tampered(source.uri(snapshot), snapshot)
+            stage.commit(snapshot.key)
+        if self._digest(snapshot.key) != snapshot.digest:
+            self.storage.delete(snapshot.key)
+            raise IntegrityError(
+                f"{self.uri(snapshot)}: the copy of snapshot {snapshot.ref} does not match its digest once stored; "
+                "nothing was kept, check the storage and copy again"
+            )
+        manifest = source.storage.read_bytes(manifest_key(snapshot.name, snapshot.id))
+        self.storage.write_bytes(manifest_key(snapshot.name, snapshot.id), manifest)
+        return Stored(snapshot, written=True)
+
+    def set_current(self, snapshot: Snapshot) -> None:
+        """Make `datasets/<name>` a copy of this snapshot (a server-side copy on S3, in-kernel locally).
+
+        Nothing is copied when it already is one.
+        """
+        key = current_key(snapshot.name, snapshot.format)
+        if not self._holds(key, snapshot):
+            self.storage.copy(snapshot.key, key)
+        self._drop_other_formats(snapshot)
+
+    def _holds(self, key: str, snapshot: Snapshot) -> bool:
+        """Whether `key` holds the snapshot's bytes: asked of the storage first (sizes, ETags), hashed only if it cannot tell."""
+        same = self.storage.same_copy(key, snapshot.key)
+        return self._digest(key) == snapshot.digest if same is None else same
+
+    def _digest(self, key: str) -> str:
+        """The full digest of a stored file: memory-mapped where it is on this machine, streamed otherwise."""
+        path = self.storage.local_path(key)
+        if path is not None:
+            try:
+                return digest_file(path)
+            except FileNotFoundError as exc:
+                raise StorageError(f"{self.storage.uri(key)}: not found; was it removed meanwhile?") from exc
+        with self.storage.open_read(key) as f:
+            digest, _ = copy_hashing(f, _Discard())
+        return digest
+
+    def _drop_other_formats(self, snapshot: Snapshot) -> None:
+        """A dataset has one current copy: writing a CSV version removes a parquet one, and back."""
+        for other in FORMATS:
+            if other != snapshot.format:
+                self.storage.delete(current_key(snapshot.name, other))
+
+    # -- finding ---------------------------------------------------------------
+    def list(self, name: str | None = None) -> list[Snapshot]:
+        """Complete snapshots, newest first (all datasets, or one)."""
+        folder = f"{PREFIX}/{validate_name(name)}" if name else PREFIX
+        keys = _complete_manifests(self.storage.list(folder))
+        snapshots = [Snapshot.from_json(json.loads(body)) for body in self.storage.read_many(keys).values()]
+        return sorted(snapshots, key=lambda s: (s.created_at, s.name), reverse=True)
+
+    def names(self) -> list[str]:
+        return sorted({k.split("/")[1] for k in _complete_manifests(self.storage.list(PREFIX))})
+
+    def current(self, name: str) -> Snapshot:
+        """The snapshot that `datasets/<name>` holds now (found by hashing it)."""
+        for fmt in FORMATS:
+            key = current_key(name, fmt)
+            if self.storage.exists(key):
+                found = self._complete(name, self._digest(key))
+                if found is None:
+                    raise StorageError(
+                        f"{self.storage.uri(key)} is not a stored snapshot yet; a step that reads it stores one, "
+                        f"or `mlops data add {self.storage.uri(key)} --name {name}`"
+                    )
+                return found
+        raise StorageError(f"dataset '{name}' has no current version; {self._known_names()}")
+
+    def _known_names(self) -> str:
+        names = self.names()
+        return f"datasets with snapshots: {', '.join(names)}" if names else "no snapshots are stored yet"
+
+    def resolve(self, ref: str) -> Snapshot:
+        """A snapshot from `ID`, a unique id prefix, `NAME:ID`, or `NAME` (its current version).
+
+        Errors list the candidates.
+        """
+        name, _, wanted = ref.rpartition(":")
+        wanted = wanted.lower()
+        if not name and not _looks_like_id(wanted) and is_valid_name(ref):
+            return self.current(ref)
+        if not _looks_like_id(wanted):
+            raise StorageError(
+                f"snapshot '{ref}' is neither an id nor a dataset name; give {MIN_PREFIX}-{ID_LENGTH} hex digits, "
+                "NAME:ID or NAME (`mlops data ls` lists them)"
+            )
+        folder = f"{PREFIX}/{validate_name(name)}" if name else PREFIX
+        manifests = _complete_manifests(self.storage.list(folder))
+        found: dict[str, list[str]] = {}
+        for key in manifests:
+            if posixpath.basename(key).startswith(wanted):
+                found.setdefault(posixpath.basename(key).removesuffix(".json"), []).append(key)
+        if not found and not name and is_valid_name(ref) and ref in {k.split("/")[1] for k in manifests}:
+            return self.current(ref)  # a dataset whose name happens to look like an id
+        if not found:
+            raise StorageError(
+                f"no snapshot matches '{ref}' in {self.storage.uri(folder)}; {self._known_names()} (`mlops data ls`)"
+            )
+        if len(found) > 1:
+            candidates = ", ".join(f"{k.split('/')[1]}:{i}" for i, keys in sorted(found.items()) for k in keys)
+            raise StorageError(f"snapshot '{ref}' is ambiguous; it matches {candidates}; give more digits")
+        keys = next(iter(found.values()))
+        manifests = [Snapshot.from_json(json.loads(b)) for b in self.storage.read_many(keys).values()]
+        return max(manifests, key=lambda s: s.created_at)  # the same bytes under several names: the newest
+
+    # -- reading ---------------------------------------------------------------
+    def read_bytes(self, snapshot: Snapshot) -> bytes:
+        """The snapshot's bytes, refused if they no longer match its digest."""
+        data = self.storage.read_bytes(snapshot.key)
+        if digest_bytes(data) != snapshot.digest:
+            raise _tampered(self.storage.uri(snapshot.key), snapshot)
+        return data
+
+    def read(self, ref: str | Snapshot) -> tuple[Snapshot, pd.DataFrame]:
+        snapshot = ref if isinstance(ref, Snapshot) else self.resolve(ref)
+        return snapshot, parse_table(self.read_bytes(snapshot), self.uri(snapshot))
+
+    def get(self, ref: str | Snapshot, to: str | os.PathLike[str] | None = None) -> Path:
+        """Copy a snapshot to a local file, verified and fsynced on the way; nothing is left behind if it fails.
+
+        `to` is a file path or an existing folder; default `./<name>-<id>.<format>`.
+        """
+        import tempfile
+
+        from mlops_template.storage.local import fsync_dir
+
+        snapshot = ref if isinstance(ref, Snapshot) else self.resolve(ref)
+        target = Path(to) if to is not None else Path.cwd()
+        if target.is_dir() or str(to).endswith(("/", os.sep)):
+            target = target / f"{snapshot.name}-{snapshot.id}.{snapshot.format}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as out, self.storage.open_read(snapshot.key) as source:
+                digest, _ = copy_hashing(source, out)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest != snapshot.digest:
+                raise _tampered(self.storage.uri(snapshot.key), snapshot)
+            os.replace(tmp, target)
+            fsync_dir(target.parent)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return target
+
+
+def open_snapshots(
+    config: Config, environment: str | Environment | None = None, *, check: bool = False
+) -> SnapshotStore:
+    """The snapshot store of a project's environment (default: MLOPS_ENVIRONMENT or `local`).
+
+    With `check`, its storage is probed first, so that a missing bucket or
+    denied credentials fail at once, naming the environment and the fix.
+    """
+    from mlops_template.storage import open_storage
+
+    env = environment if not isinstance(environment, str | None) else config.environment(environment)
+    return SnapshotStore(open_storage(env, check=check))
+
+
+class _Discard:
+    """A sink that keeps nothing: hashing a stored file without writing it anywhere."""
+
+    def write(self, data) -> int:
+        return len(data)
+
+
+def _looks_like_id(text: str) -> bool:
+    return MIN_PREFIX <= len(text) <= ID_LENGTH and all(c in "0123456789abcdef" for c in text)
+
+
+def _complete_manifests(keys: list[str]) -> list[str]:
+    """The manifest keys among `keys` whose data file is there too."""
+    present = set(keys)
+    return [
+        k for k in keys if _is_manifest(k) and any(k.removesuffix(".json") + f".{fmt}" in present for fmt in FORMATS)
+    ]
+
+
+def _is_manifest(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 3 and parts[0] == PREFIX and parts[2].endswith(".json") and not parts[2].startswith(".")
+
+
+def _tampered(uri: str, snapshot: Snapshot) -> IntegrityError:
+    return IntegrityError(
+        f"{uri}: its bytes no longer match snapshot {snapshot.ref} (changed or corrupted since it was stored); "
+        "restore the file from a backup, or re-run the step that wrote it"
+    )

@@ -1,0 +1,1 @@
+"""Questions about past runs: listing and naming them, show, diff, reproduce."""

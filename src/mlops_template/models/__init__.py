@@ -1,0 +1,1 @@
+"""Scoring, targets, flavours, the registry and its gate, promotion between environments."""

@@ -1,0 +1,266 @@
+"""The model registry: versions, the `champion` alias, and verified loading.
+
+MLflow's registry has no compare-and-set, so registration is done in steps
+that can each be undone: create the version, look at `champion` again, move
+the alias, and delete the version if anything after its creation fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_template.errors import IntegrityError, NoChampionError, TrackingError
+from mlops_template.tracking.connect import TAG_HELDOUT_DATA, TAG_MODEL_SHA256, TAG_TRAINING_DATA
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from mlops_template.tracking.reader import Reader
+
+CHAMPION = "champion"
+
+
+def champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version carrying the `champion` alias, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise TrackingError(f"model registry: cannot read alias '{CHAMPION}' of '{name}' ({exc.message})") from exc
+
+
+def version(client: MlflowClient, name: str, number: str) -> ModelVersion:
+    """Version `number` of `name`; a TrackingError naming it when the registry no longer has it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(number))
+    except MlflowException as exc:
+        raise TrackingError(
+            f"model '{name}' has no version {number} in the registry any more ({exc.message}); "
+            "restore it, or reproduce only the steps that do not load it"
+        ) from exc
+
+
+def create_version(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
+    """Register `model_uri` as a new version of `name` (creating the model on first use); aliases unchanged."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        try:
+            client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        return client.create_model_version(
+            name, model_uri, run_id=run_id, tags=tags, model_id=logged_model_id(model_uri)
+        )
+    except MlflowException as exc:
+        raise TrackingError(
+            f"model registry: cannot register a version of '{name}' ({exc.message}); "
+            "run the training step again (another registration may have been under way)"
+        ) from exc
+
+
+def logged_model_id(model_uri: str) -> str | None:
+    """The logged model's id in `models:/<id>` (what `log_model` returns), None for any other URI.
+
+    A tracking server accepts such a source only with that id alongside: it checks that
+    the version's source belongs to the logged model it names.
+    """
+    prefix = "models:/"
+    if not model_uri.startswith(prefix):
+        return None
+    rest = model_uri[len(prefix) :]
+    return rest if rest and "/" not in rest else None
+
+
+def set_champion(client: MlflowClient, name: str, version: str) -> None:
+    """Point `champion` at `version`."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_alias(name, CHAMPION, str(version))
+    except MlflowException as exc:
+        raise TrackingError(
+            f"model registry: cannot move '{CHAMPION}' of '{name}' to v{version} ({exc.message})"
+        ) from exc
+
+
+# Written by MLflow into every download of `models:/<name>/<version>`, so not part of the model.
+_DOWNLOAD_NOTES = {"registered_model_meta"}
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
+    """Point `alias` at `version` (which exists)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_alias(name, alias, str(version))
+    except MlflowException as exc:
+        raise TrackingError(f"model registry: cannot move '{alias}' of '{name}' to v{version} ({exc.message})") from exc
+
+
+def unregister(client: MlflowClient, name: str, version: str, *, restore: str | None) -> None:
+    """Undo a registration that could not be completed: drop the version, give `champion` back."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_model_version(name, str(version))
+        if restore is not None:
+            client.set_registered_model_alias(name, CHAMPION, str(restore))
+    except MlflowException as exc:
+        back = f" and point '{CHAMPION}' back at v{restore} (`mlops promote {restore}`)" if restore else ""
+        raise TrackingError(
+            f"model registry: v{version} of '{name}' could not be undone ({exc.message}); delete it by hand{back}"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    aliases: list[str]
+    run_id: str | None
+    created: int
+    metric: float | None
+    tags: dict[str, str]
+
+
+def list_versions(reader: Reader, name: str, *, metric: str) -> list[VersionInfo]:
+    """Every registered version of `name`, newest first, with its aliases and gate metric.
+
+    The metric is the one logged on the version's training run (none when
+    that run is gone); the gate scores afresh, this is for the listing.
+    """
+    versions = reader.versions(name)
+    # Version search leaves `aliases` empty on some stores; the registered model has them all.
+    aliases = reader.aliases(name) if versions else {}
+    infos = []
+    for v in versions:
+        run = reader.get(v.run_id) if v.run_id else None
+        infos.append(
+            VersionInfo(
+                version=str(v.version),
+                aliases=sorted(a for a, target in aliases.items() if str(target) == str(v.version)),
+                run_id=v.run_id,
+                created=v.creation_timestamp,
+                metric=run.data.metrics.get(metric) if run is not None else None,
+                tags=dict(v.tags),
+            )
+        )
+    return sorted(infos, key=lambda v: int(v.version), reverse=True)
+
+
+def promote(client: MlflowClient, name: str, version: str, *, alias: str = CHAMPION) -> None:
+    """Point `alias` (default `champion`) at an existing version, by hand, bypassing the gate."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        known = [str(v.version) for v in client.search_model_versions(f"name='{name}'")]
+    except MlflowException as exc:
+        raise TrackingError(f"model registry: cannot list versions of '{name}' ({exc.message})") from exc
+    if str(version) not in known:
+        raise TrackingError(
+            f"model '{name}' has no version '{version}'; valid: {', '.join(sorted(known, key=int)) or '(none: train one first)'}"
+        )
+    try:
+        client.set_registered_model_alias(name, alias, str(version))
+    except MlflowException as exc:
+        raise TrackingError(f"model registry: cannot move '{alias}' of '{name}' ({exc.message})") from exc
+
+
+def drop_download_notes(folder: str | Path) -> None:
+    """Remove what MLflow writes into a download of `models:/<name>/<version>`, leaving the model's own files."""
+    for note in _DOWNLOAD_NOTES:
+        (Path(folder) / note).unlink(missing_ok=True)
+
+
+def directory_sha256(folder: str | Path) -> str:
+    """A hash of every model file's relative path and bytes: changes if any of them changes."""
+    digest = hashlib.sha256()
+    root = Path(folder)
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in _DOWNLOAD_NOTES):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@dataclass
+class Champion:
+    """A loaded champion model: its registry version, the data it came from, and a `predict`."""
+
+    name: str
+    version: str
+    model: Any
+    feature_names: list[str] | None
+    tags: dict[str, str]
+
+    @property
+    def heldout(self) -> str | None:
+        """The snapshot (`name:id`) of the rows held out when it was trained: predict's default input."""
+        return self.tags.get(TAG_HELDOUT_DATA)
+
+    @property
+    def training_data(self) -> list[str]:
+        """The snapshots (`name:id`) it learnt from."""
+        value = self.tags.get(TAG_TRAINING_DATA, "")
+        return [ref for ref in value.split(",") if ref]
+
+    def features(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The columns the model was trained on, in its order; a missing one raises KeyError."""
+        return df[self.feature_names] if self.feature_names else df
+
+    def predict(self, df: pd.DataFrame):
+        from mlops_template.models.scoring import predict
+
+        return predict(self.model, self.features(df))
+
+
+def load_champion(client: MlflowClient, name: str) -> Champion:
+    """The `champion` version, its files checked against the sha256 recorded at registration, loaded."""
+    version = champion(client, name)
+    if version is None:
+        raise NoChampionError(
+            f"model '{name}' has no '{CHAMPION}' version yet; "
+            "train one first: `mlops run --step train_model` (it must pass the gate)"
+        )
+    return load_version(client, name, version)
+
+
+def load_version(client: MlflowClient, name: str, version: ModelVersion) -> Champion:
+    """Download one version into a temporary folder, verify its sha256, load it; the folder is removed."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
+        path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=tmp))
+        expected = version.tags.get(TAG_MODEL_SHA256)
+        actual = directory_sha256(path)
+        if expected and expected != actual:
+            raise IntegrityError(
+                f"model '{name}' v{version.version}: files do not match the sha256 recorded at registration "
+                f"({actual[:12]} != {expected[:12]}); the artifacts were changed, re-train or restore them"
+            )
+        model, names = load_folder(path)
+    return Champion(name=name, version=str(version.version), model=model, feature_names=names, tags=dict(version.tags))
+
+
+def load_folder(path: str | Path) -> tuple[Any, list[str] | None]:
+    """A model folder (its `MLmodel` and files) loaded with its flavour, and the input columns its signature names."""
+    from mlflow.models import Model
+
+    from mlops_template.models import flavors
+
+    model = flavors.load(path)
+    signature = Model.load(str(Path(path) / "MLmodel")).signature
+    schema = signature.inputs if signature is not None else None
+    names = schema.input_names() if schema is not None and schema.has_input_names() else None
+    return model, names

@@ -1,0 +1,1 @@
+"""Steps, their context, the runner, cross-process coordination, provenance and replay."""

@@ -1,0 +1,407 @@
+"""What a step receives: its params, and the only doors to storage, tracking and the registry.
+
+A step that touches the world only through its context runs unchanged on a
+laptop, against S3, or in a pod.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_template.config.load import Config, Environment
+from mlops_template.data.hashing import FORMATS, content_id
+from mlops_template.data.snapshots import Snapshot, SnapshotStore, current_key
+from mlops_template.errors import StorageError
+from mlops_template.models import registry
+from mlops_template.models.gate import Comparison, Decision
+from mlops_template.pipeline.coordination import TAG_OUTPUT_PREFIX, RunScope
+from mlops_template.pipeline.replay import Replay
+from mlops_template.storage import Storage
+from mlops_template.storage.base import parse_table
+from mlops_template.tracking.connect import (
+    TAG_DATA_PREFIX,
+    TAG_GATE,
+    TAG_GATE_REASON,
+    TAG_HELDOUT_DATA,
+    TAG_MODEL_SHA256,
+    TAG_MODEL_VERSION,
+    TAG_TRAINING_DATA,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.entities.model_registry import ModelVersion
+
+    from mlops_template.models import flavors
+
+RAW_PREFIX = "raw"
+
+
+@dataclass
+class StepContext:
+    """Everything one step may use. Built by the runner, one per step run."""
+
+    step: str
+    params: dict[str, Any]
+    config: Config
+    environment: Environment
+    storage: Storage
+    run_id: str
+    pipeline_run_id: str
+    scope: RunScope | None = field(default=None, repr=False)  # None: reads take the current versions
+    replay: Replay | None = field(default=None, repr=False)  # a reproduction: fixed reads, model, no registration
+    log: logging.Logger = field(init=False)
+    snapshots: SnapshotStore = field(init=False, repr=False)
+    notes: list[str] = field(default_factory=list, init=False)
+    _datasets: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _written: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _pins: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+    _training: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _proposal: tuple[_Candidate, Decision] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.log = logging.getLogger(f"{self.config.package}.{self.step}")
+        self.snapshots = SnapshotStore(self.storage)
+
+    # -- data ------------------------------------------------------------------
+    def read(self, name: str, *, context: str = "input") -> pd.DataFrame:
+        """Read a dataset as this pipeline run knows it, and record its snapshot as an input of this step.
+
+        That is the version the latest successful attempt of an earlier step of
+        this pipeline run wrote, even if another run has written a newer one
+        since. When no step of this pipeline run wrote it, the current version
+        is read and pinned to the pipeline run, so a retried step reads the
+        same bytes. `context="training"` marks the data a model is trained on;
+        the registered version then names that snapshot in `mlops.training_data`.
+        """
+        snapshot_id = self._replayed(name) or self._written.get(name)
+        if snapshot_id is None and self.scope is not None:
+            snapshot_id = self.scope.written(name)
+        if snapshot_id is None and self.scope is not None:
+            snapshot_id = self.scope.pinned(name)
+        if snapshot_id is not None:
+            return self.read_snapshot(f"{name}:{snapshot_id}", context=context)
+        fmt, data = self._read_current(name)
+        snapshot = self.snapshots.adopt(name, data, fmt, run_id=self.run_id, step=self.step)
+        if self.scope is not None:
+            pinned = self.scope.pin(name, snapshot.id, self.run_id)
+            if pinned != snapshot.id:  # another step of this pipeline run pinned a version first
+                return self.read_snapshot(f"{name}:{pinned}", context=context)
+        df = parse_table(data, self.storage.uri(current_key(name, fmt)))
+        self._log_snapshot(snapshot, df, context)
+        return df
+
+    def read_snapshot(self, ref: str, *, context: str = "input") -> pd.DataFrame:
+        """Read one stored version (`ID`, an id prefix, or `NAME:ID`), verified against its id."""
+        snapshot, df = self.snapshots.read(ref)
+        self._log_snapshot(snapshot, df, context)
+        return df
+
+    def write(self, name: str, df: pd.DataFrame) -> str:
+        """Store a dataset as a snapshot and as its new current version, record it as an output; returns its id."""
+        return self._store(name, df, "output")
+
+    def _store(self, name: str, df: pd.DataFrame, context: str) -> str:
+        import mlflow
+
+        current = self.replay is None  # a reproduction leaves every dataset's current version as it was
+        stored = self.snapshots.write_table(name, df, run_id=self.run_id, step=self.step, current=current)
+        self._log_snapshot(stored.snapshot, df, context)
+        self._written[name] = stored.snapshot.id
+        mlflow.set_tag(TAG_OUTPUT_PREFIX + name, stored.snapshot.id)  # what later steps of this pipeline run read
+        return stored.snapshot.id
+
+    def has_raw(self) -> bool:
+        """Whether the storage holds raw input files under `raw/` (or this pipeline run already read some)."""
+        if self.replay is not None:
+            return self._replayed(RAW_PREFIX) is not None
+        return self._pinned_raw() is not None or bool(self._raw_keys())
+
+    def read_raw(self) -> pd.DataFrame:
+        """All CSV and parquet files under the storage's `raw/`, concatenated in name order.
+
+        What was read is kept as a snapshot named `raw`, so a later run can be
+        reproduced even after the raw files change, and pinned to the pipeline
+        run: a retried step reads that snapshot, whatever `raw/` holds by then.
+        """
+        import pandas as pd
+
+        pinned = self._pinned_raw()
+        if pinned is not None:
+            return self.read_snapshot(f"{RAW_PREFIX}:{pinned}")
+        keys = self._raw_keys()
+        if not keys:
+            raise StorageError(
+                f"no .csv or .parquet files under {self.storage.uri(RAW_PREFIX)}/; add some or drop read_raw()"
+            )
+        df = pd.concat([self.storage.read_table(k) for k in keys], ignore_index=True)
+        stored = self.snapshots.write_table(RAW_PREFIX, df, run_id=self.run_id, step=self.step, current=False)
+        if self.scope is not None:
+            pinned = self.scope.pin(RAW_PREFIX, stored.snapshot.id, self.run_id)
+            if pinned != stored.snapshot.id:  # another attempt of this pipeline run read raw/ first
+                return self.read_snapshot(f"{RAW_PREFIX}:{pinned}")
+        self._log_snapshot(stored.snapshot, df, "input")
+        return df
+
+    def _replayed(self, name: str) -> str | None:
+        """In a reproduction, the snapshot id of `name` the reproduced step read."""
+        return self.replay.reads_of(self.step).get(name) if self.replay is not None else None
+
+    def _pinned_raw(self) -> str | None:
+        if self.replay is not None:
+            return self._replayed(RAW_PREFIX)
+        if self.scope is None:
+            return None
+        if "raw" not in self._pins:
+            self._pins["raw"] = self.scope.pinned(RAW_PREFIX)
+        return self._pins["raw"]
+
+    def _raw_keys(self) -> list[str]:
+        return [k for k in self.storage.list(RAW_PREFIX) if k.endswith((".csv", ".parquet"))]
+
+    def _read_current(self, name: str) -> tuple[str, bytes]:
+        """The bytes of `datasets/<name>.parquet`, or of `.csv` for a CSV added with `mlops data add`."""
+        for fmt in FORMATS:
+            try:
+                return fmt, self.storage.read_bytes(current_key(name, fmt))
+            except StorageError as exc:
+                if not isinstance(exc.__cause__, FileNotFoundError):
+                    raise
+        raise StorageError(
+            f"dataset '{name}' does not exist at {self.storage.uri(current_key(name, 'parquet'))}; "
+            "run the step that writes it first (or the whole pipeline), or `mlops data add` a file"
+        )
+
+    def _log_snapshot(self, snapshot: Snapshot, df: pd.DataFrame, context: str) -> None:
+        import mlflow
+
+        self._datasets[snapshot.name] = snapshot.id
+        if context == "training":
+            self._training[snapshot.name] = snapshot.id
+        _log_input(df, self.snapshots.uri(snapshot), snapshot.name, snapshot.id, context)
+        mlflow.set_tag(TAG_DATA_PREFIX + snapshot.name, snapshot.id)
+        if self._training:
+            mlflow.set_tag(TAG_TRAINING_DATA, _refs(self._training))
+
+    # -- tracking --------------------------------------------------------------
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+    def log_figure(self, figure: Any, file: str) -> None:
+        """Log a matplotlib figure as an image artifact of this step (closing it if pyplot made it)."""
+        import sys
+
+        import mlflow
+
+        mlflow.log_figure(figure, file)
+        if "matplotlib.pyplot" in sys.modules:  # pyplot keeps figures alive until closed
+            sys.modules["matplotlib.pyplot"].close(figure)
+
+    # -- models ----------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        """`[model] task`: "classification" or "regression"."""
+        return self.config.model.task
+
+    def propose_model(
+        self,
+        model: Any,
+        *,
+        train: pd.DataFrame,
+        heldout: pd.DataFrame,
+        target: str,
+        log_model: flavors.LogModel | None = None,
+        pip_requirements: list[str] | None = None,
+    ) -> Decision:
+        """Log a trained model, score it on the held-out rows and put it to the `[model] gate`.
+
+        `train` and `heldout` are stored as snapshots (`train`, `heldout`); the
+        task's metrics and the gate metric are computed here on `heldout`, and
+        the champion is scored on the same rows, less any it trained on. The
+        model is logged with its library's flavour (scikit-learn, XGBoost,
+        LightGBM, a pyfunc), or by `log_model(name)` for anything else.
+
+        Passed: once the step has returned without error, a registry version is
+        created (tagged with its data snapshots and its files' sha256), `champion`
+        moves to it (after checking again that nobody moved it meanwhile) and the
+        model is exported to `models/<name>/v<version>/`. Failed, or the step
+        fails later: nothing is registered. The decision is tagged either way.
+        """
+        import mlflow
+
+        from mlops_template.models import flavors
+        from mlops_template.models.scoring import predict, reported_metrics, score
+        from mlops_template.models.targets import check_target
+
+        check_target(heldout, target, self.task, table="the held-out rows")
+        self._store("train", train, "training")
+        self._store("heldout", heldout, "heldout")
+        X, y = heldout.drop(columns=[target]), heldout[target]
+        info = flavors.log_model(
+            model,
+            name="model",
+            input_example=train.drop(columns=[target]).head(5),
+            log_model=log_model,
+            pip_requirements=pip_requirements,
+        )
+        if log_model is not None or flavors.flavor(model) == flavors.PYFUNC:
+            model = mlflow.pyfunc.load_model(info.model_uri)  # score what was logged
+        metric = self.config.model.gate.metric
+        metrics = reported_metrics(self.task, y, predict(model, X))
+        value = metrics[metric] if metric in metrics else score(model, X, y, metric, task=self.task)
+        self.log_metrics({**metrics, metric: value})
+        candidate = _Candidate(info.model_uri, model, heldout, target, value)
+        decision = self._decide(candidate, registry.champion(mlflow.MlflowClient(), self.config.model.name))
+        self._tag_decision(decision)
+        if decision.passed:
+            self._proposal = (candidate, decision)
+        else:
+            self.notes.append(f"gate failed: {decision.reason}; nothing registered")
+        return decision
+
+    def _decide(self, candidate: _Candidate, current: ModelVersion | None) -> Decision:
+        """The gate's decision about `candidate` against `current` (the champion, or None)."""
+        from mlops_template.models.gate import evaluate_gate
+
+        gate = self.config.model.gate
+        comparison = None
+        if current is not None and gate.beat_champion:
+            comparison = self._compare(candidate, current)
+        return evaluate_gate(gate, candidate.value, rows=len(candidate.heldout), comparison=comparison)
+
+    def _compare(self, candidate: _Candidate, current: ModelVersion) -> Comparison:
+        """Score candidate and champion with the gate metric on the held-out rows neither trained on."""
+        import mlflow
+
+        from mlops_template.models.gate import compare_with_champion
+
+        champion = registry.load_version(mlflow.MlflowClient(), self.config.model.name, current)
+        return compare_with_champion(
+            champion,
+            candidate.heldout,
+            candidate.target,
+            candidate=candidate.model,
+            candidate_features=None,
+            read=lambda ref: self.snapshots.read(ref)[1],
+            metric=self.config.model.gate.metric,
+            task=self.task,
+        )
+
+    def _tag_decision(self, decision: Decision) -> None:
+        import mlflow
+
+        mlflow.set_tags({TAG_GATE: "passed" if decision.passed else "failed", TAG_GATE_REASON: decision.reason})
+
+    def _finish(self) -> None:
+        """Register the model that passed the gate: called by the runner once the step succeeded."""
+        if self._proposal is None:
+            return
+        if self.replay is not None and not self.replay.register:
+            self.notes.append("reproduction: nothing registered (--register registers it)")
+            return
+        import mlflow
+
+        candidate, decision = self._proposal
+        name = self.config.model.name
+        client = mlflow.MlflowClient()
+        with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(candidate.model_uri, dst_path=tmp))
+            tags = {
+                TAG_MODEL_SHA256: registry.directory_sha256(local),
+                **{TAG_DATA_PREFIX + k: v for k, v in self._datasets.items()},
+                TAG_TRAINING_DATA: _refs(self._training),
+                TAG_HELDOUT_DATA: f"heldout:{self._datasets['heldout']}",
+            }
+            version = str(registry.create_version(client, name, candidate.model_uri, self.run_id, tags).version)
+            previous, moved = None, False
+            try:
+                current = registry.champion(client, name)
+                previous = str(current.version) if current else None
+                if self.config.model.gate.beat_champion and previous != decision.champion_version:
+                    decision = self._decide(candidate, current)
+                    decision = replace(decision, reason=f"champion moved to v{previous} meanwhile; {decision.reason}")
+                    self._tag_decision(decision)
+                    if not decision.passed:
+                        registry.unregister(client, name, version, restore=None)
+                        self.notes.append(f"gate failed: {decision.reason}; nothing registered")
+                        return
+                registry.set_champion(client, name, version)
+                moved = True
+                self.storage.upload_dir(str(local), f"models/{name}/v{version}")
+            except BaseException:
+                registry.unregister(client, name, version, restore=previous if moved else None)
+                raise
+        self.notes.append(f"gate passed: {decision.reason}; {name} v{version} is champion")
+
+    def _abandon(self, error: BaseException) -> None:
+        """The step failed after its model passed the gate: record that nothing was registered."""
+        if self._proposal is None:
+            return
+        import mlflow
+
+        mlflow.set_tags(
+            {
+                TAG_GATE: "failed",
+                TAG_GATE_REASON: f"the step failed after the gate passed ({error}); nothing registered",
+            }
+        )
+
+    def load_champion(self) -> registry.Champion:
+        """The registry's champion, verified against its recorded sha256."""
+        import mlflow
+
+        client, name = mlflow.MlflowClient(), self.config.model.name
+        version = self.replay.model_versions.get(self.step) if self.replay is not None else None
+        if version is not None:  # a reproduction loads the version the reproduced step used
+            champion = registry.load_version(client, name, registry.version(client, name, version))
+        else:
+            champion = registry.load_champion(client, name)
+        mlflow.set_tag(TAG_MODEL_VERSION, champion.version)
+        self.notes.append(f"model {champion.name} v{champion.version}")
+        return champion
+
+    def write_predictions(self, df: pd.DataFrame) -> str:
+        """Store predictions as `predictions/<pipeline-run-id>.parquet`; returns its URI."""
+
+        from mlops_template.data.predictions import predictions_key
+
+        key = predictions_key(self.pipeline_run_id)
+        data = self.storage.write_table(key, df)
+        _log_input(df, self.storage.uri(key), "predictions", content_id(data), "output")
+        self.notes.append(f"{len(df)} predictions → {self.storage.uri(key)}")
+        return self.storage.uri(key)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A logged model waiting for the gate: what it is scored with, on which rows, and its score."""
+
+    model_uri: str
+    model: Any
+    heldout: pd.DataFrame
+    target: str
+    value: float
+
+
+def _refs(snapshots: dict[str, str]) -> str:
+    return ",".join(f"{name}:{sid}" for name, sid in sorted(snapshots.items()))
+
+
+def _log_input(df: pd.DataFrame, uri: str, name: str, digest: str, context: str) -> None:
+    """Log a dataset on the active run: digest = our content id, source = the stored file."""
+    import warnings
+
+    import mlflow
+
+    with warnings.catch_warnings():
+        # MLflow registers local files under two equivalent source types and warns that it picked one.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        # A hint about model input schemas, not about a stored dataset.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        mlflow.log_input(mlflow.data.from_pandas(df, source=uri, name=name, digest=digest), context=context)

@@ -1,0 +1,230 @@
+"""What a run needs, besides its data, to be reproduced: the code, the installed packages, Python, the platform.
+
+Captured once per process and recorded on the pipeline run it creates and on
+every step run it starts (steps may run in different processes or pods):
+
+- tags `mlops.git_commit` / `mlops.git_dirty` (as before), `mlops.packages`
+  (a short hash of every installed distribution and version), `mlops.python`,
+  `mlops.platform`, and `mlops.git_diff` (the bytes of the recorded diff);
+- the artifact `mlops/environment.json`: the packages, Python, platform, and
+  the files that were untracked or withheld;
+- when the work tree is dirty, the artifact `mlops/code.diff`: the diff of
+  tracked files against the commit (binary-safe, what `git apply` takes).
+  Files that look like secrets (`.env`, `*.pem`, `*credentials*`, `*.key`)
+  are never included (a warning names them); untracked files are listed by
+  name only; a diff over 1 MB is not stored (a warning says so).
+
+Packages come from `importlib.metadata`'s distribution folders, named
+`<name>-<version>.dist-info` by the wheel standard, so no metadata file is
+parsed and no pip process started: the whole capture takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import platform
+import posixpath
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_template.tracking.connect import GitState, git_state
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+logger = logging.getLogger(__name__)
+
+TAG_PACKAGES = "mlops.packages"
+TAG_PYTHON = "mlops.python"
+TAG_PLATFORM = "mlops.platform"
+TAG_GIT_DIFF = "mlops.git_diff"  # bytes of mlops/code.diff, "none" when clean, "not recorded" when withheld
+ENVIRONMENT_ARTIFACT = "mlops/environment.json"
+DIFF_ARTIFACT = "mlops/code.diff"
+MAX_DIFF_BYTES = 1_000_000
+SECRET_PATTERNS = (".env", "*.pem", "*credentials*", "*.key")
+NOT_RECORDED = "not recorded"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """The code and environment one process runs steps with."""
+
+    git: GitState
+    packages: dict[str, str]
+    python: str
+    platform: str
+    diff: bytes | None = None  # uncommitted changes of tracked files; None when clean or not recorded
+    untracked: list[str] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)  # secret-looking files left out of the diff
+    diff_problem: str | None = None  # why a dirty tree's diff was not recorded
+
+    @property
+    def packages_hash(self) -> str:
+        return packages_hash(self.packages)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        if self.diff is not None:
+            diff = str(len(self.diff))
+        else:
+            diff = NOT_RECORDED if self.git.dirty else "none"
+        return {
+            **self.git.tags,
+            TAG_PACKAGES: self.packages_hash,
+            TAG_PYTHON: self.python,
+            TAG_PLATFORM: self.platform,
+            TAG_GIT_DIFF: diff,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "git": {
+                "commit": self.git.commit,
+                "dirty": self.git.dirty,
+                "diff_bytes": None if self.diff is None else len(self.diff),
+                "untracked": self.untracked,
+                "withheld": self.withheld,
+                "diff_problem": self.diff_problem,
+            },
+            "python": self.python,
+            "platform": self.platform,
+            "packages": self.packages,
+        }
+
+    def record(self, client: MlflowClient, run_id: str) -> None:
+        """Log the artifacts on `run_id` (its tags are set when the run is created).
+
+        Where no temporary folder can be written (a read-only pod), the run goes
+        on without them and a warning says so; a failing store still raises.
+        """
+        try:
+            self._log(client, run_id)
+        except OSError as exc:
+            logger.warning(
+                "run %s: packages and code diff not recorded (%s: %s); make the temp folder writable (TMPDIR)",
+                run_id,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _log(self, client: MlflowClient, run_id: str) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="mlops-provenance-") as tmp:
+            folder = Path(tmp)
+            (folder / posixpath.basename(ENVIRONMENT_ARTIFACT)).write_text(
+                json.dumps(self.to_json(), indent=1, sort_keys=True), encoding="utf-8"
+            )
+            if self.diff:  # its bytes as they are: a diff may hold any encoding
+                (folder / posixpath.basename(DIFF_ARTIFACT)).write_bytes(self.diff)
+            client.log_artifacts(run_id, tmp, posixpath.dirname(ENVIRONMENT_ARTIFACT))
+
+
+def capture(root: Path) -> Provenance:
+    """The code checked out in `root` (and its uncommitted diff) and this interpreter's packages and platform."""
+    git = git_state(root)
+    diff, untracked, withheld, problem = None, [], [], None
+    if git.dirty:
+        diff, untracked, withheld, problem = _uncommitted(root)
+    return Provenance(
+        git=git,
+        packages=installed_packages(),
+        python=f"{platform.python_implementation()} {platform.python_version()}",
+        platform=f"{sys.platform}-{platform.machine()}",
+        diff=diff,
+        untracked=untracked,
+        withheld=withheld,
+        diff_problem=problem,
+    )
+
+
+def installed_packages() -> dict[str, str]:
+    """Every distribution this interpreter can import, normalised name → version."""
+    import importlib.metadata
+
+    found: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        folder = getattr(dist, "_path", None)
+        stem = folder.name if isinstance(folder, Path) else ""
+        name, version = _from_folder(stem)
+        if not name:  # an egg-info or other folder that does not carry the version: read its metadata
+            name, version = dist.metadata["Name"] or "", dist.version or ""
+        if name:
+            found.setdefault(_normalise(name), version)
+    return dict(sorted(found.items()))
+
+
+def packages_hash(packages: dict[str, str]) -> str:
+    text = "\n".join(f"{name}=={version}" for name, version in sorted(packages.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _from_folder(stem: str) -> tuple[str, str]:
+    if not stem.endswith(".dist-info"):
+        return "", ""
+    name, _, version = stem.removesuffix(".dist-info").partition("-")
+    return (name, version) if version else ("", "")
+
+
+def _normalise(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def is_secret(path: str) -> bool:
+    """Whether a file's name looks like it holds credentials; such files never leave the machine in a diff."""
+    name = posixpath.basename(path)
+    return any(fnmatch.fnmatch(name, pattern) for pattern in SECRET_PATTERNS)
+
+
+def _uncommitted(root: Path) -> tuple[bytes | None, list[str], list[str], str | None]:
+    """The diff of tracked files against HEAD (secret-looking ones left out), untracked names, withheld names."""
+
+    def git(*args: str) -> bytes | None:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, timeout=30, check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    status = git("status", "--porcelain=v1", "-z", "--untracked-files=normal")
+    if status is None:
+        return None, [], [], "git status failed"
+    tracked, untracked = [], []
+    entries = status.decode("utf-8", "surrogateescape").split("\0")
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        code, path = entry[:2], entry[3:]
+        if code[0] in "RC":  # a rename or copy: the next entry is its source
+            tracked.append(entries[i])
+            i += 1
+        (untracked if code == "??" else tracked).append(path)
+    withheld = sorted(p for p in {*tracked, *untracked} if is_secret(p))
+    if withheld:
+        logger.warning(
+            "files that look like secrets are not recorded with this run's code: %s; "
+            "the run cannot be reproduced with their changes",
+            ", ".join(withheld),
+        )
+    included = sorted({p for p in tracked if not is_secret(p)})
+    untracked = sorted(p for p in untracked if not is_secret(p))
+    if not included:
+        return b"", untracked, withheld, None
+    diff = git("diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", "--", *included)
+    if diff is None:
+        return None, untracked, withheld, "git diff failed"
+    if len(diff) > MAX_DIFF_BYTES:
+        problem = f"the diff is {len(diff):,} bytes, over the {MAX_DIFF_BYTES:,} byte cap"
+        logger.warning("this run's uncommitted changes are not recorded: %s; commit them to record the code", problem)
+        return None, untracked, withheld, problem
+    return diff, untracked, withheld, None

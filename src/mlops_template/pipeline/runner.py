@@ -1,0 +1,325 @@
+"""Run steps in pipeline order as one pipeline run: an MLflow parent run, found by its key, with a nested run per step."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_template.config.environ import scoped
+from mlops_template.config.load import Config
+from mlops_template.config.params import apply_overrides
+from mlops_template.errors import ConfigError, MlopsError, StepError
+from mlops_template.pipeline.context import StepContext
+from mlops_template.pipeline.coordination import (
+    KEY_VARIABLE,
+    Heartbeat,
+    ParentRun,
+    RunScope,
+    attempts,
+    check_key,
+    lease_seconds,
+    mark_lost,
+    new_key,
+    open_parent,
+    settle,
+)
+from mlops_template.pipeline.provenance import Provenance, capture
+from mlops_template.pipeline.replay import TAG_REPRODUCES, Replay
+from mlops_template.redact import redacted_repr
+from mlops_template.storage import open_storage
+from mlops_template.tracking.connect import (
+    TAG_ENVIRONMENT,
+    TAG_LAUNCHED_BY,
+    TAG_PIPELINE,
+    TAG_STEP,
+    TAG_STEPS,
+    connect,
+    joins_launched_run,
+    launched_run,
+    point_launched_run,
+    store_errors,
+    store_failures,
+)
+
+if TYPE_CHECKING:
+    from mlops_template.pipeline.pipeline import Pipeline
+
+
+@dataclass
+class StepResult:
+    name: str
+    run_id: str
+    status: str  # FINISHED or FAILED
+    seconds: float
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@redacted_repr
+@dataclass
+class PipelineResult:
+    run_id: str
+    experiment_id: str
+    environment: str
+    tracking_uri: str
+    planned: list[str] = field(default_factory=list)  # the steps this call runs, in order
+    steps: list[StepResult] = field(default_factory=list)
+    key: str = ""  # the pipeline run's key (tag mlops.pipeline_run)
+    plan: list[str] = field(default_factory=list)  # every step the pipeline run plans, across processes
+    joined: bool = False  # the pipeline run was started earlier, by this key
+    status: str = "RUNNING"  # the pipeline run's status once this call's steps are done
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == "FINISHED" for s in self.steps)
+
+
+# Called once when the pipeline run has started (step None), then after each step.
+OnStep = Callable[[PipelineResult, StepResult | None], None]
+
+
+@scoped
+def run_pipeline(
+    pipeline: Pipeline,
+    config: Config,
+    *,
+    steps: Sequence[str] | None = None,
+    environment: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    on_step: OnStep | None = None,
+    pipeline_run: str | None = None,
+    plan: Sequence[str] | None = None,
+    supersede: bool = False,
+    replay: Replay | None = None,
+) -> PipelineResult:
+    """Run the chosen steps (default: all) and return what happened.
+
+    With `pipeline_run` (or `MLOPS_PIPELINE_RUN`), the steps join the pipeline
+    run of that key, created by whichever process comes first; without one, a
+    fresh key starts a new pipeline run. `plan` names every step the pipeline
+    run will have (default: the whole pipeline when joining by key, else the
+    steps run here); the parent run is FINISHED once each planned step's latest
+    attempt finished, FAILED while one's latest attempt failed.
+
+    Everything a user can get wrong (step names, plan, key, environment,
+    params) is checked before a run is created. A failing step marks its run
+    FAILED and raises :class:`StepError` naming the step, the error and where
+    its full traceback was saved.
+
+    The code's commit and uncommitted diff, the installed packages, Python and
+    the platform are recorded on the pipeline run and on each step run
+    (:mod:`provenance`). `replay` makes the run a reproduction of a past one
+    (:mod:`replay`).
+    """
+    import mlflow
+
+    selected = pipeline.select(steps)
+    key = pipeline_run or os.environ.get(KEY_VARIABLE) or None
+    if key is not None:
+        check_key(key)
+    planned = _plan(pipeline, selected, plan, keyed=key is not None and bool(steps))
+    _check_gate_metric(config)
+    lease = lease_seconds()
+    with launched_run() as launched:
+        env = config.environment(environment)
+        params = apply_overrides({s.name: config.step_params(s.name) for s in selected}, overrides or {})
+        storage = open_storage(env, check=True)
+        experiment_id = connect(config, env)
+        code = capture(replay.code_root if replay else config.root)
+        client = mlflow.MlflowClient()
+
+        tags = {TAG_PIPELINE: config.name, TAG_ENVIRONMENT: env.name, TAG_STEPS: ",".join(planned), **code.tags}
+        if replay is not None:
+            tags[TAG_REPRODUCES] = replay.reproduces
+        # Under `mlflow run`, MLflow has already created a run for this process. In the project's
+        # store and experiment it is the pipeline run; anywhere else (MLflow's ./mlflow.db, another
+        # experiment) the pipeline run starts here as usual and MLflow's run points at it.
+        joined = launched is not None and joins_launched_run(launched, experiment_id)
+        if launched is not None and not joined:
+            tags[TAG_LAUNCHED_BY] = launched.run_id
+        with store_errors(env):
+            parent = open_parent(
+                client,
+                storage,
+                experiment_id,
+                key or new_key(),
+                plan=planned,
+                plan_given=plan is not None,
+                tags=tags,
+                run_id=launched.run_id if joined else None,
+            )
+            if not parent.joined:
+                code.record(client, parent.run_id)
+        if launched is not None and not joined:
+            point_launched_run(launched, parent.run_id, config, env)
+        missing = [s.name for s in selected if s.name not in parent.plan]
+        if missing:
+            raise ConfigError(
+                f"pipeline run '{parent.key}' plans {','.join(parent.plan)}; step {','.join(missing)} is not in it: "
+                "use a new key, or run the planned steps"
+            )
+        result = PipelineResult(
+            parent.run_id,
+            experiment_id,
+            env.name,
+            env.tracking_uri,
+            [s.name for s in selected],
+            key=parent.key,
+            plan=list(parent.plan),
+            joined=parent.joined,
+        )
+        report = (lambda step: on_step(result, step)) if on_step else (lambda step: None)
+        report(None)
+        attempt = _Attempt(
+            client, experiment_id, parent, storage, pipeline.names, code.tags, lease, code, replay, supersede
+        )
+        try:
+            for step in selected:
+                result.steps.append(_run_step(step, params[step.name], config, env, attempt, report))
+        except BaseException:
+            try:  # the step's own error is the one to report; a store failing here too must not hide it
+                result.status = settle(client, experiment_id, parent)
+            except store_failures():
+                pass
+            raise
+        with store_errors(env):
+            result.status = settle(client, experiment_id, parent)
+    return result
+
+
+def _plan(pipeline: Pipeline, selected: list, plan: Sequence[str] | None, *, keyed: bool) -> list[str]:
+    """The steps the pipeline run plans: `plan` as given, the whole pipeline for keyed steps, else those run here."""
+    if plan is None:
+        return pipeline.names if keyed else [s.name for s in selected]
+    names = [s.name for s in pipeline.select(list(plan))]
+    outside = [s.name for s in selected if s.name not in names]
+    if outside:
+        raise ConfigError(f"step {','.join(outside)} is not in --plan {','.join(plan)}; add it to the plan")
+    return names
+
+
+@dataclass
+class _Attempt:
+    """What every step attempt of this call shares: the store, the parent run, the lease."""
+
+    client: Any
+    experiment_id: str
+    parent: ParentRun
+    storage: Any
+    order: list[str]
+    git_tags: dict[str, str]  # every provenance tag, the git ones among them
+    lease: float
+    code: Provenance | None = None  # recorded on each step run
+    replay: Replay | None = None
+    supersede: bool = False
+
+
+def _check_gate_metric(config: Config) -> None:
+    """An unknown scorer name is found before the run starts, not after training."""
+    from mlops_template.models.scoring import check_scorer
+
+    try:
+        check_scorer(config.model.gate.metric)
+    except ValueError as exc:
+        raise ConfigError(f"{config.path}: [model.gate] metric {exc}") from exc
+
+
+def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResult:
+    import mlflow
+
+    started = time.perf_counter()
+    tags = {TAG_STEP: step.name, **attempt.git_tags}
+    with mlflow.start_run(
+        experiment_id=attempt.experiment_id, run_name=step.name, parent_run_id=attempt.parent.run_id, tags=tags
+    ) as run:
+        with store_errors(env):
+            if attempt.code is not None:
+                attempt.code.record(attempt.client, run.info.run_id)
+            runs = attempts(attempt.client, attempt.experiment_id, attempt.parent.run_id)
+            mark_lost(attempt.client, runs, step.name, run.info.run_id, attempt.lease, supersede=attempt.supersede)
+            if attempt.parent.joined:
+                settle(attempt.client, attempt.experiment_id, attempt.parent)
+        if params:
+            mlflow.log_params(params)
+        ctx = StepContext(
+            step=step.name,
+            params=params,
+            config=config,
+            environment=env,
+            storage=attempt.storage,
+            run_id=run.info.run_id,
+            pipeline_run_id=attempt.parent.run_id,
+            scope=RunScope(attempt.storage, attempt.parent.key, step.name, attempt.order, runs),
+            replay=attempt.replay,
+        )
+        with Heartbeat(attempt.client, run.info.run_id, attempt.lease):
+            try:
+                step(ctx)
+                ctx._finish()
+            except Exception as exc:  # whatever the step's own code raises fails the step, its traceback kept
+                where = _record_failure(ctx, exc, config, attempt.parent.run_id, step.name)
+                seconds = time.perf_counter() - started
+                report(StepResult(step.name, run.info.run_id, "FAILED", seconds, str(exc), notes=ctx.notes))
+                detail = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
+                raise StepError(f"step '{step.name}' failed: {detail} ({where})") from exc
+    result = StepResult(step.name, run.info.run_id, "FINISHED", time.perf_counter() - started, notes=ctx.notes)
+    report(result)
+    return result
+
+
+def _record_failure(ctx: StepContext, exc: BaseException, config: Config, run_id: str, step: str) -> str:
+    """Keep a failed step's traceback as a file and a run artifact, and say where it went.
+
+    Runs while the step's own error is being reported, so a store or file
+    system failing here is noted, never raised: it must not hide that error.
+    """
+    import mlflow
+
+    secondary = (MlopsError, *store_failures())
+    text = "".join(traceback.format_exception(exc))
+    try:
+        ctx._abandon(exc)
+    except secondary as other:
+        text += f"\nRecording that nothing was registered also failed: {_first_line(other)}\n"
+    try:
+        where = f"full log: {_save_traceback(config, run_id, step, text)}"
+    except OSError as other:
+        where = f"full log not saved: {other}; --verbose shows the traceback"
+    try:
+        mlflow.log_text(text, f"{step}.error.log")
+    except secondary as other:
+        where += f"; not saved in the run: {_first_line(other)}"
+    return where
+
+
+def _save_traceback(config: Config, run_id: str, step: str, text: str) -> Path:
+    """Write a failed step's traceback to `.mlops/logs/<run>-<step>.log` in the project and return its path.
+
+    Where the project folder is read-only (a pod running a read-only image),
+    it goes under the temp folder instead: `mlops-logs/` there, or a fresh
+    folder of its own if another user owns that one. Raises OSError only when
+    none of them can be written.
+    """
+    name = f"{run_id}-{step}.log"
+    folders = [config.root / ".mlops" / "logs", Path(tempfile.gettempdir()) / "mlops-logs"]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+        except OSError:
+            continue
+        return folder / name
+    path = Path(tempfile.mkdtemp(prefix="mlops-logs-")) / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

@@ -1,0 +1,1 @@
+"""New projects: rendering the template, vendoring this library's wheel, locking."""

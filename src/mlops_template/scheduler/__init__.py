@@ -1,0 +1,1 @@
+"""Schedulers that run a project's steps: the Airflow DAG."""

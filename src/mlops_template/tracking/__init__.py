@@ -1,0 +1,1 @@
+"""MLflow: connecting, store failures, tag names, `mlflow run` glue, reading the store."""
