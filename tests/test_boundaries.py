@@ -41,7 +41,7 @@ def imported_modules(path: Path, package_dir: Path = PACKAGE) -> set[str]:
 
 def test_the_library_is_found():
     names = {p.name for p in LIBRARY}
-    assert {"pipeline.py", "runner.py", "connect.py", "base.py"} <= names
+    assert {"context.py", "runner.py", "connect.py", "base.py"} <= names
     assert "main.py" not in names
 
 
