@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# Install mlops-template with its test extras, lint, and run the test suite (arguments go to pytest).
+# Install mlops-template with its test extras, lint, check the layer contracts and dependencies, and run
+# the test suite (other arguments go to pytest).
+#   --quick   leave out what needs the container engine, Airflow or PostgreSQL (a few minutes); CI runs all
 source "$(dirname "$0")/_uv.sh"
-source scripts/_postgres.sh
-ensure_postgres
-bash scripts/debian_packages.sh
+quick=false
+if [ "${1:-}" = "--quick" ]; then
+  quick=true
+  shift
+fi
+if ! $quick; then
+  source scripts/_postgres.sh
+  ensure_postgres
+  bash scripts/debian_packages.sh
+fi
 "$UV" sync --frozen --extra test --compile-bytecode
-bash scripts/airflow_env.sh
-"$UV" run --frozen --no-sync ruff check src tests benchmarks
-"$UV" run --frozen --no-sync ruff format --check --quiet src tests benchmarks
+$quick || bash scripts/airflow_env.sh
+"$UV" run --frozen --no-sync ruff check src tests benchmarks scripts
+"$UV" run --frozen --no-sync ruff format --check --quiet src tests benchmarks scripts
+"$UV" run --frozen --no-sync lint-imports --no-cache
+"$UV" run --frozen --no-sync deptry src
+if $quick; then
+  exec "$UV" run --frozen --no-sync pytest -m "not container and not airflow and not postgres" "$@"
+fi
 exec "$UV" run --frozen --no-sync pytest "$@"

@@ -33,6 +33,20 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 _SERVER_START_TIMEOUT = 30.0
 
+# What `scripts/test.sh --quick` leaves out: tests of the image build, Airflow, and the PostgreSQL stack.
+_HEAVY_MODULES = {"test_image": "container", "test_dag": "airflow"}
+_HEAVY_FIXTURES = {"postgres": "postgres", "mlflow_server": "postgres"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by the heavy component it needs, so a quick run can deselect them by marker."""
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        markers = {_HEAVY_MODULES.get(module)} | {_HEAVY_FIXTURES.get(f) for f in item.fixturenames}
+        for marker in sorted(m for m in markers if m):
+            item.add_marker(marker)
+
+
 MINIMAL_CONFIG = """\
 [project]
 name = "demo"

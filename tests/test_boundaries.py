@@ -1,8 +1,14 @@
-"""Layers depend downwards only: the library never imports the `mlops` command line."""
+"""Layers depend downwards only, checked by import-linter with the contracts in pyproject.toml.
+
+`scripts/test.sh` runs `lint-imports` on the package; these tests show the contracts hold now and
+that they fail on each kind of import they exist to stop, so a contract that no longer bites is seen.
+"""
 
 from __future__ import annotations
 
-import ast
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,62 +17,52 @@ import mlops_template
 from mlops_template import Pipeline
 
 PACKAGE = Path(mlops_template.__file__).parent
-# The command line itself and `python -m mlops_template`; the template holds project code, not library code.
-# `Pipeline.main` is the run command (lazily); the store reader quiets MLflow's loggers as the CLI does.
-ALLOWED = {PACKAGE / "__main__.py", PACKAGE / "pipeline" / "pipeline.py", PACKAGE / "tracking" / "reader.py"}
-LIBRARY = sorted(
-    p
-    for p in PACKAGE.rglob("*.py")
-    if p not in ALLOWED
-    and not p.is_relative_to(PACKAGE / "cli")
-    and not p.is_relative_to(PACKAGE / "scaffold" / "template")
-)
+PYPROJECT = PACKAGE.parents[1] / "pyproject.toml"
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
-def imported_modules(path: Path, package_dir: Path = PACKAGE) -> set[str]:
-    """Every module `path` (inside `package_dir`) imports, as an absolute dotted name, relative imports resolved."""
-    package = list(path.relative_to(package_dir.parent).parts[:-1])  # the package `path` belongs to
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module.split(".") if node.module else []
-            if node.level:
-                base = package[: len(package) - (node.level - 1)] + base
-            found.add(".".join(base))
-            found.update(".".join([*base, alias.name]) for alias in node.names)
-    return found
+def lint(package_parent: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run lint-imports with the project's contracts on the package found under `package_parent`."""
+    config = tmp_path / "contracts.toml"
+    shutil.copyfile(PYPROJECT, config)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(config), "--no-cache"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(package_parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-def test_the_library_is_found():
-    names = {p.name for p in LIBRARY}
-    assert {"context.py", "runner.py", "connect.py", "base.py"} <= names
-    assert "main.py" not in names
-
-
-@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_no_library_module_imports_the_cli(path):
-    cli = [m for m in imported_modules(path) if m == "mlops_template.cli" or m.startswith("mlops_template.cli.")]
-    assert cli == [], f"{path.relative_to(PACKAGE)} imports the CLI; move what it needs into a library module"
+def test_the_package_keeps_every_contract(tmp_path):
+    result = lint(PACKAGE.parent, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
 
 
 @pytest.mark.parametrize(
-    ("source", "where"),
+    ("module", "source", "named"),
     [
-        ("from .cli import run_command", "pipeline.py"),
-        ("from . import cli", "runner.py"),
-        ("from ..cli import main", "storage/base.py"),
-        ("import mlops_template.cli", "tracking.py"),
-        ("def f():\n    from mlops_template.cli.main import entry", "ui.py"),
+        ("storage/base.py", "def f():\n    from mlops_template.cli import main\n", "mlops_template.storage.base"),
+        ("config/params.py", "from mlops_template.models import registry\n", "mlops_template.config.params"),
+        ("tracking/failures.py", "import mlops_template.pipeline.runner\n", "mlops_template.tracking.failures"),
+        ("lineage/show.py", "from mlops_template.scheduler import airflow\n", "mlops_template.lineage.show"),
+        ("storage/local.py", "import pandas\n", "mlops_template.storage.local"),
+        ("data/__init__.py", "import mlflow\n", "mlops_template.data"),
     ],
+    ids=["lazy-upward", "config-to-models", "tracking-to-pipeline", "sibling-layers", "storage-pandas", "init-mlflow"],
 )
-def test_the_check_sees_every_way_of_importing_the_cli(tmp_path, source, where):
-    # The same resolution on a module that does import it, so the check above can fail.
-    module = tmp_path / "mlops_template" / where
-    module.parent.mkdir(parents=True, exist_ok=True)
-    module.write_text(source + "\n", encoding="utf-8")
-    assert any(m.startswith("mlops_template.cli") for m in imported_modules(module, tmp_path / "mlops_template"))
+def test_each_contract_fails_on_the_import_it_forbids(tmp_path, module, source, named):
+    copy = tmp_path / "src"
+    shutil.copytree(PACKAGE, copy / "mlops_template", ignore=shutil.ignore_patterns("template", "__pycache__"))
+    target = copy / "mlops_template" / module
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("a", encoding="utf-8") as file:
+        file.write("\n" + source)
+    result = lint(copy, tmp_path)
+    assert result.returncode != 0
+    assert named in result.stdout, result.stdout
 
 
 def test_pipeline_main_is_the_run_command_with_one_line_errors(tiny_project, monkeypatch, capsys):

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from mlops_template.config.load import Gate
+from mlops_template.config.metrics import metric_problem, metric_task
 from mlops_template.models.gate import Comparison, evaluate_gate, unseen_rows
 from mlops_template.models.registry import directory_sha256
-from mlops_template.models.scoring import metric_problem, metric_task, score
+from mlops_template.models.scoring import score
 
 F1 = Gate(metric="f1", min=0.8, beat_champion=True)
 

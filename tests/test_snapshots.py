@@ -30,6 +30,7 @@ from durability import assert_landed_durably, record_disk_events
 import mlops_template.data.manifest as manifest_module
 import mlops_template.data.snapshots as snapshots_module
 from mlops_template.data.snapshots import Snapshot, SnapshotStore
+from mlops_template.data.tables import write_table
 from mlops_template.errors import IntegrityError, StorageError
 from mlops_template.storage import LocalStorage, S3Storage
 from mlops_template.storage.base import Stage
@@ -702,7 +703,7 @@ def test_get_lands_the_local_copy_durably(tmp_path, monkeypatch):
 def test_adopt_stores_a_pointer_written_by_other_means_once(store, fmt):
     key = f"datasets/outside.{fmt}"
     if fmt == "parquet":
-        data = store.storage.write_table(key, frame())
+        data = write_table(store.storage, key, frame())
     else:
         data = b"x,label\n1,a\n2,b\n"
         store.storage.write_bytes(key, data)

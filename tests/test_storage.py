@@ -12,6 +12,7 @@ import pytest
 from durability import assert_landed_durably, inode, record_disk_events
 
 from mlops_template.config.load import Environment
+from mlops_template.data.tables import read_table, write_table
 from mlops_template.errors import ConfigError, StorageError
 from mlops_template.storage import LocalStorage, S3Storage, Storage, open_storage
 from mlops_template.storage import local as local_module
@@ -61,15 +62,15 @@ def test_unsupported_scheme_is_a_config_error():
 
 
 def test_write_table_and_read_table_round_trip_parquet(storage):
-    data = storage.write_table("datasets/frame.parquet", FRAME)
+    data = write_table(storage, "datasets/frame.parquet", FRAME)
     assert data[:4] == b"PAR1"  # parquet magic: the bytes returned are what was stored
     assert storage.read_bytes("datasets/frame.parquet") == data
-    pd.testing.assert_frame_equal(storage.read_table("datasets/frame.parquet"), FRAME)
+    pd.testing.assert_frame_equal(read_table(storage, "datasets/frame.parquet"), FRAME)
 
 
 def test_csv_is_readable_as_a_table(storage):
     storage.write_bytes("raw/iris.csv", b"x,label\n1,a\n2,b\n")
-    df = storage.read_table("raw/iris.csv")
+    df = read_table(storage, "raw/iris.csv")
     assert list(df.columns) == ["x", "label"]
     assert df["x"].tolist() == [1, 2]
     assert df["label"].tolist() == ["a", "b"]
@@ -78,7 +79,7 @@ def test_csv_is_readable_as_a_table(storage):
 def test_unreadable_table_is_a_storage_error(storage):
     storage.write_bytes("datasets/broken.parquet", b"not parquet at all")
     with pytest.raises(StorageError, match=r"broken\.parquet: cannot be read as a table"):
-        storage.read_table("datasets/broken.parquet")
+        read_table(storage, "datasets/broken.parquet")
 
 
 # -- bytes, exists, list, delete -----------------------------------------------------
@@ -118,7 +119,7 @@ def test_missing_key_is_a_storage_error_saying_not_found(storage):
         storage.read_bytes("datasets/missing.parquet")
     assert storage.uri("datasets/missing.parquet") in str(info.value)
     with pytest.raises(StorageError, match="not found"):
-        storage.read_table("datasets/missing.parquet")
+        read_table(storage, "datasets/missing.parquet")
 
 
 @pytest.mark.parametrize("key", ["../outside.parquet", "datasets/../../outside", "a/../b"])
@@ -256,7 +257,7 @@ def test_download_copies_a_prefix_to_a_local_folder(storage, tmp_path):
 def test_local_write_leaves_no_temporary_files(tmp_path):
     storage = LocalStorage(tmp_path)
     storage.write_bytes("datasets/a.parquet", b"one")
-    storage.write_table("datasets/b.parquet", FRAME)
+    write_table(storage, "datasets/b.parquet", FRAME)
     assert sorted(p.name for p in (tmp_path / "datasets").iterdir()) == ["a.parquet", "b.parquet"]
     assert tmp_files(tmp_path) == []
 
@@ -345,7 +346,7 @@ def test_every_local_write_path_lands_durably(tmp_path, disk_events, operation):
     elif operation == "copy":
         storage.copy("in/source.bin", "out/target.bin")
     else:
-        storage.write_table("out/target.bin", FRAME)
+        write_table(storage, "out/target.bin", FRAME)
 
     target = tmp_path / "store" / "out" / "target.bin"
     assert_landed_durably(disk_events, target)
@@ -369,7 +370,7 @@ def test_local_upload_dir_fsyncs_every_file_and_folder_before_renaming_the_folde
 
 def test_s3_objects_land_under_the_prefix_in_the_bucket(s3_bucket, s3_endpoint):
     storage = open_storage(environment(f"s3://{s3_bucket}/team/project", s3_endpoint_url=s3_endpoint))
-    storage.write_table("datasets/frame.parquet", FRAME)
+    write_table(storage, "datasets/frame.parquet", FRAME)
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert keys == ["team/project/datasets/frame.parquet"]

@@ -9,10 +9,10 @@ import pytest
 from mlops_template.data import manifest
 from mlops_template.data.manifest import profile_file
 from mlops_template.data.snapshots import SnapshotStore
-from mlops_template.data.tables import looser, parse_table, read_arrow
+from mlops_template.data.tables import looser, parse_table, read_arrow, read_table
+from mlops_template.data.tables import parse_table as parse_table_for_steps
 from mlops_template.errors import StorageError
 from mlops_template.storage import LocalStorage
-from mlops_template.storage.base import parse_table as parse_table_for_steps
 
 BLOCK = 1 << 10  # small blocks, so a value far down a file comes long after the first one
 FILLER = 300  # rows before the odd value: several blocks
@@ -90,7 +90,7 @@ def test_a_step_gets_the_types_the_manifest_records(tmp_path):
 
     assert {c["name"]: c["dtype"] for c in snapshot.columns} == {name: t for name, (_, t) in COLUMNS.items()}
     assert dtypes(step_frame) == {c["name"]: step_dtype(c) for c in snapshot.columns}
-    assert dtypes(store.storage.read_table("datasets/tricky.csv")) == dtypes(step_frame)  # `read_raw`'s path
+    assert dtypes(read_table(store.storage, "datasets/tricky.csv")) == dtypes(step_frame)  # `read_raw`'s path
     assert dtypes(store.read(snapshot)[1]) == dtypes(step_frame)
     assert step_frame["zero_padded"].tolist() == [7, 10, 123]
     assert step_frame["dates"].tolist()[:2] == [pd.Timestamp("2024-01-31"), pd.Timestamp("2024-02-01")]

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlops_template.cli.output import console, fail, quiet_mlflow
+from mlops_template.cli.output import console, fail
 from mlops_template.cli.run import env_option
 from mlops_template.errors import MlopsError
+from mlops_template.tracking.connect import quiet_mlflow
 
 if TYPE_CHECKING:
     from mlops_template.lineage.reproduce import Reproduction

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mlops_template.cli.output import console, fail, quiet_mlflow, show_warnings, skip_final_gc
+from mlops_template.cli.output import console, fail, show_warnings, skip_final_gc
 from mlops_template.cli.run import (
     env_option,
     param_option,
@@ -20,6 +20,7 @@ from mlops_template.cli.run import (
 )
 from mlops_template.config.environ import scoped
 from mlops_template.errors import MlopsError
+from mlops_template.tracking.connect import quiet_mlflow
 
 
 def entry() -> None:

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mlops_template.cli.output import console, fail, quiet_mlflow, show_step_logs, show_warnings, skip_final_gc
+from mlops_template.cli.output import console, fail, show_step_logs, show_warnings, skip_final_gc
 from mlops_template.errors import MlopsError
+from mlops_template.tracking.connect import quiet_mlflow
 
 if TYPE_CHECKING:
     from mlops_template.config.load import Config

@@ -209,7 +209,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
 
 def _model(table: dict[str, Any], project: str, path: Path) -> ModelConfig:
     """`[model]`: the task decides the default gate metric; a metric must fit the task."""
-    from mlops_template.models.scoring import DEFAULT_METRIC, metric_problem
+    from mlops_template.config.metrics import DEFAULT_METRIC, metric_problem
 
     _check_table(table, _MODEL_KEYS, path, "model")
     task = table.get("task", "classification")

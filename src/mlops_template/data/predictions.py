@@ -35,8 +35,8 @@ def read_predictions(config: Config, run_id: str, environment: str | Environment
         run_id: the pipeline (parent) run's id: `PipelineResult.run_id`, or an id `mlops runs` lists.
         environment: a name or an `Environment`; default `MLOPS_ENVIRONMENT`, else the project's default.
     """
+    from mlops_template.data.tables import parse_table
     from mlops_template.storage import open_storage
-    from mlops_template.storage.base import parse_table
 
     env = environment if isinstance(environment, Environment) else config.environment(environment)
     storage = open_storage(env)

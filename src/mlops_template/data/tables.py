@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.csv
 
+    from mlops_template.storage import Storage
+
 #: Arrow's CSV type inference, tightest first (`arrow/csv/inference_internal.h`).
 INFERENCE_ORDER = ("null", "int64", "bool", "date32[day]", "time32[s]", "timestamp[s]", "timestamp[ns]", "double")
 INFERENCE_ORDER += ("string", "binary")
@@ -117,3 +119,17 @@ def parse_table(data: bytes, uri: str) -> pd.DataFrame:
         return to_pandas(read_arrow(data, "csv" if uri.endswith(".csv") else "parquet"))
     except Exception as exc:
         raise StorageError(f"{uri}: cannot be read as a table ({exc}); is the file complete?") from exc
+
+
+def read_table(storage: Storage, key: str) -> pd.DataFrame:
+    """Read a stored parquet or CSV file (by suffix) into a DataFrame, with the one table reader above."""
+    return parse_table(storage.read_bytes(key), storage.uri(key))
+
+
+def write_table(storage: Storage, key: str, df: pd.DataFrame) -> bytes:
+    """Write a DataFrame as parquet, atomically; returns the bytes written (for hashing)."""
+    buffer = io.BytesIO()
+    df.to_parquet(buffer, index=False)
+    data = buffer.getvalue()
+    storage.write_bytes(key, data)
+    return data

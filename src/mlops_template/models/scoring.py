@@ -1,12 +1,4 @@
-"""Learning tasks and the metrics that judge them.
-
-A gate metric is `f1`, `precision` or `recall` (their macro average over the
-classes), or any scikit-learn scorer name (`roc_auc`, `r2`,
-`neg_root_mean_squared_error`, …). Scorers are higher-is-better by
-construction (losses are negated), so every gate compares the same way.
-Which task a name belongs to is known without importing scikit-learn, so
-`mlops.toml` is checked cheaply when it is loaded.
-"""
+"""Scoring a model on rows with a gate metric (the names and their rules: `config.metrics`)."""
 
 from __future__ import annotations
 
@@ -16,47 +8,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
-TASKS = (CLASSIFICATION, REGRESSION)
-
-MACRO = ("f1", "precision", "recall")
-DEFAULT_METRIC = {CLASSIFICATION: "f1", REGRESSION: "r2"}
-
-_REGRESSION_PREFIXES = ("r2", "explained_variance", "neg_max_error", "neg_mean_", "neg_median_", "neg_root_mean_")
-_REGRESSION_NAMES = {"d2_absolute_error_score"}
-_CLUSTERING_NAMES = {
-    "adjusted_mutual_info_score",
-    "adjusted_rand_score",
-    "completeness_score",
-    "fowlkes_mallows_score",
-    "homogeneity_score",
-    "mutual_info_score",
-    "normalized_mutual_info_score",
-    "rand_score",
-    "v_measure_score",
-}
-
-
-def metric_task(metric: str) -> str | None:
-    """The task a metric name judges: classification, regression, or None for a clustering score."""
-    if metric in _CLUSTERING_NAMES:
-        return None
-    if metric in _REGRESSION_NAMES or metric.startswith(_REGRESSION_PREFIXES):
-        return REGRESSION
-    return CLASSIFICATION
-
-
-def metric_problem(metric: str, task: str) -> str | None:
-    """Why `metric` cannot gate a `task` model, or None when it can (checked without scikit-learn)."""
-    if task not in TASKS:
-        return f'task \'{task}\' is unknown; use "classification" or "regression"'
-    kind = metric_task(metric)
-    if kind is None:
-        return f"'{metric}' scores a clustering, not a {task} model; use e.g. \"{DEFAULT_METRIC[task]}\""
-    if kind != task:
-        return f'\'{metric}\' is a {kind} metric but task = "{task}"; use e.g. "{DEFAULT_METRIC[task]}"'
-    return None
+from mlops_template.config.metrics import CLASSIFICATION, MACRO, REGRESSION
 
 
 def check_scorer(metric: str) -> None:

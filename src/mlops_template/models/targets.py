@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mlops_template.config.metrics import CLASSIFICATION, REGRESSION
 from mlops_template.errors import DataError
-from mlops_template.models.scoring import CLASSIFICATION, REGRESSION
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 from mlops_template.config.load import Config, Environment
 from mlops_template.data.hashing import FORMATS, content_id
 from mlops_template.data.snapshots import Snapshot, SnapshotStore, current_key
+from mlops_template.data.tables import parse_table, read_table, write_table
 from mlops_template.errors import StorageError
 from mlops_template.models import registry
 from mlops_template.models.gate import Comparison, Decision
 from mlops_template.pipeline.coordination import TAG_OUTPUT_PREFIX, RunScope
 from mlops_template.pipeline.replay import Replay
 from mlops_template.storage import Storage
-from mlops_template.storage.base import parse_table
 from mlops_template.tracking.connect import (
     TAG_DATA_PREFIX,
     TAG_GATE,
@@ -138,7 +138,7 @@ class StepContext:
             raise StorageError(
                 f"no .csv or .parquet files under {self.storage.uri(RAW_PREFIX)}/; add some or drop read_raw()"
             )
-        df = pd.concat([self.storage.read_table(k) for k in keys], ignore_index=True)
+        df = pd.concat([read_table(self.storage, k) for k in keys], ignore_index=True)
         stored = self.snapshots.write_table(RAW_PREFIX, df, run_id=self.run_id, step=self.step, current=False)
         if self.scope is not None:
             pinned = self.scope.pin(RAW_PREFIX, stored.snapshot.id, self.run_id)
@@ -372,7 +372,7 @@ class StepContext:
         from mlops_template.data.predictions import predictions_key
 
         key = predictions_key(self.pipeline_run_id)
-        data = self.storage.write_table(key, df)
+        data = write_table(self.storage, key, df)
         _log_input(df, self.storage.uri(key), "predictions", content_id(data), "output")
         self.notes.append(f"{len(df)} predictions → {self.storage.uri(key)}")
         return self.storage.uri(key)

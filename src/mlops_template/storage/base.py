@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 from collections.abc import Iterator
@@ -10,12 +9,10 @@ from contextlib import contextmanager
 from pathlib import PurePosixPath
 from typing import IO, TYPE_CHECKING
 
-from mlops_template.data.tables import parse_table  # also imported from here by older callers
 from mlops_template.errors import StorageError
 
 if TYPE_CHECKING:
     import fsspec
-    import pandas as pd
 
 
 class Storage:
@@ -166,19 +163,6 @@ class Storage:
                 except Exception:  # noqa: BLE001 - the first error is the one raised; cleanup is best effort
                     continue
             raise
-
-    # -- tables ----------------------------------------------------------------
-    def read_table(self, key: str) -> pd.DataFrame:
-        """Read a parquet or CSV file (by suffix) into a DataFrame, with the library's one table reader."""
-        return parse_table(self.read_bytes(key), self.uri(key))
-
-    def write_table(self, key: str, df: pd.DataFrame) -> bytes:
-        """Write a DataFrame as parquet, atomically; returns the bytes written (for hashing)."""
-        buffer = io.BytesIO()
-        df.to_parquet(buffer, index=False)
-        data = buffer.getvalue()
-        self.write_bytes(key, data)
-        return data
 
     # -- errors ----------------------------------------------------------------
     def _call(self, fn, key: str, *args, **kwargs):

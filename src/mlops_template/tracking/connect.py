@@ -567,3 +567,22 @@ def _git_fix(root: Path, why: str) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's chatter (table creation, …) off the terminal; our own lines say what happened.
+
+    Against a tracking server MLflow writes "View run …" and "View experiment …" to
+    stdout whenever a run ends; the pipeline's summary already says where runs are.
+    A user who sets MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false gets them back.
+    """
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+    import mlflow  # noqa: F401  (configures its loggers on import, so adjust them after)
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # It warns that pip is missing from uv-made environments; requirements are pinned explicitly anyway.
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)

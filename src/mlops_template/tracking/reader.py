@@ -115,8 +115,7 @@ def mlflow_reader(config: Config, env: Environment) -> tuple[Reader, str]:
     """The reader through MLflow's client (any store), with the project's experiment created if need be."""
     import mlflow
 
-    from mlops_template.cli.output import quiet_mlflow
-    from mlops_template.tracking.connect import connect
+    from mlops_template.tracking.connect import connect, quiet_mlflow
 
     quiet_mlflow()
     experiment_id = connect(config, env)
