@@ -6,6 +6,8 @@ that they fail on each kind of import they exist to stop, so a contract that no 
 
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -75,3 +77,34 @@ def test_pipeline_main_is_the_run_command_with_one_line_errors(tiny_project, mon
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.strip() == "Error: unknown step 'nope'; valid: only"
+
+
+_TAG_LITERAL = re.compile(r"^(mlops\.[a-z_]+\.?|mlflow\.(parentRunId|note\.content|data\.context|runName|user))$")
+
+
+def tag_literals(source: str) -> list[str]:
+    """String constants that are whole tag names (`mlops.toml` is a file, not a tag)."""
+    return [
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and _TAG_LITERAL.match(node.value)
+        and node.value != "mlops.toml"
+    ]
+
+
+def test_every_tag_name_is_defined_in_tracking_tags_only():
+    assert tag_literals('x = {"mlops.step": 1, "mlflow.parentRunId": 2}\n"""mlops.step in a sentence"""') == [
+        "mlops.step",
+        "mlflow.parentRunId",
+    ]
+    tags = PACKAGE / "tracking" / "tags.py"
+    found = {
+        str(path.relative_to(PACKAGE)): literals
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != tags and "template" not in path.relative_to(PACKAGE).parts
+        if (literals := tag_literals(path.read_text(encoding="utf-8")))
+    }
+    assert found == {}, "import these names from mlops_template.tracking.tags"
+    assert len(tag_literals(tags.read_text(encoding="utf-8"))) >= 30

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlops_template import Pipeline, StepContext, load_config
 from mlops_template.pipeline.runner import run_pipeline
 from mlops_template.scaffold.new import new_project
-from mlops_template.tracking.connect import TAG_LAUNCHED_BY, TAG_PIPELINE_RUN_ID
+from mlops_template.tracking.tags import TAG_LAUNCHED_BY, TAG_NOTE, TAG_PIPELINE_RUN_ID
 
 
 def make(ctx: StepContext) -> None:
@@ -76,7 +76,7 @@ def test_a_run_in_mlflows_fallback_store_points_at_the_pipeline_run_in_the_proje
     outer = MlflowClient(tracking_uri=fallback).get_run(outer_id)
     assert outer.data.tags[TAG_PIPELINE_RUN_ID] == result.run_id
     assert outer.data.tags["mlops.environment"] == "local"
-    assert result.run_id in outer.data.tags["mlflow.note.content"]
+    assert result.run_id in outer.data.tags[TAG_NOTE]
     assert pipeline_runs(fallback, config.name) == ([], [])  # nothing of the pipeline in MLflow's store
     # MLflow's variables are back for whatever runs after the pipeline in this process.
     assert os.environ["MLFLOW_RUN_ID"] == outer_id and os.environ["MLFLOW_TRACKING_URI"] == fallback

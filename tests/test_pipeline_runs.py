@@ -19,11 +19,12 @@ from pathlib import Path
 from conftest import store_client
 
 from mlops_template.config.load import load_config
-from mlops_template.pipeline.coordination import TAG_LOST, TAG_OUTPUT_PREFIX, TAG_PIPELINE_RUN, open_parent, record_key
+from mlops_template.pipeline.coordination import open_parent, record_key
 from mlops_template.pipeline.loader import load_pipeline
 from mlops_template.scaffold.new import new_project
 from mlops_template.storage import open_storage
 from mlops_template.tracking.connect import connect
+from mlops_template.tracking.tags import TAG_LOST, TAG_OUTPUT_PREFIX, TAG_PIPELINE_RUN
 
 STEPS = ["make_data", "feat_data", "train_model", "predict"]
 

@@ -254,8 +254,9 @@ def models(environment: str | None, as_json: bool, project: Path | None) -> None
     from mlops_template.config.environ import scope
     from mlops_template.config.load import load_config
     from mlops_template.models.registry import list_versions
-    from mlops_template.tracking.connect import TAG_DATA_PREFIX, TAG_TRAINING_DATA, store_errors
+    from mlops_template.tracking.connect import store_errors
     from mlops_template.tracking.reader import open_reader
+    from mlops_template.tracking.tags import TAG_DATA_PREFIX, TAG_TRAINING_DATA
 
     config = load_config(project)
     env = config.environment(environment)

@@ -16,17 +16,18 @@ from mlops_template.config.environ import scoped
 from mlops_template.config.load import Config, Environment
 from mlops_template.errors import RunError, choices
 from mlops_template.models.registry import CHAMPION
-from mlops_template.pipeline.coordination import TAG_PIPELINE_RUN
-from mlops_template.tracking.connect import (
+from mlops_template.tracking.connect import store_errors
+from mlops_template.tracking.reader import Where, open_reader
+from mlops_template.tracking.tags import (
     TAG_ENVIRONMENT,
     TAG_GATE,
     TAG_GIT_COMMIT,
     TAG_GIT_DIRTY,
+    TAG_PARENT,
+    TAG_PIPELINE_RUN,
     TAG_STEP,
     TAG_STEPS,
-    store_errors,
 )
-from mlops_template.tracking.reader import Where, open_reader
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 TRAINING_STEP = "train_model"
 MIN_PREFIX = 6
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED")
-_TAG_PARENT = "mlflow.parentRunId"
 # Metrics where less is better; every other one (f1, accuracy, r2, scikit-learn scorers) is higher-is-better.
 _LOWER_IS_BETTER = ("rmse", "mae", "mse", "loss", "error", "log_loss")
 
@@ -97,7 +97,7 @@ def list_runs(
             [experiment_id], Where(has_tag=TAG_STEPS, status=wanted), limit=None if everything else limit
         )
         if step_tags is not None:
-            ran = {r.data.tags.get(_TAG_PARENT) for r in reader.search([experiment_id], Where(tags=step_tags))}
+            ran = {r.data.tags.get(TAG_PARENT) for r in reader.search([experiment_id], Where(tags=step_tags))}
             parents = [p for p in parents if p.info.run_id in ran]
         since = min((p.info.start_time or 0 for p in parents), default=0)
         trainings = (
@@ -107,7 +107,7 @@ def list_runs(
         versions = {v.run_id: str(v.version) for v in reader.versions(config.model.name)} if parents else {}
     training_of: dict[str, Run] = {}
     for run in sorted(trainings, key=lambda r: r.info.start_time or 0):  # the latest attempt wins
-        training_of[run.data.tags.get(_TAG_PARENT, "")] = run
+        training_of[run.data.tags.get(TAG_PARENT, "")] = run
     result = [_summary(p, training_of.get(p.info.run_id), versions) for p in parents]
     if sort is not None:
         result = sort_runs(result, sort)
@@ -203,7 +203,7 @@ def _describe(run: Run) -> str:
 
 
 def _named(reader: Reader, run: Run, name: str) -> NamedRun:
-    parent_id = run.data.tags.get(_TAG_PARENT)
+    parent_id = run.data.tags.get(TAG_PARENT)
     if parent_id and run.data.tags.get(TAG_STEP):
         parent = reader.get(parent_id)
         if parent is None:

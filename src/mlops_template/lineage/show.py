@@ -23,30 +23,28 @@ from mlops_template.config.environ import scoped
 from mlops_template.config.load import Config, Environment
 from mlops_template.errors import MlopsError
 from mlops_template.lineage.listing import TRAINING_STEP, NamedRun, resolve_run
-from mlops_template.pipeline.coordination import TAG_OUTPUT_PREFIX
-from mlops_template.pipeline.provenance import (
-    DIFF_ARTIFACT,
-    ENVIRONMENT_ARTIFACT,
-    NOT_RECORDED,
-    TAG_GIT_DIFF,
-    TAG_PACKAGES,
-    TAG_PLATFORM,
-    TAG_PYTHON,
-)
-from mlops_template.pipeline.replay import TAG_REPRODUCES
-from mlops_template.tracking.connect import (
+from mlops_template.pipeline.provenance import DIFF_ARTIFACT, ENVIRONMENT_ARTIFACT, NOT_RECORDED
+from mlops_template.tracking.connect import display_uri, store_errors
+from mlops_template.tracking.reader import Where, open_reader
+from mlops_template.tracking.tags import (
+    TAG_DATA_CONTEXT,
     TAG_ENVIRONMENT,
     TAG_GATE,
     TAG_GATE_REASON,
     TAG_GIT_COMMIT,
+    TAG_GIT_DIFF,
     TAG_GIT_DIRTY,
     TAG_MODEL_VERSION,
+    TAG_OUTPUT_PREFIX,
+    TAG_PACKAGES,
+    TAG_PARENT,
+    TAG_PIPELINE_RUN,
+    TAG_PLATFORM,
+    TAG_PYTHON,
+    TAG_REPRODUCES,
     TAG_STEP,
     TAG_STEPS,
-    display_uri,
-    store_errors,
 )
-from mlops_template.tracking.reader import Where, open_reader
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -57,8 +55,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_CONTEXT = "mlflow.data.context"
-_TAG_PARENT = "mlflow.parentRunId"
 PREDICTIONS = "predictions"
 
 
@@ -155,7 +151,7 @@ def load_run(reader: Reader, experiment_id: str, named: NamedRun) -> _Loaded:
     """The pipeline run `named` leads to, with every attempt of its steps read once."""
     latest: dict[str, Run] = {}
     counts: dict[str, int] = {}
-    found = reader.search([experiment_id], Where(tags={_TAG_PARENT: named.pipeline.info.run_id}))
+    found = reader.search([experiment_id], Where(tags={TAG_PARENT: named.pipeline.info.run_id}))
     for run in sorted(found, key=lambda r: (r.info.start_time or 0, r.info.run_id)):
         step = run.data.tags.get(TAG_STEP)
         if step:
@@ -188,7 +184,7 @@ def _report(reader: Reader, config: Config, env: Environment, loaded: _Loaded) -
     )
     report = RunReport(
         run_id=parent.info.run_id,
-        key=tags.get("mlops.pipeline_run", ""),
+        key=tags.get(TAG_PIPELINE_RUN, ""),
         status=parent.info.status,
         started=_when(parent.info.start_time),
         environment=tags.get(TAG_ENVIRONMENT, "?"),
@@ -251,7 +247,7 @@ def dataset_refs(run: Run) -> tuple[list[DataRef], list[DataRef]]:
     writes: dict[str, DataRef] = {}
     for entry in run.inputs.dataset_inputs if run.inputs else []:
         dataset = entry.dataset
-        context = {t.key: t.value for t in entry.tags}.get(_CONTEXT, "input")
+        context = {t.key: t.value for t in entry.tags}.get(TAG_DATA_CONTEXT, "input")
         ref = DataRef(dataset.name, dataset.digest, _rows(dataset.profile), _source(dataset.source), context)
         written = run.data.tags.get(TAG_OUTPUT_PREFIX + dataset.name) == dataset.digest or context == "output"
         (writes if written else reads)[dataset.name] = ref
@@ -273,7 +269,7 @@ def _source(source: str) -> str:
 
 
 def _model(reader: Reader, config: Config, env: Environment, run_id: str, storage) -> ModelReport | None:
-    from mlops_template.tracking.connect import TAG_TRAINING_DATA
+    from mlops_template.tracking.tags import TAG_TRAINING_DATA
 
     name = config.model.name
     versions = reader.versions(name, run_id)

@@ -37,17 +37,21 @@ from mlops_template.models import registry
 from mlops_template.models.gate import Comparison, Decision, evaluate_gate, unseen_rows
 from mlops_template.redact import redact
 from mlops_template.storage import open_storage
-from mlops_template.tracking.connect import (
+from mlops_template.tracking.connect import connect, point_at, store_errors
+from mlops_template.tracking.tags import (
     TAG_DATA_PREFIX,
     TAG_ENVIRONMENT,
     TAG_GATE,
+    TAG_GATE_DATA,
     TAG_GATE_REASON,
     TAG_HELDOUT_DATA,
     TAG_MODEL_SHA256,
+    TAG_PROMOTED_AT,
+    TAG_PROMOTED_BY,
+    TAG_PROMOTED_FROM,
+    TAG_PROMOTED_RUN,
+    TAG_PROMOTED_URI,
     TAG_TRAINING_DATA,
-    connect,
-    point_at,
-    store_errors,
 )
 
 if TYPE_CHECKING:
@@ -55,12 +59,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-TAG_PROMOTED_FROM = "mlops.promoted_from"  # <environment>:<version> of the source
-TAG_PROMOTED_RUN = "mlops.promoted_from_run"  # the source version's run id
-TAG_PROMOTED_URI = "mlops.promoted_from_uri"  # the source's tracking URI, secrets hidden
-TAG_PROMOTED_BY = "mlops.promoted_by"
-TAG_PROMOTED_AT = "mlops.promoted_at"
-TAG_GATE_DATA = "mlops.gate_data"  # the rows the target's gate scored, `name:id`
 
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 

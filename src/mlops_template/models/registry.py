@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.errors import IntegrityError, NoChampionError, TrackingError
-from mlops_template.tracking.connect import TAG_HELDOUT_DATA, TAG_MODEL_SHA256, TAG_TRAINING_DATA
+from mlops_template.tracking.tags import TAG_HELDOUT_DATA, TAG_MODEL_SHA256, TAG_TRAINING_DATA
 
 if TYPE_CHECKING:
     import pandas as pd

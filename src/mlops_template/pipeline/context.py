@@ -19,16 +19,17 @@ from mlops_template.data.tables import parse_table, read_table, write_table
 from mlops_template.errors import StorageError
 from mlops_template.models import registry
 from mlops_template.models.gate import Comparison, Decision
-from mlops_template.pipeline.coordination import TAG_OUTPUT_PREFIX, RunScope
+from mlops_template.pipeline.coordination import RunScope
 from mlops_template.pipeline.replay import Replay
 from mlops_template.storage import Storage
-from mlops_template.tracking.connect import (
+from mlops_template.tracking.tags import (
     TAG_DATA_PREFIX,
     TAG_GATE,
     TAG_GATE_REASON,
     TAG_HELDOUT_DATA,
     TAG_MODEL_SHA256,
     TAG_MODEL_VERSION,
+    TAG_OUTPUT_PREFIX,
     TAG_TRAINING_DATA,
 )
 

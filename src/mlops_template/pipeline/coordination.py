@@ -36,6 +36,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mlops_template.errors import ConfigError, StorageError, TrackingError
+from mlops_template.tracking.tags import (
+    TAG_HEARTBEAT,
+    TAG_LOST,
+    TAG_OUTPUT_PREFIX,
+    TAG_PARENT,
+    TAG_PIPELINE_RUN,
+    TAG_STEP,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -50,12 +58,6 @@ LEASE_VARIABLE = "MLOPS_STEP_LEASE"
 DEFAULT_LEASE = 60.0
 RECORDS = "pipeline-runs"
 
-TAG_PIPELINE_RUN = "mlops.pipeline_run"
-TAG_OUTPUT_PREFIX = "mlops.output."
-TAG_HEARTBEAT = "mlops.heartbeat"
-TAG_LOST = "mlops.lost"
-_TAG_STEP = "mlops.step"
-_TAG_PARENT = "mlflow.parentRunId"
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@-]{0,199}")
 _FAILED = ("FAILED", "KILLED")
@@ -192,7 +194,7 @@ def _read_record(storage: Storage, key: str) -> dict | None:
 def attempts(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
     """Every step attempt of a pipeline run (its nested runs), oldest first."""
     runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{_TAG_PARENT}` = '{parent_run_id}'", max_results=5000
+        [experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}'", max_results=5000
     )
     return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
@@ -201,7 +203,7 @@ def pipeline_status(plan: Sequence[str], runs: Sequence[Run]) -> str:
     """FAILED if the latest attempt of a planned step failed, FINISHED once all finished, else RUNNING."""
     latest: dict[str, str] = {}
     for run in sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id)):
-        step = run.data.tags.get(_TAG_STEP)
+        step = run.data.tags.get(TAG_STEP)
         if step:
             latest[step] = run.info.status
     statuses = [latest.get(step) for step in plan]
@@ -243,7 +245,7 @@ def mark_lost(
     now = time.time()
     lost = []
     for run in runs:
-        if run.data.tags.get(_TAG_STEP) != step or run.info.status != "RUNNING" or run.info.run_id == by:
+        if run.data.tags.get(TAG_STEP) != step or run.info.status != "RUNNING" or run.info.run_id == by:
             continue
         last = _last_beat(run)
         if supersede:
@@ -307,7 +309,7 @@ class RunScope:
         earlier = self.order[: self.order.index(self.step)] if self.step in self.order else []
         best: tuple[tuple[int, int], str] | None = None
         for run in self.runs:
-            step = run.data.tags.get(_TAG_STEP)
+            step = run.data.tags.get(TAG_STEP)
             snapshot = run.data.tags.get(TAG_OUTPUT_PREFIX + name)
             if run.info.status != "FINISHED" or step not in earlier or not snapshot:
                 continue

@@ -34,16 +34,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.tracking.connect import GitState, git_state
+from mlops_template.tracking.tags import TAG_GIT_DIFF, TAG_PACKAGES, TAG_PLATFORM, TAG_PYTHON
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 logger = logging.getLogger(__name__)
 
-TAG_PACKAGES = "mlops.packages"
-TAG_PYTHON = "mlops.python"
-TAG_PLATFORM = "mlops.platform"
-TAG_GIT_DIFF = "mlops.git_diff"  # bytes of mlops/code.diff, "none" when clean, "not recorded" when withheld
 ENVIRONMENT_ARTIFACT = "mlops/environment.json"
 DIFF_ARTIFACT = "mlops/code.diff"
 MAX_DIFF_BYTES = 1_000_000

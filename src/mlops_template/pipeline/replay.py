@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TAG_REPRODUCES = "mlops.reproduces"
-
 
 @dataclass(frozen=True)
 class Replay:

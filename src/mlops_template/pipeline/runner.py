@@ -30,21 +30,24 @@ from mlops_template.pipeline.coordination import (
     settle,
 )
 from mlops_template.pipeline.provenance import Provenance, capture
-from mlops_template.pipeline.replay import TAG_REPRODUCES, Replay
+from mlops_template.pipeline.replay import Replay
 from mlops_template.redact import redacted_repr
 from mlops_template.storage import open_storage
 from mlops_template.tracking.connect import (
-    TAG_ENVIRONMENT,
-    TAG_LAUNCHED_BY,
-    TAG_PIPELINE,
-    TAG_STEP,
-    TAG_STEPS,
     connect,
     joins_launched_run,
     launched_run,
     point_launched_run,
     store_errors,
     store_failures,
+)
+from mlops_template.tracking.tags import (
+    TAG_ENVIRONMENT,
+    TAG_LAUNCHED_BY,
+    TAG_PIPELINE,
+    TAG_REPRODUCES,
+    TAG_STEP,
+    TAG_STEPS,
 )
 
 if TYPE_CHECKING:

@@ -23,29 +23,20 @@ from mlops_template.config import environ
 from mlops_template.config.load import Config, Environment
 from mlops_template.errors import TrackingError
 from mlops_template.redact import redact, redact_text, redacted_repr
+from mlops_template.tracking.tags import (
+    TAG_ENVIRONMENT,
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIRTY,
+    TAG_NOTE,
+    TAG_PIPELINE,
+    TAG_PIPELINE_RUN_ID,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 logger = logging.getLogger(__name__)
 
-# Tag names shared by runs, versions and commands (DESIGN.md, "MLflow conventions").
-TAG_PIPELINE = "mlops.pipeline"
-TAG_ENVIRONMENT = "mlops.environment"
-TAG_GIT_COMMIT = "mlops.git_commit"
-TAG_GIT_DIRTY = "mlops.git_dirty"
-TAG_STEPS = "mlops.steps"
-TAG_STEP = "mlops.step"
-TAG_GATE = "mlops.gate"
-TAG_GATE_REASON = "mlops.gate_reason"
-TAG_MODEL_SHA256 = "mlops.model_sha256"
-TAG_DATA_PREFIX = "mlops.data."
-TAG_TRAINING_DATA = "mlops.training_data"
-TAG_HELDOUT_DATA = "mlops.heldout_data"
-TAG_MODEL_VERSION = "mlops.model_version"
-# Under `mlflow run`: MLflow's own run names the pipeline run it started, and back.
-TAG_PIPELINE_RUN_ID = "mlops.pipeline_run_id"
-TAG_LAUNCHED_BY = "mlops.launched_by"
 # Where a process without a git repository (an image) learns the commit it runs.
 IMAGE_COMMIT = "MLOPS_GIT_COMMIT"
 
@@ -465,7 +456,7 @@ def point_launched_run(launched: LaunchedRun, pipeline_run_id: str, config: Conf
     tags = {TAG_PIPELINE_RUN_ID: pipeline_run_id, TAG_PIPELINE: config.name, TAG_ENVIRONMENT: env.name}
     try:
         outer = mlflow.MlflowClient(tracking_uri=launched.tracking_uri)
-        for key, value in {**tags, "mlflow.note.content": note}.items():
+        for key, value in {**tags, TAG_NOTE: note}.items():
             outer.set_tag(launched.run_id, key, value)
     except Exception as exc:
         raise TrackingError(
