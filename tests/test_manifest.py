@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from mlops_template.data import manifest
-from mlops_template.data.manifest import MAX_CATEGORIES, profile_file, profile_table
+from mlops_template.data.manifest import profile_file, profile_table
+from mlops_template.data.stats import MAX_CATEGORIES, TOP_VALUES, profile_batches
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def test_a_column_with_more_categories_than_the_cap_has_no_top_values():
     few = [f"v{i % MAX_CATEGORIES}" for i in range(500)]
     columns = by_name(profile_table(pa.table({"many": values, "few": few})))
     assert "top" not in columns["many"]
-    assert columns["few"]["distinct"] == MAX_CATEGORIES and len(columns["few"]["top"]) == manifest.TOP_VALUES
+    assert columns["few"]["distinct"] == MAX_CATEGORIES and len(columns["few"]["top"]) == TOP_VALUES
 
 
 def test_merged_parts_equal_the_whole():
@@ -136,9 +137,9 @@ def test_merged_parts_equal_the_whole():
 
     rng = np.random.default_rng(1)
     table = pa.table({"x": rng.normal(1e6, 3, 5000), "k": rng.integers(0, 5, 5000)})
-    whole = manifest._profile(table.schema, table.to_batches(), prefetch=False)
-    first = manifest._profile(table.schema, table.slice(0, 1234).to_batches(), prefetch=False)
-    first.merge(manifest._profile(table.schema, table.slice(1234).to_batches(), prefetch=False))
+    whole = profile_batches(table.schema, table.to_batches(), prefetch=False)
+    first = profile_batches(table.schema, table.slice(0, 1234).to_batches(), prefetch=False)
+    first.merge(profile_batches(table.schema, table.slice(1234).to_batches(), prefetch=False))
     a, b = by_name(whole.summary()), by_name(first.summary())
     assert a["k"] == b["k"]
     for stat in ("min", "max", "mean", "std"):

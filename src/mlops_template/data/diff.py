@@ -138,7 +138,7 @@ def _dtypes(df: pd.DataFrame) -> dict[Any, str]:
     """Column types as Arrow names, the same words the manifests use (`mixed` where Arrow finds none)."""
     import pyarrow as pa
 
-    from mlops_template.data.manifest import type_name
+    from mlops_template.data.stats import type_name
 
     types: dict[Any, str] = {}
     for column in df.columns:
