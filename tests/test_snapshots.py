@@ -29,7 +29,8 @@ from durability import assert_landed_durably, record_disk_events
 
 import mlops_template.data.manifest as manifest_module
 import mlops_template.data.snapshots as snapshots_module
-from mlops_template.data.snapshots import Snapshot, SnapshotStore
+from mlops_template.data.layout import Snapshot
+from mlops_template.data.snapshots import SnapshotStore
 from mlops_template.data.tables import write_table
 from mlops_template.errors import IntegrityError, StorageError
 from mlops_template.storage import LocalStorage, S3Storage

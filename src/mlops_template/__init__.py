@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # for type checkers and editors; `X as X` marks a re-export
     from mlops_template.config.load import load_config as load_config
     from mlops_template.data.diff import diff_frames as diff_frames
     from mlops_template.data.diff import diff_snapshots as diff_snapshots
+    from mlops_template.data.layout import Snapshot as Snapshot
     from mlops_template.data.predictions import read_predictions as read_predictions
-    from mlops_template.data.snapshots import Snapshot as Snapshot
     from mlops_template.data.snapshots import SnapshotStore as SnapshotStore
     from mlops_template.data.snapshots import open_snapshots as open_snapshots
     from mlops_template.errors import MlopsError as MlopsError
@@ -44,7 +44,7 @@ _HOME = {
     "Pipeline": "pipeline.pipeline",
     "Step": "pipeline.pipeline",
     "read_predictions": "data.predictions",
-    "Snapshot": "data.snapshots",
+    "Snapshot": "data.layout",
     "SnapshotStore": "data.snapshots",
     "open_snapshots": "data.snapshots",
     "check_target": "models.targets",

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from mlops_template.data.snapshots import Snapshot, SnapshotStore
+    from mlops_template.data.layout import Snapshot
+    from mlops_template.data.snapshots import SnapshotStore
 
 PSI_DRIFT = 0.2  # the usual reading: < 0.1 stable, 0.1–0.2 moderate, > 0.2 shifted
 NULL_RATE_DRIFT = 0.05

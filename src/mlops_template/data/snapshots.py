@@ -1,39 +1,41 @@
 """Snapshots: every dataset version, kept once, by content, beside the run that made it.
 
-Layout under an environment's storage root::
-
-    snapshots/<name>/<id>.parquet|csv   the bytes, never rewritten; id = BLAKE3 of them
-    snapshots/<name>/<id>.json          the manifest, written last: a snapshot without one is incomplete
-    datasets/<name>.parquet|csv         a copy of the current version, for the next step
-
 Bytes are hashed while they stream to storage (constant memory, no read-back),
 a version that is already stored is not written again, and every load
-checks the bytes against the digest in the manifest.
+checks the bytes against the digest in the manifest. Where the files are is
+`mlops_template.data.layout`; how commands name a snapshot, `mlops_template.data.refs`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import posixpath
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mlops_template.data.hashing import (
     FORMATS,
-    ID_LENGTH,
     HashingWriter,
     copy_hashing,
     digest_bytes,
     digest_file,
-    is_valid_name,
     short_id,
     stream_file,
     validate_name,
 )
+from mlops_template.data.layout import (
+    PREFIX,
+    Snapshot,
+    complete_manifests,
+    current_key,
+    data_key,
+    file_format,
+    manifest_key,
+)
+from mlops_template.data.refs import known_datasets, resolve_ref
 from mlops_template.data.tables import parse_table, read_arrow
 from mlops_template.errors import IntegrityError, StorageError
 
@@ -44,51 +46,6 @@ if TYPE_CHECKING:
     from mlops_template.config.load import Config, Environment
     from mlops_template.storage import Storage
 
-PREFIX = "snapshots"
-MIN_PREFIX = 4
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One stored dataset version and its manifest."""
-
-    name: str
-    id: str
-    digest: str
-    format: str
-    bytes: int
-    rows: int
-    columns: list[dict[str, Any]]
-    created_at: str
-    run_id: str | None = None
-    step: str | None = None
-    source: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ref(self) -> str:
-        """How commands name it unambiguously: `name:id`."""
-        return f"{self.name}:{self.id}"
-
-    @property
-    def key(self) -> str:
-        return data_key(self.name, self.id, self.format)
-
-    def column(self, name: str) -> dict[str, Any] | None:
-        return next((c for c in self.columns if c["name"] == name), None)
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.update(out.pop("extra"))
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Snapshot:
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        return cls(
-            **{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known}
-        )
-
 
 @dataclass(frozen=True)
 class Stored:
@@ -96,27 +53,6 @@ class Stored:
 
     snapshot: Snapshot
     written: bool
-
-
-def data_key(name: str, snapshot_id: str, fmt: str) -> str:
-    return f"{PREFIX}/{validate_name(name)}/{snapshot_id}.{fmt}"
-
-
-def manifest_key(name: str, snapshot_id: str) -> str:
-    return f"{PREFIX}/{validate_name(name)}/{snapshot_id}.json"
-
-
-def current_key(name: str, fmt: str) -> str:
-    return f"datasets/{validate_name(name)}.{fmt}"
-
-
-def file_format(path: str | os.PathLike[str]) -> str:
-    """`parquet` or `csv`, from a file name's suffix."""
-    suffix = Path(path).suffix.lower()
-    fmt = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}.get(suffix)
-    if fmt is None:
-        raise StorageError(f"{path}: unsupported file type '{suffix or '(none)'}'; add a .csv or .parquet file")
-    return fmt
 
 
 class SnapshotStore:
@@ -363,12 +299,12 @@ class SnapshotStore:
     def list(self, name: str | None = None) -> list[Snapshot]:
         """Complete snapshots, newest first (all datasets, or one)."""
         folder = f"{PREFIX}/{validate_name(name)}" if name else PREFIX
-        keys = _complete_manifests(self.storage.list(folder))
+        keys = complete_manifests(self.storage.list(folder))
         snapshots = [Snapshot.from_json(json.loads(body)) for body in self.storage.read_many(keys).values()]
         return sorted(snapshots, key=lambda s: (s.created_at, s.name), reverse=True)
 
     def names(self) -> list[str]:
-        return sorted({k.split("/")[1] for k in _complete_manifests(self.storage.list(PREFIX))})
+        return sorted({k.split("/")[1] for k in complete_manifests(self.storage.list(PREFIX))})
 
     def current(self, name: str) -> Snapshot:
         """The snapshot that `datasets/<name>` holds now (found by hashing it)."""
@@ -382,44 +318,11 @@ class SnapshotStore:
                         f"or `mlops data add {self.storage.uri(key)} --name {name}`"
                     )
                 return found
-        raise StorageError(f"dataset '{name}' has no current version; {self._known_names()}")
-
-    def _known_names(self) -> str:
-        names = self.names()
-        return f"datasets with snapshots: {', '.join(names)}" if names else "no snapshots are stored yet"
+        raise StorageError(f"dataset '{name}' has no current version; {known_datasets(self)}")
 
     def resolve(self, ref: str) -> Snapshot:
-        """A snapshot from `ID`, a unique id prefix, `NAME:ID`, or `NAME` (its current version).
-
-        Errors list the candidates.
-        """
-        name, _, wanted = ref.rpartition(":")
-        wanted = wanted.lower()
-        if not name and not _looks_like_id(wanted) and is_valid_name(ref):
-            return self.current(ref)
-        if not _looks_like_id(wanted):
-            raise StorageError(
-                f"snapshot '{ref}' is neither an id nor a dataset name; give {MIN_PREFIX}-{ID_LENGTH} hex digits, "
-                "NAME:ID or NAME (`mlops data ls` lists them)"
-            )
-        folder = f"{PREFIX}/{validate_name(name)}" if name else PREFIX
-        manifests = _complete_manifests(self.storage.list(folder))
-        found: dict[str, list[str]] = {}
-        for key in manifests:
-            if posixpath.basename(key).startswith(wanted):
-                found.setdefault(posixpath.basename(key).removesuffix(".json"), []).append(key)
-        if not found and not name and is_valid_name(ref) and ref in {k.split("/")[1] for k in manifests}:
-            return self.current(ref)  # a dataset whose name happens to look like an id
-        if not found:
-            raise StorageError(
-                f"no snapshot matches '{ref}' in {self.storage.uri(folder)}; {self._known_names()} (`mlops data ls`)"
-            )
-        if len(found) > 1:
-            candidates = ", ".join(f"{k.split('/')[1]}:{i}" for i, keys in sorted(found.items()) for k in keys)
-            raise StorageError(f"snapshot '{ref}' is ambiguous; it matches {candidates}; give more digits")
-        keys = next(iter(found.values()))
-        manifests = [Snapshot.from_json(json.loads(b)) for b in self.storage.read_many(keys).values()]
-        return max(manifests, key=lambda s: s.created_at)  # the same bytes under several names: the newest
+        """A snapshot from `ID`, a unique id prefix, `NAME:ID`, or `NAME` (its current version); see `data.refs`."""
+        return resolve_ref(self, ref)
 
     # -- reading ---------------------------------------------------------------
     def read_bytes(self, snapshot: Snapshot) -> bytes:
@@ -482,23 +385,6 @@ class _Discard:
 
     def write(self, data) -> int:
         return len(data)
-
-
-def _looks_like_id(text: str) -> bool:
-    return MIN_PREFIX <= len(text) <= ID_LENGTH and all(c in "0123456789abcdef" for c in text)
-
-
-def _complete_manifests(keys: list[str]) -> list[str]:
-    """The manifest keys among `keys` whose data file is there too."""
-    present = set(keys)
-    return [
-        k for k in keys if _is_manifest(k) and any(k.removesuffix(".json") + f".{fmt}" in present for fmt in FORMATS)
-    ]
-
-
-def _is_manifest(key: str) -> bool:
-    parts = key.split("/")
-    return len(parts) == 3 and parts[0] == PREFIX and parts[2].endswith(".json") and not parts[2].startswith(".")
 
 
 def _tampered(uri: str, snapshot: Snapshot) -> IntegrityError:

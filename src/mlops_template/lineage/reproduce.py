@@ -224,7 +224,7 @@ def _packages(environment: bytes | None) -> dict[str, str] | None:
 
 def _check_snapshots(store, run_id: str, reads: dict[str, dict[str, str]]) -> None:
     """Every snapshot the steps will read is in storage with its bytes; else one line naming it."""
-    from mlops_template.data.snapshots import data_key, manifest_key
+    from mlops_template.data.layout import data_key, manifest_key
 
     for step, names in reads.items():
         for name, snapshot_id in names.items():

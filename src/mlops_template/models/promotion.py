@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_template.config import environ
 from mlops_template.config.load import Config, Environment
-from mlops_template.data.snapshots import Snapshot, SnapshotStore
+from mlops_template.data.layout import Snapshot
+from mlops_template.data.snapshots import SnapshotStore
 from mlops_template.errors import ConfigError, IntegrityError, ModelError, StorageError, TrackingError
 from mlops_template.models import registry
 from mlops_template.models.gate import Comparison, Decision, evaluate_gate, unseen_rows

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_template.config.load import Config, Environment
 from mlops_template.data.hashing import FORMATS, content_id
-from mlops_template.data.snapshots import Snapshot, SnapshotStore, current_key
+from mlops_template.data.layout import Snapshot, current_key
+from mlops_template.data.snapshots import SnapshotStore
 from mlops_template.data.tables import parse_table, read_table, write_table
 from mlops_template.errors import StorageError
 from mlops_template.models import registry
