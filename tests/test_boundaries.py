@@ -108,3 +108,43 @@ def test_every_tag_name_is_defined_in_tracking_tags_only():
     }
     assert found == {}, "import these names from mlops_template.tracking.tags"
     assert len(tag_literals(tags.read_text(encoding="utf-8"))) >= 30
+
+
+_PROCESS_CALLS = {"run", "call", "check_call", "check_output", "Popen", "system", "getoutput", "getstatusoutput"}
+
+
+def git_calls(source: str) -> list[int]:
+    """Lines that start a process whose command is git: `subprocess.run(["git", ...])`, `Popen(("git",))`, `os.system("git …")`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+        if name not in _PROCESS_CALLS:
+            continue
+        command = node.args[0]
+        first = command.elts[0] if isinstance(command, ast.List | ast.Tuple) and command.elts else command
+        if isinstance(first, ast.Constant) and isinstance(first.value, str) and first.value.split(" ")[0] == "git":
+            found.append(node.lineno)
+    return found
+
+
+def test_only_vcs_runs_git():
+    sample = (
+        "import subprocess\nfrom subprocess import Popen\n"
+        'subprocess.run(["git", "status"], cwd=".")\n'
+        'Popen(("git", "log"))\n'
+        'subprocess.run(["uv", "lock"])\n'
+        'os.system("git fetch")\n'
+        'print(["git", "status"])\n'
+    )
+    assert git_calls(sample) == [3, 4, 6]
+    vcs = PACKAGE / "vcs.py"
+    found = {
+        str(path.relative_to(PACKAGE)): lines
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path != vcs and "template" not in path.relative_to(PACKAGE).parts
+        if (lines := git_calls(path.read_text(encoding="utf-8")))
+    }
+    assert found == {}, "run git through mlops_template.vcs"
+    assert git_calls(vcs.read_text(encoding="utf-8"))  # the scan sees vcs.py's own call

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from mlops_template.cli.main import main
-from mlops_template.tracking.connect import git_state
+from mlops_template.pipeline.provenance import git_state
 
 WARNING = "Warning: code version not recorded for this run (mlops.git_commit=none)"
 

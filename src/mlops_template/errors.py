@@ -54,6 +54,21 @@ class IntegrityError(MlopsError):
     """Stored bytes no longer match the hash recorded for them."""
 
 
+class VcsError(MlopsError):
+    """git is missing, the folder is not in a repository, a git command failed or hung, or a ref is not a commit SHA.
+
+    `reason` is git's own first line (empty when git said nothing), `missing`
+    whether git is not installed, `returncode` git's exit status when it ran
+    to the end.
+    """
+
+    def __init__(self, message: str, *, reason: str = "", missing: bool = False, returncode: int | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.missing = missing
+        self.returncode = returncode
+
+
 def choices(valid: Iterable[str], given: str | None = None) -> str:
     """Format the valid choices, with a "did you mean" hint for a near miss."""
     valid = sorted(valid)

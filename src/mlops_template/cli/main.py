@@ -254,7 +254,7 @@ def models(environment: str | None, as_json: bool, project: Path | None) -> None
     from mlops_template.config.environ import scope
     from mlops_template.config.load import load_config
     from mlops_template.models.registry import list_versions
-    from mlops_template.tracking.connect import store_errors
+    from mlops_template.tracking.failures import store_errors
     from mlops_template.tracking.reader import open_reader
     from mlops_template.tracking.tags import TAG_DATA_PREFIX, TAG_TRAINING_DATA
 
@@ -324,7 +324,8 @@ def promote(
 
         raise ConfigError("--evaluate and --dry-run go with --from E1 --to E2; add them, or drop the option")
     from mlops_template.models.registry import promote as promote_version
-    from mlops_template.tracking.connect import client, store_errors
+    from mlops_template.tracking.connect import client
+    from mlops_template.tracking.failures import store_errors
 
     config, env = _connected(project, environment)
     version = version.removeprefix("v")

@@ -16,7 +16,7 @@ from mlops_template.config.environ import scoped
 from mlops_template.config.load import Config, Environment
 from mlops_template.errors import RunError, choices
 from mlops_template.models.registry import CHAMPION
-from mlops_template.tracking.connect import store_errors
+from mlops_template.tracking.failures import store_errors
 from mlops_template.tracking.reader import Where, open_reader
 from mlops_template.tracking.tags import (
     TAG_ENVIRONMENT,

@@ -18,23 +18,24 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_template import vcs
 from mlops_template.config.environ import scope
 from mlops_template.config.load import Config, StepConfig
-from mlops_template.errors import MlopsError, RunError, choices
+from mlops_template.errors import MlopsError, RunError, VcsError, choices
 from mlops_template.lineage.listing import resolve_run
 from mlops_template.lineage.show import dataset_refs, load_run
 from mlops_template.pipeline.provenance import DIFF_ARTIFACT, ENVIRONMENT_ARTIFACT, NOT_RECORDED, installed_packages
 from mlops_template.pipeline.replay import Replay
-from mlops_template.tracking.connect import connect, store_errors
+from mlops_template.tracking.connect import connect
+from mlops_template.tracking.failures import store_errors
 from mlops_template.tracking.reader import MlflowReader
 from mlops_template.tracking.tags import TAG_GIT_COMMIT, TAG_GIT_DIFF, TAG_GIT_DIRTY, TAG_MODEL_VERSION, TAG_STEP
 
@@ -190,6 +191,8 @@ def _plan(reader: MlflowReader, config: Config, run_id: str, latest: dict[str, R
             f"run {run_id} was made outside a git repository ({TAG_GIT_COMMIT}=none), so its code cannot be found; "
             "commit the project's code and make a new run"
         )
+    if not vcs.is_commit(commit):
+        raise RunError(f"run {run_id} records {TAG_GIT_COMMIT}={commit[:80]!r}, not a commit SHA; make a new run")
     first = next(iter(originals.values()))
     diff = None
     if dirty != "false":
@@ -250,20 +253,16 @@ def _check_models(client: MlflowClient, config: Config, models: dict[str, str]) 
 
 def _repository(root: Path) -> Path:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
+        return vcs.toplevel(root)
+    except VcsError as exc:
         raise RunError(
             f"{root} is not in a git repository (or git is missing), so a past commit cannot be checked out; "
             "run the command in the project's repository"
         ) from exc
-    return Path(out.stdout.strip()).resolve()
 
 
 def _check_commit(repo: Path, commit: str, run_id: str) -> None:
-    found = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo, capture_output=True, timeout=10)
-    if found.returncode != 0:
+    if not vcs.has_commit(repo, commit):
         raise RunError(
             f"commit {commit[:12]} of run {run_id} is no longer in the repository at {repo}; "
             "fetch it (`git fetch --all`) or restore the branch that had it"
@@ -279,23 +278,22 @@ def _worktree(repo: Path, commit: str, diff: bytes | None) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="mlops-reproduce-") as tmp:
         tree = Path(tmp) / "code"
 
-        def git(*args: str, cwd: Path = repo, stdin: bytes | None = None) -> None:
-            done = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, timeout=120)
-            if done.returncode != 0:
-                lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        def git(command: str, action: Callable[..., None], *args: Any) -> None:
+            try:
+                action(*args)
+            except VcsError as exc:
                 raise RunError(
-                    f"git {args[0]} failed while preparing the code of {commit[:12]}: "
-                    f"{lines[0] if lines else done.returncode}; check the repository at {repo}"
-                )
+                    f"git {command} failed while preparing the code of {commit[:12]}: "
+                    f"{exc.reason or exc.returncode}; check the repository at {repo}"
+                ) from exc
 
-        git("worktree", "add", "--detach", "--quiet", str(tree), commit)
+        git("worktree", vcs.worktree_add, repo, tree, commit)
         try:
             if diff:
-                git("apply", "--binary", "--whitespace=nowarn", "-", cwd=tree, stdin=diff)
+                git("apply", vcs.apply, tree, diff)
             yield tree
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo, capture_output=True)
-            subprocess.run(["git", "worktree", "prune"], cwd=repo, capture_output=True)
+            vcs.worktree_remove(repo, tree)
 
 
 @contextmanager

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_template import vcs
 from mlops_template.config.environ import scoped
 from mlops_template.config.load import Config, Environment
-from mlops_template.errors import MlopsError
+from mlops_template.errors import MlopsError, VcsError
 from mlops_template.lineage.listing import TRAINING_STEP, NamedRun, resolve_run
 from mlops_template.pipeline.provenance import DIFF_ARTIFACT, ENVIRONMENT_ARTIFACT, NOT_RECORDED
-from mlops_template.tracking.connect import display_uri, store_errors
+from mlops_template.tracking.connect import display_uri
+from mlops_template.tracking.failures import store_errors
 from mlops_template.tracking.reader import Where, open_reader
 from mlops_template.tracking.tags import (
     TAG_DATA_CONTEXT,
@@ -447,23 +448,10 @@ def changed_files(root: Path, commit_a: str, commit_b: str) -> tuple[list[tuple[
     if commit_a == commit_b:
         return [], None
     try:
-        out = subprocess.run(
-            ["git", "diff", "--name-status", "--no-renames", commit_a, commit_b],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        lines = (getattr(exc, "stderr", "") or "").strip().splitlines()
-        reason = lines[0] if lines else str(exc)
+        return vcs.changed_files(root, commit_a, commit_b), None
+    except VcsError as exc:
+        reason = exc.reason or str(exc)
         return None, f"the repository at {root} cannot compare {commit_a[:12]} and {commit_b[:12]} ({reason})"
-    files = []
-    for line in out.splitlines():
-        status, _, path = line.partition("\t")
-        files.append((status, path))
-    return files, None
 
 
 def diff_files(diff: bytes | None) -> list[str]:

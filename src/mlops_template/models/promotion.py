@@ -38,7 +38,8 @@ from mlops_template.models import registry
 from mlops_template.models.gate import Comparison, Decision, evaluate_gate, unseen_rows
 from mlops_template.redact import redact
 from mlops_template.storage import open_storage
-from mlops_template.tracking.connect import connect, point_at, store_errors
+from mlops_template.tracking.connect import connect, point_at
+from mlops_template.tracking.failures import store_errors
 from mlops_template.tracking.tags import (
     TAG_DATA_PREFIX,
     TAG_ENVIRONMENT,

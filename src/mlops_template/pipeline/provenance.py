@@ -27,14 +27,21 @@ import json
 import logging
 import platform
 import posixpath
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_template.tracking.connect import GitState, git_state
-from mlops_template.tracking.tags import TAG_GIT_DIFF, TAG_PACKAGES, TAG_PLATFORM, TAG_PYTHON
+from mlops_template import vcs
+from mlops_template.errors import VcsError
+from mlops_template.tracking.tags import (
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIFF,
+    TAG_GIT_DIRTY,
+    TAG_PACKAGES,
+    TAG_PLATFORM,
+    TAG_PYTHON,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -48,11 +55,22 @@ SECRET_PATTERNS = (".env", "*.pem", "*credentials*", "*.key")
 NOT_RECORDED = "not recorded"
 
 
+class CodeVersion(vcs.GitState):
+    """The commit a run's code came from and whether its work tree differed, as the run's tags record them."""
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {
+            TAG_GIT_COMMIT: self.commit,
+            TAG_GIT_DIRTY: "unknown" if self.dirty is None else str(self.dirty).lower(),
+        }
+
+
 @dataclass(frozen=True)
 class Provenance:
     """The code and environment one process runs steps with."""
 
-    git: GitState
+    git: CodeVersion
     packages: dict[str, str]
     python: str
     platform: str
@@ -183,29 +201,12 @@ def is_secret(path: str) -> bool:
 
 def _uncommitted(root: Path) -> tuple[bytes | None, list[str], list[str], str | None]:
     """The diff of tracked files against HEAD (secret-looking ones left out), untracked names, withheld names."""
-
-    def git(*args: str) -> bytes | None:
-        try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, timeout=30, check=True).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    status = git("status", "--porcelain=v1", "-z", "--untracked-files=normal")
-    if status is None:
+    try:
+        changes = vcs.status(root)
+    except VcsError:
         return None, [], [], "git status failed"
-    tracked, untracked = [], []
-    entries = status.decode("utf-8", "surrogateescape").split("\0")
-    i = 0
-    while i < len(entries):
-        entry = entries[i]
-        i += 1
-        if len(entry) < 4:
-            continue
-        code, path = entry[:2], entry[3:]
-        if code[0] in "RC":  # a rename or copy: the next entry is its source
-            tracked.append(entries[i])
-            i += 1
-        (untracked if code == "??" else tracked).append(path)
+    tracked = [path for code, path in changes if code != "??"]
+    untracked = [path for code, path in changes if code == "??"]
     withheld = sorted(p for p in {*tracked, *untracked} if is_secret(p))
     if withheld:
         logger.warning(
@@ -217,11 +218,69 @@ def _uncommitted(root: Path) -> tuple[bytes | None, list[str], list[str], str | 
     untracked = sorted(p for p in untracked if not is_secret(p))
     if not included:
         return b"", untracked, withheld, None
-    diff = git("diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", "--", *included)
-    if diff is None:
+    try:
+        diff = vcs.diff(root, included)
+    except VcsError:
         return None, untracked, withheld, "git diff failed"
     if len(diff) > MAX_DIFF_BYTES:
         problem = f"the diff is {len(diff):,} bytes, over the {MAX_DIFF_BYTES:,} byte cap"
         logger.warning("this run's uncommitted changes are not recorded: %s; commit them to record the code", problem)
         return None, untracked, withheld, problem
     return diff, untracked, withheld, None
+
+
+def git_state(root: Path) -> CodeVersion:
+    """The commit checked out in `root` and whether the work tree differs from it.
+
+    Where git is missing or `root` has no commit, the run is still tagged
+    (commit `none`, dirty `unknown`) and a warning says how to get the code
+    version recorded: a run whose code cannot be found again is hard to trust.
+    """
+    try:
+        commit = vcs.head_commit(root)
+    except VcsError as exc:
+        return _without_repository(root, exc)
+    try:
+        dirty: bool | None = bool(vcs.status(root))
+    except VcsError as exc:
+        dirty = None
+        logger.warning(
+            "cannot tell whether this run's code differs from commit %s (%s=unknown): %s: %s",
+            commit[:12],
+            TAG_GIT_DIRTY,
+            root,
+            exc.reason.removeprefix("fatal: ") or "git status failed",
+        )
+    return CodeVersion(commit=commit, dirty=dirty)
+
+
+def _without_repository(root: Path, exc: VcsError) -> CodeVersion:
+    """The commit an image names (see :func:`vcs.image_commit`); otherwise `none`, with a warning saying how to fix it."""
+    try:
+        built = vcs.image_commit()
+    except VcsError as bad:
+        logger.warning(
+            "code version not recorded for this run (%s=none): %s; "
+            "give the full 40-character SHA the image was built from (scripts/build_image.sh tags it so)",
+            TAG_GIT_COMMIT,
+            bad.reason,
+        )
+        return CodeVersion(commit="none", dirty=None)
+    if built is not None:
+        return CodeVersion(commit=built.commit, dirty=built.dirty)
+    logger.warning(
+        "code version not recorded for this run (%s=none): %s: %s; %s",
+        TAG_GIT_COMMIT,
+        root,
+        exc.reason.removeprefix("fatal: ") or "the repository has no commit yet",
+        _git_fix(root, exc),
+    )
+    return CodeVersion(commit="none", dirty=None)
+
+
+def _git_fix(root: Path, exc: VcsError) -> str:
+    if exc.missing:
+        return f"install git, or in an image set {vcs.IMAGE_COMMIT} to the commit it was built from"
+    if "dubious ownership" in exc.reason:
+        return f"trust the folder: git config --global --add safe.directory {root}"
+    return "commit the code there: git init && git add -A && git commit -m start"

@@ -33,14 +33,9 @@ from mlops_template.pipeline.provenance import Provenance, capture
 from mlops_template.pipeline.replay import Replay
 from mlops_template.redact import redacted_repr
 from mlops_template.storage import open_storage
-from mlops_template.tracking.connect import (
-    connect,
-    joins_launched_run,
-    launched_run,
-    point_launched_run,
-    store_errors,
-    store_failures,
-)
+from mlops_template.tracking.connect import connect
+from mlops_template.tracking.failures import store_errors, store_failures
+from mlops_template.tracking.mlflow_run import joins_launched_run, launched_run, point_launched_run
 from mlops_template.tracking.tags import (
     TAG_ENVIRONMENT,
     TAG_LAUNCHED_BY,

@@ -6,14 +6,14 @@ import keyword
 import logging
 import re
 import shutil
-import subprocess
 import sys
 import warnings
 from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
 
-from mlops_template.errors import ProjectError
+from mlops_template import vcs
+from mlops_template.errors import ProjectError, VcsError
 from mlops_template.scaffold.lock import lock_project, uv_version
 from mlops_template.scaffold.wheel import write_wheel
 
@@ -151,21 +151,11 @@ def _mlflow_version() -> str:
 
 def _git_init(target: Path) -> None:
     """Start the project's history with the rendered files as its first commit."""
-
-    def git(*args: str) -> None:
-        subprocess.run(["git", *args], cwd=target, check=True, capture_output=True, text=True)
-
+    # A neutral identity where the user has none configured.
+    identity = {"user.name": "mlops", "user.email": "mlops@localhost"}
     try:
-        git("init", "--quiet", "--initial-branch=main")
-        git("add", "--all")
-        # Fall back to a neutral identity where the user has none configured.
-        identity = []
-        for key, fallback in (("user.name", "mlops"), ("user.email", "mlops@localhost")):
-            has = subprocess.run(["git", "config", key], cwd=target, capture_output=True).returncode == 0
-            if not has:
-                identity += ["-c", f"{key}={fallback}"]
-        git(*identity, "commit", "--quiet", "-m", "Start project from mlops-template")
-    except FileNotFoundError:
-        return  # no git on this machine: the project works without history
-    except subprocess.CalledProcessError as exc:
-        raise ProjectError(f"git could not record the new project in {target}: {exc.stderr.strip()}") from exc
+        vcs.init_commit(target, "Start project from mlops-template", identity=identity)
+    except VcsError as exc:
+        if exc.missing:
+            return  # no git on this machine: the project works without history
+        raise ProjectError(f"git could not record the new project in {target}: {exc.reason or exc}") from exc

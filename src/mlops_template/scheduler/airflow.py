@@ -21,9 +21,10 @@ from pathlib import Path
 
 from mlops_template.config.load import Config, Environment
 from mlops_template.config.resources import check_image, split_tag
-from mlops_template.errors import ConfigError, choices
+from mlops_template.errors import ConfigError, VcsError, choices
 from mlops_template.pipeline.loader import check_step_tables
 from mlops_template.scheduler.render import HASH_PREFIX, body_digest, render_cluster, render_local, tag_variable
+from mlops_template.vcs import head_commit
 
 logger = logging.getLogger(__name__)
 
@@ -156,10 +157,7 @@ def _images(
 
 
 def _commit(root: Path) -> str:
-    import subprocess
-
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-    except OSError:
+        return head_commit(root)
+    except VcsError:
         return "<commit sha>"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "<commit sha>"

@@ -19,7 +19,7 @@ from mlops_template.config.dag import DagSettings
 from mlops_template.config.load import Config, Environment
 from mlops_template.config.resources import Resources, split_tag
 from mlops_template.errors import ConfigError
-from mlops_template.tracking.connect import IMAGE_COMMIT
+from mlops_template.vcs import IMAGE_COMMIT
 
 HASH_PREFIX = "# mlops-dag-sha256: "
 LINE_LENGTH = 88  # fits ruff's and black's default, so it also fits any longer project setting
