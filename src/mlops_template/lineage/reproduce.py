@@ -35,7 +35,7 @@ from mlops_template.lineage.show import dataset_refs, load_run
 from mlops_template.pipeline.provenance import DIFF_ARTIFACT, ENVIRONMENT_ARTIFACT, NOT_RECORDED, installed_packages
 from mlops_template.pipeline.replay import Replay
 from mlops_template.tracking.connect import connect, store_errors
-from mlops_template.tracking.reader import MlflowReader
+from mlops_template.tracking.reader.mlflow import MlflowReader
 from mlops_template.tracking.tags import TAG_GIT_COMMIT, TAG_GIT_DIFF, TAG_GIT_DIRTY, TAG_MODEL_VERSION, TAG_STEP
 
 if TYPE_CHECKING:
