@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_template.config.environ import scope
 from mlops_template.config.load import Config, StepConfig
 from mlops_template.errors import MlopsError, RunError, choices
-from mlops_template.lineage.listing import resolve_run
+from mlops_template.lineage.names import resolve_run
 from mlops_template.lineage.show import dataset_refs, load_run
 from mlops_template.pipeline.provenance import DIFF_ARTIFACT, ENVIRONMENT_ARTIFACT, NOT_RECORDED, installed_packages
 from mlops_template.pipeline.replay import Replay
