@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -87,3 +88,18 @@ def test_a_store_of_an_unknown_schema_revision_is_read_through_mlflow_with_the_s
     opened.clear()
     assert answers() == direct
     assert opened == ["mlflow"] * len(questions)
+
+
+def test_a_store_of_an_older_schema_revision_is_refused_with_mlflow_s_upgrade_advice(write_config, tmp_path: Path):
+    from conftest import store_client
+
+    made = tmp_path / "made" / "mlruns.db"
+    made.parent.mkdir()
+    store_client(f"sqlite:///{made}").search_experiments()  # MLflow makes the store at its schema
+    root = write_config(root=tmp_path / "project")
+    shutil.copy(made, root / "mlruns.db")  # a path MLflow has not opened (it keeps the stores it opened)
+    with closing(sqlite3.connect(root / "mlruns.db")) as conn, conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", ("75868b020152",))  # the revision before 3.17's
+    result = CliRunner().invoke(main, ["runs", "--project", str(root)])
+    assert result.exit_code != 0
+    assert "75868b020152" in result.output and "mlflow db upgrade" in result.output
