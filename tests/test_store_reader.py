@@ -2,34 +2,44 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from mlops_template.cli.main import main
 from mlops_template.config.load import Environment
 from mlops_template.tracking import reader as store_reader
+from mlops_template.tracking.reader import mlflow as client_reader
+from mlops_template.tracking.reader import sqlite as sqlite_reader
+
+# A revision no MLflow the tests ran on has made: a store migrated by a later MLflow.
+LATER_REVISION = "0a1b2c3d4e5f"
 
 
 def environment(**values) -> Environment:
     return Environment(name="local", storage="data", **values)
 
 
-def test_a_store_whose_tables_differ_from_mlflow_s_is_left_to_mlflow(tmp_path: Path):
-    path = tmp_path / "mlruns.db"
-    conn = sqlite3.connect(path)
-    for table, columns in store_reader._SCHEMA.items():
-        kept = [c for c in columns if (table, c) != ("latest_metrics", "is_nan")]  # as an older schema might lack
-        conn.execute(f"CREATE TABLE {table} ({', '.join(kept)})")
-    conn.commit()
-    conn.close()
-    assert store_reader._connect(path) is None
+def store_at(path: Path, revision: str | None) -> Path:
+    """A SQLite file with MLflow's bookkeeping table at `revision` (None: without that table)."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE runs (run_uuid)")
+        if revision is not None:
+            conn.execute("CREATE TABLE alembic_version (version_num)")
+            conn.execute("INSERT INTO alembic_version VALUES (?)", (revision,))
+    return path
 
-    complete = tmp_path / "complete.db"
-    conn = sqlite3.connect(complete)
-    for table, columns in store_reader._SCHEMA.items():
-        conn.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
-    conn.commit()
-    conn.close()
-    assert isinstance(store_reader._connect(complete), sqlite3.Connection)
+
+def test_only_a_store_of_a_known_schema_revision_is_read_directly(tmp_path: Path):
+    [known] = sqlite_reader.KNOWN_SCHEMAS
+    assert isinstance(sqlite_reader.connect_known(store_at(tmp_path / "known.db", known)), sqlite3.Connection)
+    assert sqlite_reader.connect_known(store_at(tmp_path / "later.db", LATER_REVISION)) is None
+    assert sqlite_reader.connect_known(store_at(tmp_path / "bare.db", None)) is None
 
 
 def test_only_an_existing_sqlite_file_holding_runs_and_registry_is_read_directly(tmp_path: Path):
@@ -40,3 +50,56 @@ def test_only_an_existing_sqlite_file_holding_runs_and_registry_is_read_directly
     assert store_reader._direct_path(environment(tracking_uri=uri)) == db.resolve()
     assert store_reader._direct_path(environment(tracking_uri=uri, registry_uri="http://127.0.0.1:1")) is None
     assert store_reader._direct_path(environment(tracking_uri="http://127.0.0.1:5000")) is None
+
+
+def test_a_store_of_an_unknown_schema_revision_is_read_through_mlflow_with_the_same_answers(
+    trained_copy: Path, monkeypatch: pytest.MonkeyPatch
+):
+    opened: list[str] = []
+    direct_init = sqlite_reader.SqliteReader.__init__
+    client_open = client_reader.mlflow_reader
+
+    def spy_direct(self, conn):
+        opened.append("sqlite")
+        direct_init(self, conn)
+
+    def spy_client(config, env):
+        opened.append("mlflow")
+        return client_open(config, env)
+
+    monkeypatch.setattr(sqlite_reader.SqliteReader, "__init__", spy_direct)
+    monkeypatch.setattr(client_reader, "mlflow_reader", spy_client)
+    questions = [("runs", "--json"), ("show", "latest", "--json"), ("show", "champion", "--json"), ("models", "--json")]
+
+    def answers() -> dict[tuple[str, ...], object]:
+        found = {}
+        for args in questions:
+            result = CliRunner().invoke(main, [*args, "--project", str(trained_copy)], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+            found[args] = json.loads(result.output)
+        return found
+
+    direct = answers()
+    assert direct[("runs", "--json")] and set(opened) == {"sqlite"}
+    # The store as a later MLflow leaves it: migrated to a revision this reader was never tested on.
+    with closing(sqlite3.connect(trained_copy / "mlruns.db")) as conn, conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (LATER_REVISION,))
+    monkeypatch.setattr("mlflow.store.db.utils._get_latest_schema_revision", lambda: LATER_REVISION)
+    opened.clear()
+    assert answers() == direct
+    assert opened == ["mlflow"] * len(questions)
+
+
+def test_a_store_of_an_older_schema_revision_is_refused_with_mlflow_s_upgrade_advice(write_config, tmp_path: Path):
+    from conftest import store_client
+
+    made = tmp_path / "made" / "mlruns.db"
+    made.parent.mkdir()
+    store_client(f"sqlite:///{made}").search_experiments()  # MLflow makes the store at its schema
+    root = write_config(root=tmp_path / "project")
+    shutil.copy(made, root / "mlruns.db")  # a path MLflow has not opened (it keeps the stores it opened)
+    with closing(sqlite3.connect(root / "mlruns.db")) as conn, conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", ("75868b020152",))  # the revision before 3.17's
+    result = CliRunner().invoke(main, ["runs", "--project", str(root)])
+    assert result.exit_code != 0
+    assert "75868b020152" in result.output and "mlflow db upgrade" in result.output

@@ -21,8 +21,9 @@ from mlops_template.errors import MlopsError
 from mlops_template.tracking.connect import quiet_mlflow
 
 if TYPE_CHECKING:
+    from mlops_template.lineage.diff import RunDiff
     from mlops_template.lineage.reproduce import Reproduction
-    from mlops_template.lineage.show import RunDiff, RunReport
+    from mlops_template.lineage.show import RunReport
 
 ERROR_EXIT = 2
 MISMATCH_EXIT = 1
@@ -140,7 +141,7 @@ def _print_report(r: RunReport) -> None:
 @_errors_exit_2
 def diff(run_a: str, run_b: str, environment: str | None, project: Path | None, as_json: bool) -> None:
     """What differs from RUN_A to RUN_B: data, code, params, metrics, packages, environment."""
-    from mlops_template.lineage.show import compare
+    from mlops_template.lineage.diff import compare
 
     config, env = _setup(project, environment)
     result = compare(config, env, run_a, run_b)

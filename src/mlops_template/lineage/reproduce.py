@@ -30,13 +30,13 @@ from mlops_template import vcs
 from mlops_template.config.environ import scope
 from mlops_template.config.load import Config, StepConfig
 from mlops_template.errors import MlopsError, RunError, VcsError, choices
-from mlops_template.lineage.listing import resolve_run
+from mlops_template.lineage.names import resolve_run
 from mlops_template.lineage.show import dataset_refs, load_run
 from mlops_template.pipeline.provenance import DIFF_ARTIFACT, ENVIRONMENT_ARTIFACT, NOT_RECORDED, installed_packages
 from mlops_template.pipeline.replay import Replay
 from mlops_template.tracking.connect import connect
 from mlops_template.tracking.failures import store_errors
-from mlops_template.tracking.reader import MlflowReader
+from mlops_template.tracking.reader.mlflow import MlflowReader
 from mlops_template.tracking.tags import TAG_GIT_COMMIT, TAG_GIT_DIFF, TAG_GIT_DIRTY, TAG_MODEL_VERSION, TAG_STEP
 
 if TYPE_CHECKING:
