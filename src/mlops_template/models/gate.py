@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     import numpy as np
     import pandas as pd
+    from mlflow.entities.model_registry import ModelVersion
 
     from mlops_template.models.registry import Champion
 
@@ -103,6 +104,35 @@ def evaluate_gate(gate: Gate, value: float | None, *, rows: int, comparison: Com
     if mine is None or math.isnan(mine) or not better(mine, theirs, metric):
         return Decision(False, f"{metric}={_num(mine)} does not beat {version} ({theirs:.4g}) {same}", **common)
     return Decision(True, f"{reason}; beats {version} {same}: {mine:.4g} {'>' if up else '<'} {theirs:.4g}", **common)
+
+
+def decide(
+    gate: Gate,
+    value: float | None,
+    rows: pd.DataFrame,
+    target: str,
+    *,
+    current: ModelVersion | None,
+    load: Callable[[ModelVersion], Champion],
+    candidate: Any,
+    candidate_features: list[str] | None,
+    read: Callable[[str], pd.DataFrame],
+    task: str,
+) -> Decision:
+    """`gate` on a candidate scoring `value` on `rows`; with `beat_champion`, against `current` (`load`ed) as well."""
+    comparison = None
+    if current is not None and gate.beat_champion:
+        comparison = compare_with_champion(
+            load(current),
+            rows,
+            target,
+            candidate=candidate,
+            candidate_features=candidate_features,
+            read=read,
+            metric=gate.metric,
+            task=task,
+        )
+    return evaluate_gate(gate, value, rows=len(rows), comparison=comparison)
 
 
 def compare_with_champion(
