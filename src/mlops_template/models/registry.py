@@ -31,7 +31,11 @@ if TYPE_CHECKING:
     from mlops_template.tracking.reader import Reader
 
 CHAMPION = "champion"
-_MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+MISSING = (
+    "RESOURCE_DOES_NOT_EXIST",
+    "INVALID_PARAMETER_VALUE",
+    "NOT_FOUND",
+)  # error codes meaning "no such model, version or alias"
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -46,7 +50,7 @@ def holder(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        if exc.error_code in _MISSING:
+        if exc.error_code in MISSING:
             return None
         raise TrackingError(f"model registry: cannot read alias '{alias}' of '{name}' ({exc.message})") from exc
 
