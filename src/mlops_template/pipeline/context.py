@@ -231,9 +231,10 @@ class StepContext:
 
         Passed: once the step has returned without error, a registry version is
         created (tagged with its data snapshots and its files' sha256), `champion`
-        moves to it (after checking again that nobody moved it meanwhile) and the
-        model is exported to `models/<name>/v<version>/`. Failed, or the step
-        fails later: nothing is registered. The decision is tagged either way.
+        moves to it (if someone moved it meanwhile, the gate decides again against
+        the new one) and the model is exported to `models/<name>/v<version>/`.
+        Failed, or the step fails later: nothing is registered. The decision is
+        tagged either way.
         """
         import mlflow
 
