@@ -94,9 +94,12 @@ def register(
     try:
         current = holder(client, name, alias)
         previous = str(current.version) if current else None
+        if previous == version:  # an `existing` version someone pointed the alias at meanwhile
+            return Registration(version, decision)
         if alias == CHAMPION and beat_champion and previous != (decision.champion_version or None):
             decision = regate(current)
-            decision = replace(decision, reason=f"{alias} moved to v{previous} meanwhile; {decision.reason}")
+            moved_to = f"moved to v{previous}" if previous else "was removed"
+            decision = replace(decision, reason=f"{alias} {moved_to} meanwhile; {decision.reason}")
             record(decision)
             if not decision.passed:
                 if created:
