@@ -159,7 +159,7 @@ def test_regression_task_defaults_the_gate_metric_to_r2(write_config):
         ('gate = { metric = "rand_score" }', "'rand_score' scores a clustering, not a classification model"),
         (
             'gate = { metric = "rmse", higher_is_better = false }',
-            "[model.gate] remove 'higher_is_better': every gate metric is higher-is-better",
+            "[model.gate] remove 'higher_is_better': the metric's name gives its direction (rmse, mae, mse: lower",
         ),
     ],
 )

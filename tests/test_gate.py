@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from mlops_template.config.load import Gate
-from mlops_template.config.metrics import metric_problem, metric_task
+from mlops_template.config.metrics import better, higher_is_better, metric_problem, metric_task
 from mlops_template.models.gate import Comparison, evaluate_gate, unseen_rows
 from mlops_template.models.registry import directory_sha256
-from mlops_template.models.scoring import score
+from mlops_template.models.scoring import check_scorer, score
 
 F1 = Gate(metric="f1", min=0.8, beat_champion=True)
 
@@ -98,6 +98,82 @@ def test_beat_champion_false_ignores_a_better_champion():
 def test_nan_metric_fails(value):
     decision = evaluate_gate(F1, value, rows=45)
     assert not decision.passed and decision.reason.startswith("f1 is NaN on 45 held-out rows")
+
+
+# -- lower-is-better metrics -------------------------------------------------------------------
+
+RMSE = Gate(metric="rmse", min=0.5, beat_champion=True)
+
+
+@pytest.mark.parametrize(
+    ("metric", "higher"),
+    [
+        ("rmse", False),
+        ("mae", False),
+        ("mse", False),
+        ("val_rmse", False),
+        ("log_loss", False),
+        ("train_loss", False),
+        ("neg_root_mean_squared_error", True),
+        ("neg_log_loss", True),
+        ("f1", True),
+        ("r2", True),
+        ("accuracy", True),
+    ],
+)
+def test_the_name_gives_the_direction(metric, higher):
+    assert higher_is_better(metric) is higher
+    assert better(2.0, 1.0, metric) is higher and better(1.0, 2.0, metric) is not higher
+    assert not better(1.0, 1.0, metric)
+
+
+@pytest.mark.parametrize("value", [0.1, 0.5])
+def test_an_error_passes_at_or_below_its_ceiling(value):
+    decision = evaluate_gate(RMSE, value, rows=45)
+    assert decision.passed and decision.reason == f"rmse={value:g} ≤ 0.5 on 45 held-out rows"
+
+
+def test_an_error_above_its_ceiling_fails_naming_the_ceiling():
+    decision = evaluate_gate(RMSE, 0.51, rows=45)
+    assert not decision.passed
+    assert decision.reason.startswith("rmse=0.51 on 45 held-out rows exceeds the ceiling ≤ 0.5 (for rmse, lower is")
+
+
+def test_a_lower_error_than_the_champion_beats_it_and_a_higher_one_does_not():
+    lower = evaluate_gate(RMSE, 0.3, rows=45, comparison=Comparison("3", rows=14, candidate=0.2, champion=0.4))
+    assert lower.passed
+    assert lower.reason.endswith("beats champion v3 on the 14 held-out rows neither model trained on: 0.2 < 0.4")
+    higher = evaluate_gate(RMSE, 0.3, rows=45, comparison=Comparison("3", rows=14, candidate=0.4, champion=0.2))
+    assert not higher.passed
+    assert higher.reason.startswith("rmse=0.4 does not beat champion v3 (0.2)")
+
+
+def test_errors_are_regression_gate_metrics_scored_on_the_predictions():
+    from sklearn.linear_model import LinearRegression
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    for metric in ("rmse", "mae", "mse"):
+        assert metric_task(metric) == "regression" and metric_problem(metric, "regression") is None
+        check_scorer(metric)  # accepted, though not a scikit-learn scorer name
+    assert metric_problem("rmse", "classification") == (
+        '\'rmse\' is a regression metric but task = "classification"; use e.g. "f1"'
+    )
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=100)})
+    y = 3 * X["a"] + rng.normal(size=100)
+    model = LinearRegression().fit(X, y)
+    predicted = model.predict(X)
+    assert score(model, X, y, "mse", task="regression") == pytest.approx(mean_squared_error(y, predicted))
+    assert score(model, X, y, "rmse", task="regression") == pytest.approx(mean_squared_error(y, predicted) ** 0.5)
+    assert score(model, X, y, "mae", task="regression") == pytest.approx(mean_absolute_error(y, predicted))
+    assert score(model, X, y, "rmse", task="regression") == pytest.approx(
+        -score(model, X, y, "neg_root_mean_squared_error", task="regression")
+    )
+
+
+def test_an_unknown_error_name_points_at_the_errors_and_the_negated_scorers():
+    with pytest.raises(ValueError, match=r"errors: rmse, mae, mse, lower is better; .*neg_root_mean_squared_error"):
+        check_scorer("root_mean_squared_error")
 
 
 # -- the rows neither model trained on ---------------------------------------------------------

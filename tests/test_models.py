@@ -247,6 +247,45 @@ def test_a_champion_that_cannot_score_the_rows_leaves_only_min(tiny_project):
     assert champion_version(config) == "2"
 
 
+def regression_table(n: int = 200, *, seed: int = 0) -> pd.DataFrame:
+    """Rows whose label is 2x plus a little noise: a straight line fits them, their mean does not."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"x": rng.uniform(-1, 1, n), "z": rng.normal(size=n)})
+    df["label"] = 2 * df["x"] + rng.normal(scale=0.1, size=n)
+    return df
+
+
+def rmse_gated(tiny_project, *, min: float | None = None):
+    config = load_config(tiny_project)
+    gate = replace(config.model.gate, metric="rmse", min=min, beat_champion=True)
+    return replace(config, model=replace(config.model, task="regression", gate=gate))
+
+
+def test_an_rmse_gate_takes_min_as_a_ceiling_and_a_lower_error_as_better(tiny_project):
+    from sklearn.dummy import DummyRegressor
+    from sklearn.linear_model import LinearRegression
+
+    config, data = rmse_gated(tiny_project, min=0.5), regression_table()
+    mean, refused = train_step(DummyRegressor, data)
+    run_pipeline(Pipeline([mean]), config)
+    assert not refused[0].passed and refused[0].value > 0.5
+    assert "on 60 held-out rows exceeds the ceiling ≤ 0.5" in refused[0].reason
+    assert versions(config) == []
+
+    mean, _ = train_step(DummyRegressor, data)
+    run_pipeline(Pipeline([mean]), rmse_gated(tiny_project))  # no ceiling: the mean becomes v1, the champion
+    line, decisions = train_step(LinearRegression, data)
+    run_pipeline(Pipeline([line]), config)
+    assert decisions[0].passed and decisions[0].candidate_value < decisions[0].champion_value
+    assert "≤ 0.5 on 60 held-out rows; beats champion v1" in decisions[0].reason
+    assert champion_version(config) == "2"
+
+    mean, worse = train_step(DummyRegressor, data)
+    run_pipeline(Pipeline([mean]), rmse_gated(tiny_project))
+    assert not worse[0].passed and "does not beat champion v2" in worse[0].reason
+    assert champion_version(config) == "2"
+
+
 # -- the champion moves safely ----------------------------------------------------------------
 
 

@@ -195,6 +195,53 @@ def test_a_version_worse_on_the_same_rows_is_refused_and_the_champion_stays(proj
     assert len(prod_logged_models(project, "local:1")) == 1 and prod_versions(project) == ["1"]
 
 
+def move_champion_while_registering(project: Path, monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    """Fault injection: someone points prod's `champion` at `version` just as the promoted copy is registered."""
+    from mlops_template.models import registry
+
+    real_create = registry.create_version
+
+    def create_meanwhile(*args, **kwargs):
+        prod_client(project).set_registered_model_alias(NAME, "champion", version)
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "create_version", create_meanwhile)
+
+
+def test_a_champion_moved_meanwhile_to_a_better_model_refuses_the_copy_and_removes_its_version(project, monkeypatch):
+    assert cli(project, "promote", "2", "--from", "local", "--to", "prod", "--alias", "candidate").exit_code == 0
+    move_champion_while_registering(project, monkeypatch, "1")  # prod v1: the copy of local v2, the better one
+
+    refused = cli(project, "promote", "1", "--from", "local", "--to", "prod")  # judged with no champion yet
+
+    assert refused.exit_code == REFUSED, refused.output
+    text = " ".join(refused.output.split())
+    assert "champion moved to v1 meanwhile; f1=" in text and "does not beat champion v1" in text
+    assert "nothing registered, 'champion' unchanged" in text
+    assert prod_versions(project) == ["1"]  # the version made for the copy was removed again
+    assert str(prod_client(project).get_model_version_by_alias(NAME, "champion").version) == "1"
+    [logged] = prod_logged_models(project, "local:1")
+    assert logged.tags["mlops.gate"] == "failed"
+    assert logged.tags["mlops.gate_reason"].startswith("champion moved to v1 meanwhile; f1=")
+    assert not (project / "prod" / "data" / "models" / NAME / "v2").exists()
+
+
+def test_a_champion_moved_meanwhile_to_a_worse_model_is_judged_again_and_beaten(project, monkeypatch):
+    assert cli(project, "promote", "1", "--from", "local", "--to", "prod", "--alias", "candidate").exit_code == 0
+    move_champion_while_registering(project, monkeypatch, "1")  # prod v1: the copy of local v1, the weaker one
+
+    passed = cli(project, "promote", "2", "--from", "local", "--to", "prod")
+
+    assert passed.exit_code == 0, passed.output
+    text = " ".join(passed.output.split())
+    assert "champion moved to v1 meanwhile; f1=" in text and "beats champion v1" in text
+    assert str(prod_client(project).get_model_version_by_alias(NAME, "champion").version) == "2"
+    assert (project / "prod" / "data" / "models" / NAME / "v2" / "MLmodel").exists()
+    [logged] = prod_logged_models(project, "local:2")
+    assert logged.tags["mlops.gate"] == "passed"
+    assert logged.tags["mlops.gate_reason"].startswith("champion moved to v1 meanwhile; f1=")
+
+
 def test_another_alias_is_set_without_the_champion_rule(project):
     assert cli(project, "promote", "2", "--from", "local", "--to", "prod").exit_code == 0
 

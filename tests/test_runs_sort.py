@@ -143,10 +143,24 @@ def test_runs_without_the_metric_sort_last(history):
 
 
 def test_an_error_metric_sorts_lowest_first(history):
-    from mlops_template.lineage.listing import higher_is_better
+    from mlops_template.config.metrics import higher_is_better
 
     assert not higher_is_better("rmse") and not higher_is_better("mae") and higher_is_better("f1")
     assert higher_is_better("neg_root_mean_squared_error")
+
+
+def test_sort_by_rmse_puts_the_smallest_error_first_and_runs_without_it_last():
+    from datetime import UTC, datetime
+
+    from mlops_template.lineage.listing import PipelineRun, sort_runs
+
+    def run(key: str, day: int, **metrics: float) -> PipelineRun:
+        started = datetime(2026, 1, day, tzinfo=UTC)
+        return PipelineRun(key, key, started, "FINISHED", "local", [], "0" * 40, "false", metrics=metrics)
+
+    runs = [run("a", 1, rmse=0.9), run("b", 2, rmse=0.2), run("c", 3), run("d", 4, rmse=0.5, f1=0.1)]
+    assert [r.key for r in sort_runs(runs, "rmse")] == ["b", "d", "a", "c"]
+    assert [r.key for r in sort_runs(runs, "f1")] == ["d", "c", "b", "a"]
 
 
 def test_default_is_newest_first_limited(history):

@@ -63,8 +63,9 @@ class Environment:
 class Gate:
     """The approval gate a trained model must pass before it is registered.
 
-    `metric` is `f1`/`precision`/`recall` (macro averages) or a scikit-learn
-    scorer name; all are higher-is-better.
+    `metric` is `f1`/`precision`/`recall` (macro averages), `rmse`/`mae`/`mse`
+    or a scikit-learn scorer name; its name gives its direction
+    (`config.metrics.higher_is_better`), and for an error `min` is a ceiling.
     """
 
     metric: str = "f1"
@@ -218,8 +219,9 @@ def _model(table: dict[str, Any], project: str, path: Path) -> ModelConfig:
     gate_table = table.get("gate", {})
     if isinstance(gate_table, dict) and "higher_is_better" in gate_table:
         raise ConfigError(
-            f"{path}: [model.gate] remove 'higher_is_better': every gate metric is higher-is-better "
-            "(losses are scikit-learn scorers named neg_*, e.g. neg_root_mean_squared_error)"
+            f"{path}: [model.gate] remove 'higher_is_better': the metric's name gives its direction "
+            "(rmse, mae, mse: lower is better, and min is a ceiling; f1, r2 and scikit-learn scorers, "
+            "which negate their losses as neg_*: higher)"
         )
     _check_table(gate_table, _GATE_KEYS, path, "model.gate")
     gate = Gate(**{k: float(v) if k == "min" else v for k, v in gate_table.items()})

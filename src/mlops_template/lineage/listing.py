@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_template.config.environ import scoped
 from mlops_template.config.load import Config, Environment
+from mlops_template.config.metrics import higher_is_better
 from mlops_template.errors import RunError, choices
 from mlops_template.tracking.failures import store_errors
 from mlops_template.tracking.reader import Where, open_reader
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 
 TRAINING_STEP = "train_model"
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED")
-# Metrics where less is better; every other one (f1, accuracy, r2, scikit-learn scorers) is higher-is-better.
-_LOWER_IS_BETTER = ("rmse", "mae", "mse", "loss", "error", "log_loss")
 
 
 @dataclass(frozen=True)
@@ -56,13 +55,6 @@ class PipelineRun:
         out = asdict(self)
         out["started"] = self.started.isoformat()
         return out
-
-
-def higher_is_better(metric: str) -> bool:
-    """The gate's direction: scorers are higher-is-better by construction; plain error names are not."""
-    if metric.startswith("neg_"):  # a scikit-learn scorer: the loss negated
-        return True
-    return not any(metric == name or metric.endswith(f"_{name}") for name in _LOWER_IS_BETTER)
 
 
 @scoped

@@ -4,7 +4,9 @@ The candidate must reach `min` on its held-out rows, and (with
 `beat_champion`) score strictly better than the champion on the same rows,
 rows that neither model trained on: the candidate's held-out split less every
 row found in the champion's recorded training data. Both scores use the same
-metric, computed here, so the comparison is like with like.
+metric, computed here, so the comparison is like with like. Better follows
+the metric's direction (`config.metrics`): for an error such as `rmse`,
+lower is better and `min` is a ceiling the score must not exceed.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.config.load import Gate
+from mlops_template.config.metrics import better, higher_is_better
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import numpy as np
     import pandas as pd
+    from mlflow.entities.model_registry import ModelVersion
 
     from mlops_template.models.registry import Champion
 
@@ -66,9 +70,19 @@ def evaluate_gate(gate: Gate, value: float | None, *, rows: int, comparison: Com
     on = f"on {rows} held-out rows"
     if value is None or math.isnan(value):
         return Decision(False, f"{metric} is NaN {on}; check the model's predictions", **common)
-    if gate.min is not None and value < gate.min:
+    up = higher_is_better(metric)
+    if gate.min is not None and up and not value >= gate.min:
         return Decision(False, f"{metric}={value:.4g} {on} does not reach ≥ {gate.min:g}", **common)
-    reason = f"{metric}={value:.4g}" + (f" ≥ {gate.min:g}" if gate.min is not None else "") + f" {on}"
+    if gate.min is not None and not up and not value <= gate.min:
+        return Decision(
+            False,
+            f"{metric}={value:.4g} {on} exceeds the ceiling ≤ {gate.min:g} (for {metric}, lower is better: "
+            "min is the most it may reach)",
+            **common,
+        )
+    reason = (
+        f"{metric}={value:.4g}" + (f" {'≥' if up else '≤'} {gate.min:g}" if gate.min is not None else "") + f" {on}"
+    )
     if comparison is None or not gate.beat_champion:
         return Decision(True, reason, **common)
     version = f"champion v{comparison.champion_version}"
@@ -87,9 +101,38 @@ def evaluate_gate(gate: Gate, value: float | None, *, rows: int, comparison: Com
     same = f"on the {comparison.rows} held-out rows neither model trained on"
     if theirs is None or math.isnan(theirs):
         return Decision(True, f"{reason}; {version} scores NaN {same}", **common)
-    if mine is None or math.isnan(mine) or not mine > theirs:
+    if mine is None or math.isnan(mine) or not better(mine, theirs, metric):
         return Decision(False, f"{metric}={_num(mine)} does not beat {version} ({theirs:.4g}) {same}", **common)
-    return Decision(True, f"{reason}; beats {version} {same}: {mine:.4g} > {theirs:.4g}", **common)
+    return Decision(True, f"{reason}; beats {version} {same}: {mine:.4g} {'>' if up else '<'} {theirs:.4g}", **common)
+
+
+def decide(
+    gate: Gate,
+    value: float | None,
+    rows: pd.DataFrame,
+    target: str,
+    *,
+    current: ModelVersion | None,
+    load: Callable[[ModelVersion], Champion],
+    candidate: Any,
+    candidate_features: list[str] | None,
+    read: Callable[[str], pd.DataFrame],
+    task: str,
+) -> Decision:
+    """`gate` on a candidate scoring `value` on `rows`; with `beat_champion`, against `current` (`load`ed) as well."""
+    comparison = None
+    if current is not None and gate.beat_champion:
+        comparison = compare_with_champion(
+            load(current),
+            rows,
+            target,
+            candidate=candidate,
+            candidate_features=candidate_features,
+            read=read,
+            metric=gate.metric,
+            task=task,
+        )
+    return evaluate_gate(gate, value, rows=len(rows), comparison=comparison)
 
 
 def compare_with_champion(

@@ -1,15 +1,18 @@
-"""The model registry: versions, the `champion` alias, and verified loading.
+"""The model registry: versions, the `champion` alias, registration, and verified loading.
 
-MLflow's registry has no compare-and-set, so registration is done in steps
-that can each be undone: create the version, look at `champion` again, move
-the alias, and delete the version if anything after its creation fails.
+MLflow's registry has no compare-and-set, so registration (`register`, the
+one flow for training and promotion) is done in steps that can each be
+undone: create the version, look at the alias again (and, if `champion`
+moved meanwhile, let the gate decide again against the new one), move the
+alias, export the files, and delete the version if anything after its
+creation fails.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,25 +20,104 @@ from mlops_template.errors import IntegrityError, NoChampionError, TrackingError
 from mlops_template.tracking.tags import TAG_HELDOUT_DATA, TAG_MODEL_SHA256, TAG_TRAINING_DATA
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from mlops_template.models.gate import Decision
+    from mlops_template.storage import Storage
     from mlops_template.tracking.reader import Reader
 
 CHAMPION = "champion"
+MISSING = (
+    "RESOURCE_DOES_NOT_EXIST",
+    "INVALID_PARAMETER_VALUE",
+    "NOT_FOUND",
+)  # error codes meaning "no such model, version or alias"
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
     """The version carrying the `champion` alias, or None when there is none yet."""
+    return holder(client, name, CHAMPION)
+
+
+def holder(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version carrying `alias`, or None when none does (or the model is not registered yet)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+        if exc.error_code in MISSING:
             return None
-        raise TrackingError(f"model registry: cannot read alias '{CHAMPION}' of '{name}' ({exc.message})") from exc
+        raise TrackingError(f"model registry: cannot read alias '{alias}' of '{name}' ({exc.message})") from exc
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `register` did: the version `alias` now points at, and the decision that stands."""
+
+    version: str | None  # None: the gate, deciding again against a moved champion, refused
+    decision: Decision
+
+
+def register(
+    client: MlflowClient,
+    name: str,
+    decision: Decision,
+    *,
+    regate: Callable[[ModelVersion | None], Decision],
+    record: Callable[[Decision], None],
+    alias: str = CHAMPION,
+    beat_champion: bool = True,
+    model_uri: str = "",
+    run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    existing: str | None = None,
+    export: tuple[Storage, Path] | None = None,
+) -> Registration:
+    """Register a model that passed the gate and point `alias` at it; undone if any step fails.
+
+    A version of `model_uri` is created (or `existing`, registered before, is
+    taken). If `alias` is `champion`, `beat_champion` is on and the champion is
+    no longer the one `decision` compared against, `regate(new champion)`
+    decides again and `record` keeps that decision; refused, a created version
+    is deleted. Then the alias moves and `export` (storage, folder) copies the
+    files to `models/<name>/v<version>/`; a failure there deletes the created
+    version and points the alias back.
+    """
+    created = existing is None
+    version = existing or str(create_version(client, name, model_uri, run_id, tags or {}).version)
+    previous, moved = None, False
+    try:
+        current = holder(client, name, alias)
+        previous = str(current.version) if current else None
+        if previous == version:  # an `existing` version someone pointed the alias at meanwhile
+            return Registration(version, decision)
+        if alias == CHAMPION and beat_champion and previous != (decision.champion_version or None):
+            decision = regate(current)
+            moved_to = f"moved to v{previous}" if previous else "was removed"
+            decision = replace(decision, reason=f"{alias} {moved_to} meanwhile; {decision.reason}")
+            record(decision)
+            if not decision.passed:
+                if created:
+                    unregister(client, name, version, restore=None)
+                return Registration(None, decision)
+        if alias == CHAMPION:
+            set_champion(client, name, version)
+        else:
+            set_alias(client, name, alias, version)
+        moved = True
+        if created and export is not None:
+            storage, folder = export
+            storage.upload_dir(folder, f"models/{name}/v{version}")
+    except BaseException:
+        if created:
+            unregister(client, name, version, alias=alias, restore=previous if moved else None)
+        raise
+    return Registration(version, decision)
 
 
 def version(client: MlflowClient, name: str, number: str) -> ModelVersion:
@@ -86,14 +168,7 @@ def logged_model_id(model_uri: str) -> str | None:
 
 def set_champion(client: MlflowClient, name: str, version: str) -> None:
     """Point `champion` at `version`."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.set_registered_model_alias(name, CHAMPION, str(version))
-    except MlflowException as exc:
-        raise TrackingError(
-            f"model registry: cannot move '{CHAMPION}' of '{name}' to v{version} ({exc.message})"
-        ) from exc
+    set_alias(client, name, CHAMPION, version)
 
 
 # Written by MLflow into every download of `models:/<name>/<version>`, so not part of the model.
@@ -110,16 +185,16 @@ def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None
         raise TrackingError(f"model registry: cannot move '{alias}' of '{name}' to v{version} ({exc.message})") from exc
 
 
-def unregister(client: MlflowClient, name: str, version: str, *, restore: str | None) -> None:
-    """Undo a registration that could not be completed: drop the version, give `champion` back."""
+def unregister(client: MlflowClient, name: str, version: str, *, restore: str | None, alias: str = CHAMPION) -> None:
+    """Undo a registration that could not be completed: drop the version, give `alias` back to `restore`."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.delete_model_version(name, str(version))
         if restore is not None:
-            client.set_registered_model_alias(name, CHAMPION, str(restore))
+            client.set_registered_model_alias(name, alias, str(restore))
     except MlflowException as exc:
-        back = f" and point '{CHAMPION}' back at v{restore} (`mlops promote {restore}`)" if restore else ""
+        back = f" and point '{alias}' back at v{restore} (`mlops promote {restore} --alias {alias}`)" if restore else ""
         raise TrackingError(
             f"model registry: v{version} of '{name}' could not be undone ({exc.message}); delete it by hand{back}"
         ) from exc

@@ -8,12 +8,12 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-from mlops_template.config.metrics import CLASSIFICATION, MACRO, REGRESSION
+from mlops_template.config.metrics import CLASSIFICATION, ERRORS, MACRO, REGRESSION
 
 
 def check_scorer(metric: str) -> None:
-    """Raise ValueError naming close matches when `metric` is neither a macro name nor a scikit-learn scorer."""
-    if metric in MACRO:
+    """Raise ValueError naming close matches when `metric` is neither a macro name, an error nor a scikit-learn scorer."""
+    if metric in MACRO or metric in ERRORS:
         return
     from sklearn.metrics import get_scorer_names
 
@@ -22,7 +22,8 @@ def check_scorer(metric: str) -> None:
     names = get_scorer_names()
     if metric not in names:
         hint = (
-            " (losses are negated: rmse is neg_root_mean_squared_error)"
+            f" (errors: {', '.join(ERRORS)}, lower is better; scikit-learn negates its losses: "
+            "neg_root_mean_squared_error)"
             if "error" in metric or "rmse" in metric
             else ""
         )
@@ -31,13 +32,12 @@ def check_scorer(metric: str) -> None:
 
 def reported_metrics(task: str, y_true: Any, y_pred: Any) -> dict[str, float]:
     """The metrics every model of a task is logged with, computed on its held-out rows."""
-    import numpy as np
     from sklearn import metrics
 
     if task == REGRESSION:
         return {
             "r2": float(metrics.r2_score(y_true, y_pred)),
-            "rmse": float(np.sqrt(metrics.mean_squared_error(y_true, y_pred))),
+            "rmse": float(metrics.root_mean_squared_error(y_true, y_pred)),
             "mae": float(metrics.mean_absolute_error(y_true, y_pred)),
         }
     precision, recall, f1, _ = metrics.precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
@@ -52,7 +52,7 @@ def reported_metrics(task: str, y_true: Any, y_pred: Any) -> dict[str, float]:
 def score(model: Any, X: pd.DataFrame, y: pd.Series | np.ndarray, metric: str, *, task: str) -> float:
     """`metric` of `model` on rows `X` with true values `y`.
 
-    Macro names use the model's predictions; a scorer gets the model itself,
+    Macro names and errors use the model's predictions; a scorer gets the model itself,
     so probability scorers (`roc_auc`, `neg_log_loss`) work with any model
     that has `predict_proba`. A model that is not a scikit-learn estimator
     (a pyfunc, say) is wrapped so predict-based scorers apply to it as well.
@@ -64,6 +64,15 @@ def score(model: Any, X: pd.DataFrame, y: pd.Series | np.ndarray, metric: str, *
             y, predict(model, X), average="macro", zero_division=0
         )
         return float({"f1": f1, "precision": precision, "recall": recall}[metric])
+    if metric in ERRORS:
+        from sklearn import metrics
+
+        error = {
+            "rmse": metrics.root_mean_squared_error,
+            "mae": metrics.mean_absolute_error,
+            "mse": metrics.mean_squared_error,
+        }[metric]
+        return float(error(y, predict(model, X)))
     from sklearn.metrics import get_scorer
 
     return float(get_scorer(metric)(_estimator(model, y, task), X, y))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ from mlops_template.data.snapshots import SnapshotStore
 from mlops_template.data.tables import parse_table, read_table, write_table
 from mlops_template.errors import StorageError
 from mlops_template.models import registry
-from mlops_template.models.gate import Comparison, Decision
+from mlops_template.models.gate import Decision
 from mlops_template.pipeline.coordination import RunScope
 from mlops_template.pipeline.replay import Replay
 from mlops_template.storage import Storage
@@ -231,9 +231,10 @@ class StepContext:
 
         Passed: once the step has returned without error, a registry version is
         created (tagged with its data snapshots and its files' sha256), `champion`
-        moves to it (after checking again that nobody moved it meanwhile) and the
-        model is exported to `models/<name>/v<version>/`. Failed, or the step
-        fails later: nothing is registered. The decision is tagged either way.
+        moves to it (if someone moved it meanwhile, the gate decides again against
+        the new one) and the model is exported to `models/<name>/v<version>/`.
+        Failed, or the step fails later: nothing is registered. The decision is
+        tagged either way.
         """
         import mlflow
 
@@ -268,30 +269,21 @@ class StepContext:
         return decision
 
     def _decide(self, candidate: _Candidate, current: ModelVersion | None) -> Decision:
-        """The gate's decision about `candidate` against `current` (the champion, or None)."""
-        from mlops_template.models.gate import evaluate_gate
-
-        gate = self.config.model.gate
-        comparison = None
-        if current is not None and gate.beat_champion:
-            comparison = self._compare(candidate, current)
-        return evaluate_gate(gate, candidate.value, rows=len(candidate.heldout), comparison=comparison)
-
-    def _compare(self, candidate: _Candidate, current: ModelVersion) -> Comparison:
-        """Score candidate and champion with the gate metric on the held-out rows neither trained on."""
+        """The gate's decision about `candidate` against `current` (the champion, or None), on its held-out rows."""
         import mlflow
 
-        from mlops_template.models.gate import compare_with_champion
+        from mlops_template.models.gate import decide
 
-        champion = registry.load_version(mlflow.MlflowClient(), self.config.model.name, current)
-        return compare_with_champion(
-            champion,
+        return decide(
+            self.config.model.gate,
+            candidate.value,
             candidate.heldout,
             candidate.target,
+            current=current,
+            load=lambda version: registry.load_version(mlflow.MlflowClient(), self.config.model.name, version),
             candidate=candidate.model,
             candidate_features=None,
             read=lambda ref: self.snapshots.read(ref)[1],
-            metric=self.config.model.gate.metric,
             task=self.task,
         )
 
@@ -311,7 +303,6 @@ class StepContext:
 
         candidate, decision = self._proposal
         name = self.config.model.name
-        client = mlflow.MlflowClient()
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
             local = Path(mlflow.artifacts.download_artifacts(candidate.model_uri, dst_path=tmp))
             tags = {
@@ -320,26 +311,22 @@ class StepContext:
                 TAG_TRAINING_DATA: _refs(self._training),
                 TAG_HELDOUT_DATA: f"heldout:{self._datasets['heldout']}",
             }
-            version = str(registry.create_version(client, name, candidate.model_uri, self.run_id, tags).version)
-            previous, moved = None, False
-            try:
-                current = registry.champion(client, name)
-                previous = str(current.version) if current else None
-                if self.config.model.gate.beat_champion and previous != decision.champion_version:
-                    decision = self._decide(candidate, current)
-                    decision = replace(decision, reason=f"champion moved to v{previous} meanwhile; {decision.reason}")
-                    self._tag_decision(decision)
-                    if not decision.passed:
-                        registry.unregister(client, name, version, restore=None)
-                        self.notes.append(f"gate failed: {decision.reason}; nothing registered")
-                        return
-                registry.set_champion(client, name, version)
-                moved = True
-                self.storage.upload_dir(str(local), f"models/{name}/v{version}")
-            except BaseException:
-                registry.unregister(client, name, version, restore=previous if moved else None)
-                raise
-        self.notes.append(f"gate passed: {decision.reason}; {name} v{version} is champion")
+            done = registry.register(
+                mlflow.MlflowClient(),
+                name,
+                decision,
+                regate=lambda current: self._decide(candidate, current),
+                record=self._tag_decision,
+                beat_champion=self.config.model.gate.beat_champion,
+                model_uri=candidate.model_uri,
+                run_id=self.run_id,
+                tags=tags,
+                export=(self.storage, local),
+            )
+        if done.version is None:
+            self.notes.append(f"gate failed: {done.decision.reason}; nothing registered")
+        else:
+            self.notes.append(f"gate passed: {done.decision.reason}; {name} v{done.version} is champion")
 
     def _abandon(self, error: BaseException) -> None:
         """The step failed after its model passed the gate: record that nothing was registered."""
