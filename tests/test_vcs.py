@@ -190,3 +190,11 @@ def test_an_image_tag_that_is_not_a_commit_is_refused(monkeypatch, value):
     monkeypatch.setenv(vcs.IMAGE_COMMIT, value)
     with pytest.raises(VcsError, match="MLOPS_GIT_COMMIT=.* is not a commit SHA"):
         vcs.image_commit()
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"),
+    [("a" * 40, True), ("a" * 40 + "-dirty", True), ("latest", False), ("A" * 40, False), ("a" * 40 + "-x", False)],
+)
+def test_an_image_tag_names_its_commit_only_as_a_full_sha(tag, expected):
+    assert vcs.is_built_from(tag) is expected

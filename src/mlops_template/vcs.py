@@ -40,6 +40,11 @@ def is_commit(ref: str) -> bool:
     return _SHA.fullmatch(ref) is not None
 
 
+def is_built_from(tag: str) -> bool:
+    """Whether an image tag names the commit it was built from: a full SHA, `-dirty` when uncommitted changes went in."""
+    return _BUILT_FROM.fullmatch(tag) is not None
+
+
 def check_commit(ref: str) -> str:
     """`ref` when it is a full commit SHA; otherwise a VcsError, and git is not run."""
     if not is_commit(ref):

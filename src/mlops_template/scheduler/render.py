@@ -15,6 +15,7 @@ import re
 import shlex
 from typing import Any
 
+from mlops_template import vcs
 from mlops_template.config.dag import DagSettings
 from mlops_template.config.load import Config, Environment
 from mlops_template.config.resources import Resources, split_tag
@@ -208,7 +209,7 @@ def _image_commit(image: str | None) -> str | None:
     if image is None:
         return None
     _, tag = split_tag(image.partition("@")[0])
-    if tag is not None and (tag.startswith("{{") or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tag)):
+    if tag is not None and (tag.startswith("{{") or vcs.is_built_from(tag)):
         return tag
     return None
 
