@@ -341,6 +341,27 @@ def test_unknown_key_in_the_gate(write_config):
     assert "metric" in message and "beat_champion" in message
 
 
+@pytest.mark.parametrize(
+    ("extra", "place", "hint"),
+    [
+        ("\n[dag]\nretires = 3\n", "unknown key 'retires' in [dag]", "did you mean 'retries'? Valid: "),
+        (
+            '\n[steps.predict.resources]\nmemroy = "1Gi"\n',
+            "unknown key 'memroy' in [steps.predict.resources]",
+            "did you mean 'memory'?",
+        ),
+        (
+            '\n[steps.predict.resources]\ntolerations = [{ key = "gpu", efect = "NoSchedule" }]\n',
+            "unknown key 'efect' in [steps.predict.resources.tolerations[0]]",
+            "did you mean 'effect'?",
+        ),
+    ],
+)
+def test_unknown_keys_in_dag_and_resources_read_like_every_other_table(write_config, extra, place, hint):
+    message = config_error(write_config, FULL_CONFIG + extra)
+    assert f"{place}; {hint}" in message
+
+
 def test_a_cpu_count_may_be_a_number(write_config):
     assert 'cpu = "3"' in FULL_CONFIG
     config = load_config(write_config(FULL_CONFIG.replace('cpu = "3"', "cpu = 0.5")))

@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from mlops_template.config.keys import check_keys
 from mlops_template.config.resources import check_repository
 from mlops_template.errors import ConfigError, choices
 
@@ -49,11 +50,7 @@ class DagSettings:
 
 def parse_dag(table: Any, path: Path) -> DagSettings:
     """`[dag]` as :class:`DagSettings`, or a ConfigError naming the key and the fix."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [dag] must be a table")
-    for key in table:
-        if key not in _DAG_KEYS:
-            raise ConfigError(f"{path}: [dag] has unknown key '{key}'; {choices(_DAG_KEYS, key)}")
+    check_keys(table, _DAG_KEYS, path, "dag")
     values: dict[str, Any] = {}
     for key in ("environment", "namespace", "service_account", "schedule", "start_date"):
         if key in table:

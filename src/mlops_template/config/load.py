@@ -14,6 +14,7 @@ from typing import Any
 
 from mlops_template.config.dag import DagSettings, parse_dag
 from mlops_template.config.environ import user_value
+from mlops_template.config.keys import check_keys
 from mlops_template.config.resources import Resources, parse_resources
 from mlops_template.errors import ConfigError, choices
 from mlops_template.redact import redacted_repr
@@ -150,7 +151,7 @@ def load_config(root: Path | str | None = None) -> Config:
 
 
 def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
-    _check_keys(raw, _TOP_KEYS, path, "")
+    check_keys(raw, _TOP_KEYS, path, "")
     project = _table(raw, "project", path, required=True)
     _check_table(project, _PROJECT_KEYS, path, "project")
     for key in ("name", "package"):
@@ -244,17 +245,8 @@ def _table(raw: dict[str, Any], key: str, path: Path, *, required: bool = False)
     return value
 
 
-def _check_keys(table: dict[str, Any], valid: set[str] | dict, path: Path, where: str) -> None:
-    for key in table:
-        if key not in valid:
-            place = f"in [{where}]" if where else "at the top level"
-            raise ConfigError(f"{path}: unknown key '{key}' {place}; {choices(valid, key)}")
-
-
 def _check_table(table: dict[str, Any], schema: dict[str, type], path: Path, where: str) -> None:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [{where}] must be a table")
-    _check_keys(table, schema, path, where)
+    check_keys(table, schema, path, where)
     for key, value in table.items():
         expected = schema[key]
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))

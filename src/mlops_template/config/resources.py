@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from mlops_template.config.keys import check_keys
 from mlops_template.errors import ConfigError, choices
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -89,11 +90,7 @@ class Resources:
 
 def parse_resources(table: Any, path: Path, where: str) -> Resources:
     """`[<where>]` as :class:`Resources`, or a ConfigError naming the key and the fix."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [{where}] must be a table")
-    for key in table:
-        if key not in _KEYS:
-            raise ConfigError(f"{path}: [{where}] has unknown key '{key}'; {choices(_KEYS, key)}")
+    check_keys(table, _KEYS, path, where)
     values: dict[str, Any] = {}
     for key in ("cpu", "memory", "cpu_limit", "memory_limit"):
         if key in table:
@@ -166,9 +163,7 @@ def _tolerations(value: Any, path: Path, where: str) -> tuple[Toleration, ...]:
     out = []
     for i, table in enumerate(value):
         at = f"[{where}] tolerations[{i}]"
-        for key in table:
-            if key not in _TOLERATION_KEYS:
-                raise ConfigError(f"{path}: {at} has unknown key '{key}'; {choices(_TOLERATION_KEYS, key)}")
+        check_keys(table, _TOLERATION_KEYS, path, f"{where}.tolerations[{i}]")
         for key in ("key", "value"):
             if key in table and not isinstance(table[key], str):
                 raise ConfigError(f"{path}: {at} {key} must be a string, got {table[key]!r}")
