@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import TRAINED_NAME, copy_project, store_client
 
-from mlops_template.cli.main import REFUSED, main
+from mlops_template.cli.main import main
+from mlops_template.cli.models import REFUSED
 from mlops_template.models.registry import directory_sha256
 
 NAME = TRAINED_NAME  # the session's trained project, copied

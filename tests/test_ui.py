@@ -18,7 +18,7 @@ import pytest
 from conftest import TRAINED_NAME, copy_project
 
 from mlops_template import load_config
-from mlops_template.cli.ui import serve, ui_command
+from mlops_template.tracking.ui import serve, ui_command
 
 _START_TIMEOUT = 120.0  # a loaded machine takes a minute to start MLflow's server and its job workers
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy

@@ -98,7 +98,7 @@ def test_an_unreachable_server_with_a_token_in_its_uri_never_shows_the_token(tin
 
 
 def test_a_server_environment_points_the_browser_at_its_url_without_the_token(tiny_project):
-    from mlops_template.cli.ui import serve
+    from mlops_template.tracking.ui import serve
 
     config = load_config(tiny_project)
     env = replace(config.environment(), name="dev", tracking_uri="https://user:t0ken@mlflow.example")

@@ -1,22 +1,20 @@
-"""`mlops show`, `mlops diff` and `mlops reproduce`: the run-lineage commands, printed for people or as JSON.
+"""`mlops runs`, `mlops show`, `mlops diff` and `mlops reproduce`: the pipeline runs and their lineage.
 
-Kept beside `cli.py` (which adds them to the `mlops` group) so that each stays
-short. Like every command they only parse, call one library function and print;
-an error ends them with one line and exit code 2 (`reproduce` uses 1 for a
-reproduction that came out different).
+Like every command they only parse, call one library function and print, for
+people or as JSON. An error ends `show`, `diff` and `reproduce` with one line
+and exit code 2 (`reproduce` uses 1 for a reproduction that came out different).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from mlops_template.cli.options import env_option, json_option, load_environment, print_json, project_option
 from mlops_template.cli.output import console, fail
-from mlops_template.cli.run import env_option
 from mlops_template.errors import MlopsError
 from mlops_template.tracking.connect import quiet_mlflow
 
@@ -27,9 +25,6 @@ if TYPE_CHECKING:
 
 ERROR_EXIT = 2
 MISMATCH_EXIT = 1
-
-_project_option = click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
 def _errors_exit_2(func):
@@ -46,18 +41,7 @@ def _errors_exit_2(func):
     return wrapper
 
 
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
-
-
-def _setup(project: Path | None, environment: str | None):
-    from mlops_template.config.load import load_config
-
-    config = load_config(project)
-    return config, config.environment(environment)
-
-
-def _num(value: Any) -> str:
+def _num(value: object) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
@@ -69,23 +53,78 @@ def _delta(value: float | None) -> str:
     return "" if value is None or value == 0 else f" ({value:+.4g})"
 
 
+# -- runs ------------------------------------------------------------------------------------
+
+
+@click.command()
+@env_option
+@click.option(
+    "--limit", "-n", default=20, show_default=True, help="How many runs: the newest, or the best with --sort."
+)
+@click.option("--sort", "sort", metavar="METRIC", help="Best first by this training metric, over every matching run.")
+@click.option("--status", help="Only runs in this state (FINISHED, FAILED, RUNNING, KILLED).")
+@click.option("--step", metavar="STEP", help="Only pipeline runs that ran this step.")
+@json_option()
+@project_option
+def runs(
+    environment: str | None,
+    limit: int,
+    sort: str | None,
+    status: str | None,
+    step: str | None,
+    as_json: bool,
+    project: Path | None,
+) -> None:
+    """List pipeline runs: when, where, which code, training metrics, gate, model version."""
+    from rich.table import Table
+
+    from mlops_template.lineage.listing import list_runs
+
+    config, env = load_environment(project, environment)
+    found = list_runs(config, env, limit=limit, sort=sort, status=status, step=step)
+    if as_json:
+        print_json([r.to_json() for r in found])
+        return
+    metric = sort or config.model.gate.metric
+    table = Table(box=None)
+    table.add_column("run", no_wrap=True, min_width=32)  # whole ids: they are what other commands take
+    for heading in ("key", "started (UTC)", "status", "env", "steps", "commit", metric, "gate", "model"):
+        table.add_column(heading, no_wrap=True)
+    for run in found:
+        commit = run.git_commit[:8] + ("+dirty" if run.git_dirty == "true" else "")
+        value = run.metrics.get(metric)
+        table.add_row(
+            run.run_id,
+            run.key,
+            f"{run.started:%Y-%m-%d %H:%M:%S}",
+            run.status,
+            run.environment,
+            ",".join(run.steps),
+            commit,
+            "" if value is None else f"{value:.4f}",
+            run.gate or "",
+            f"v{run.model_version}" if run.model_version else "",
+        )
+    console().print(table)
+
+
 # -- show ------------------------------------------------------------------------------------
 
 
 @click.command()
 @click.argument("run", metavar="RUN")
 @env_option
-@_project_option
-@_json_option
+@project_option
+@json_option("text")
 @_errors_exit_2
 def show(run: str, environment: str | None, project: Path | None, as_json: bool) -> None:
     """One pipeline run (RUN: id, prefix, `latest`, `champion`): steps, data, code, gate and model."""
     from mlops_template.lineage.show import describe
 
-    config, env = _setup(project, environment)
+    config, env = load_environment(project, environment)
     report = describe(config, env, run)
     if as_json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
         return
     _print_report(report)
 
@@ -136,17 +175,17 @@ def _print_report(r: RunReport) -> None:
 @click.argument("run_a", metavar="RUN_A")
 @click.argument("run_b", metavar="RUN_B")
 @env_option
-@_project_option
-@_json_option
+@project_option
+@json_option("text")
 @_errors_exit_2
 def diff(run_a: str, run_b: str, environment: str | None, project: Path | None, as_json: bool) -> None:
     """What differs from RUN_A to RUN_B: data, code, params, metrics, packages, environment."""
     from mlops_template.lineage.diff import compare
 
-    config, env = _setup(project, environment)
+    config, env = load_environment(project, environment)
     result = compare(config, env, run_a, run_b)
     if as_json:
-        _print_json(result.to_json())
+        print_json(result.to_json())
         return
     _print_diff(result)
 
@@ -222,8 +261,8 @@ def _print_diff(d: RunDiff) -> None:
 )
 @click.option("--register", is_flag=True, help="Register a model that passes the gate (default: nothing registered).")
 @env_option
-@_project_option
-@_json_option
+@project_option
+@json_option("text")
 @_errors_exit_2
 def reproduce(
     run: str,
@@ -242,7 +281,7 @@ def reproduce(
     from mlops_template.cli.output import show_step_logs
     from mlops_template.lineage.reproduce import reproduce as reproduce_run
 
-    config, _ = _setup(project, environment)
+    config, _ = load_environment(project, environment)
     quiet_mlflow()
     out = console(stderr=as_json)
     show_step_logs(config.package)
@@ -258,7 +297,7 @@ def reproduce(
         config, run, environment=environment, steps=steps, tolerance=tolerance, register=register, on_step=on_step
     )
     if as_json:
-        _print_json(done.to_json())
+        print_json(done.to_json())
     else:
         _print_reproduction(done, escape)
     if not done.matched:

@@ -1,16 +1,26 @@
-"""A project's own command line, `python -m <package>.main`, and the run report it shares with `mlops run`.
+"""`mlops run`, and a project's own command line, `python -m <package>.main`, which runs and reports the same way.
 
-It lives in the library so that `Pipeline.main` needs nothing from the `mlops`
-command; the command reuses the options and the report from here.
+`Pipeline.main` imports this module alone, so it needs nothing from the rest
+of the `mlops` command.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from mlops_template.cli.options import (
+    env_option,
+    param_option,
+    pipeline_run_option,
+    plan_option,
+    step_option,
+    supersede_option,
+    verbose_option,
+)
 from mlops_template.cli.output import console, fail, show_step_logs, show_warnings, skip_final_gc
 from mlops_template.errors import MlopsError
 from mlops_template.tracking.connect import quiet_mlflow
@@ -20,37 +30,43 @@ if TYPE_CHECKING:
     from mlops_template.pipeline.pipeline import Pipeline
     from mlops_template.pipeline.runner import PipelineResult, StepResult
 
-step_option = click.option(
-    "--step", "-s", "steps", multiple=True, help="Run only this step (repeatable); default: all."
+
+@click.command()
+@step_option
+@env_option
+@param_option
+@pipeline_run_option
+@plan_option
+@supersede_option
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Project folder [default: the one holding the nearest mlops.toml].",
 )
-env_option = click.option(
-    "--environment", "-e", help="Environment from mlops.toml [default: MLOPS_ENVIRONMENT or local]."
-)
-param_option = click.option(
-    "-P",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a step param (STEP.KEY=VALUE for one step).",
-)
-verbose_option = click.option("--verbose", is_flag=True, help="Show the full traceback of errors.")
-pipeline_run_option = click.option(
-    "--pipeline-run",
-    metavar="KEY",
-    envvar="MLOPS_PIPELINE_RUN",
-    help="Join the pipeline run of this key, or start it [default: MLOPS_PIPELINE_RUN, else a new key].",
-)
-supersede_option = click.option(
-    "--supersede",
-    is_flag=True,
-    help="A scheduler's retry: mark an earlier attempt of these steps still RUNNING under the key FAILED at once.",
-)
-plan_option = click.option(
-    "--plan",
-    metavar="S1,S2,...",
-    help="Every step the keyed pipeline run will have [default: the whole pipeline with --pipeline-run].",
-)
+def run(
+    steps: tuple[str, ...],
+    environment: str | None,
+    params: tuple[str, ...],
+    pipeline_run: str | None,
+    plan: str | None,
+    supersede: bool,
+    project: Path | None,
+) -> None:
+    """Run the pipeline, or some steps, as one tracked pipeline run (joining KEY's with --pipeline-run)."""
+    from mlops_template.config.load import load_config
+    from mlops_template.pipeline.loader import load_pipeline
+
+    config = load_config(project)
+    run_and_report(
+        load_pipeline(config),
+        config,
+        steps,
+        environment,
+        params,
+        pipeline_run=pipeline_run,
+        plan=plan,
+        supersede=supersede,
+    )
 
 
 def run_and_report(

@@ -1,55 +1,25 @@
-"""`mlops ui`: MLflow's own UI, on loopback, over an environment's tracking store.
-
-The store URIs reach MLflow through its variables, never on the command line:
-anyone on the machine can read a process's arguments (`ps`), and a URI may
-carry a password.
-"""
+"""`mlops ui`: MLflow's UI over the environment's tracking store, until Ctrl+C."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
-from mlops_template.config.load import Config, Environment
-from mlops_template.errors import TrackingError
-from mlops_template.redact import redact, redacted_repr
+import click
 
-
-@redacted_repr
-@dataclass(frozen=True)
-class UiCommand:
-    """The `mlflow ui` process to start: its arguments, and the variables added to its environment."""
-
-    argv: list[str]
-    variables: dict[str, str]
+from mlops_template.cli.options import env_option, load_environment, project_option
+from mlops_template.cli.output import console
 
 
-def ui_command(env: Environment, *, port: int, host: str = "127.0.0.1") -> UiCommand:
-    """`mlflow ui` on the environment's tracking store and model registry: one worker, as it serves one person.
+@click.command()
+@env_option
+@click.option("--port", default=5000, show_default=True, help="Port on 127.0.0.1.")
+@project_option
+def ui(environment: str | None, port: int, project: Path | None) -> None:
+    """Open the MLflow UI on the environment's tracking store."""
+    from mlops_template.tracking.ui import serve
 
-    The arguments name no store; the variables MLflow's server reads do.
-    """
-    argv = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port), "--workers", "1"]
-    variables = {
-        "MLFLOW_BACKEND_STORE_URI": env.tracking_uri,
-        "MLFLOW_REGISTRY_STORE_URI": env.registry_uri or env.tracking_uri,
-    }
-    return UiCommand(argv, variables)
-
-
-def serve(config: Config, env: Environment, *, port: int, echo: Callable[[str], None] = print) -> int:
-    """Run the UI in the foreground until interrupted; returns its exit code."""
-    if env.tracking_uri.startswith(("http://", "https://")):
-        echo(f"Environment '{env.name}' tracks to a server: open {redact(env.tracking_uri)} in a browser.")
-        return 0
-    echo(f"MLflow UI for {config.name} ({env.name}): http://127.0.0.1:{port}  (Ctrl+C to stop)")
-    try:
-        command = ui_command(env, port=port)
-        return subprocess.call(command.argv, cwd=config.root, env={**os.environ, **command.variables})
-    except KeyboardInterrupt:
-        return 0
-    except OSError as exc:
-        raise TrackingError(f"cannot start the MLflow UI ({exc}); is mlflow installed in this environment?") from exc
+    config, env = load_environment(project, environment)
+    code = serve(config, env, port=port, echo=console().print)
+    if code:
+        sys.exit(code)

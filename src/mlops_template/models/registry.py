@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.errors import IntegrityError, NoChampionError, TrackingError
-from mlops_template.tracking.tags import TAG_HELDOUT_DATA, TAG_MODEL_SHA256, TAG_TRAINING_DATA
+from mlops_template.tracking.tags import TAG_DATA_PREFIX, TAG_HELDOUT_DATA, TAG_MODEL_SHA256, TAG_TRAINING_DATA
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -208,6 +208,23 @@ class VersionInfo:
     created: int
     metric: float | None
     tags: dict[str, str]
+
+    @property
+    def training_data(self) -> list[str]:
+        """The snapshots (`name:id`) the version was trained on."""
+        training = self.tags.get(TAG_TRAINING_DATA, "")
+        return training.split(",") if training else []
+
+    @property
+    def other_data(self) -> list[str]:
+        """The other snapshots (`name:id`) its training run read or wrote, by dataset name."""
+        trained_on = set(self.training_data)
+        refs = (
+            f"{k.removeprefix(TAG_DATA_PREFIX)}:{v}"
+            for k, v in sorted(self.tags.items())
+            if k.startswith(TAG_DATA_PREFIX)
+        )
+        return [ref for ref in refs if ref not in trained_on]
 
 
 def list_versions(reader: Reader, name: str, *, metric: str) -> list[VersionInfo]:
