@@ -361,3 +361,20 @@ def test_two_first_registrations_at_once_both_end_registered_or_one_fails_clearl
             registered == ["1"]
             and any(o.startswith(f"model registry: cannot register a version of '{name}'") for o in outcomes)
         )
+
+
+def test_a_version_lists_the_data_it_trained_on_apart_from_the_other_data_its_run_used():
+    from mlops_template.models.registry import VersionInfo
+    from mlops_template.tracking.tags import TAG_DATA_PREFIX, TAG_TRAINING_DATA
+
+    tags = {
+        TAG_TRAINING_DATA: "train:aa11,extra:bb22",
+        TAG_DATA_PREFIX + "train": "aa11",
+        TAG_DATA_PREFIX + "heldout": "cc33",
+        TAG_DATA_PREFIX + "extra": "bb22",
+        "other": "x",
+    }
+    version = VersionInfo(version="1", aliases=[], run_id=None, created=0, metric=None, tags=tags)
+    assert version.training_data == ["train:aa11", "extra:bb22"]
+    assert version.other_data == ["heldout:cc33"]
+    assert VersionInfo(version="2", aliases=[], run_id=None, created=0, metric=None, tags={}).training_data == []
