@@ -1,7 +1,7 @@
 """`mlops run`, and a project's own command line, `python -m <package>.main`, which runs and reports the same way.
 
-`Pipeline.main` imports this module alone, so it needs nothing from the rest
-of the `mlops` command.
+`Pipeline.main` imports this module when a project runs, so it imports no
+other command: only the shared options and output.
 """
 
 from __future__ import annotations
