@@ -212,8 +212,7 @@ class VersionInfo:
     @property
     def training_data(self) -> list[str]:
         """The snapshots (`name:id`) the version was trained on."""
-        training = self.tags.get(TAG_TRAINING_DATA, "")
-        return training.split(",") if training else []
+        return _training_refs(self.tags)
 
     @property
     def other_data(self) -> list[str]:
@@ -225,6 +224,11 @@ class VersionInfo:
             if k.startswith(TAG_DATA_PREFIX)
         )
         return [ref for ref in refs if ref not in trained_on]
+
+
+def _training_refs(tags: dict[str, str]) -> list[str]:
+    """The `name:id` refs of a version's training-data tag, in the order they were recorded."""
+    return [ref for ref in tags.get(TAG_TRAINING_DATA, "").split(",") if ref]
 
 
 def list_versions(reader: Reader, name: str, *, metric: str) -> list[VersionInfo]:
@@ -304,8 +308,7 @@ class Champion:
     @property
     def training_data(self) -> list[str]:
         """The snapshots (`name:id`) it learnt from."""
-        value = self.tags.get(TAG_TRAINING_DATA, "")
-        return [ref for ref in value.split(",") if ref]
+        return _training_refs(self.tags)
 
     def features(self, df: pd.DataFrame) -> pd.DataFrame:
         """The columns the model was trained on, in its order; a missing one raises KeyError."""
