@@ -384,13 +384,6 @@ def _refs(snapshots: dict[str, str]) -> str:
 
 def _log_input(df: pd.DataFrame, uri: str, name: str, digest: str, context: str) -> None:
     """Log a dataset on the active run: digest = our content id, source = the stored file."""
-    import warnings
+    from mlops_template.tracking.inputs import log_dataset
 
-    import mlflow
-
-    with warnings.catch_warnings():
-        # MLflow registers local files under two equivalent source types and warns that it picked one.
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        # A hint about model input schemas, not about a stored dataset.
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        mlflow.log_input(mlflow.data.from_pandas(df, source=uri, name=name, digest=digest), context=context)
+    log_dataset(df, source=uri, name=name, digest=digest, context=context)
