@@ -315,7 +315,7 @@ def dags_files(project: Path) -> dict[str, bytes]:
         (
             'cpu = "2"',
             'cpu = "2"\nmemroy = "1Gi"',
-            "unknown key 'memroy' in [steps.predict.resources]; did you mean 'memory'?",
+            "unknown key 'memroy' in [steps.train_model.resources]; did you mean 'memory'?",
         ),
         (f'repository = "{REPOSITORY}"', f'repository = "{REPOSITORY}:v1"', "names a tag; write the repository alone"),
         ('operator = "Exists", effect', 'operator = "Exist", effect', "operator 'Exist' is not valid"),
