@@ -307,3 +307,33 @@ def test_sha256_ignores_mlflows_registered_model_meta(tmp_path):
     before = directory_sha256(folder)
     (folder / "registered_model_meta").write_text("model_name: x\nmodel_version: 1\n")
     assert directory_sha256(folder) == before
+
+
+def test_metrics_on_text_labels_are_scikit_learns_to_the_bit():
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    from mlops_template.models.scoring import reported_metrics
+
+    rng = np.random.default_rng(7)
+    labels = np.array(["churn", "stay", "Upgrade", "ärger", "b", "a b", "zz"])  # case, accents and spaces sort apart
+    y_true = pd.Series(rng.choice(labels[:6], 5000, p=[0.4, 0.3, 0.1, 0.1, 0.05, 0.05]), dtype="str")
+    y_pred = rng.choice(labels[1:], 5000).astype(object)  # "churn" never predicted, "zz" never true
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true.to_numpy(dtype=object), y_pred, average="macro", zero_division=0
+    )
+    expected = {"accuracy": accuracy_score(y_true.to_numpy(dtype=object), y_pred), "f1": f1}
+    expected |= {"precision": precision, "recall": recall}
+    assert reported_metrics("classification", y_true, y_pred) == expected
+
+    class Fixed:
+        def predict(self, X):
+            return y_pred
+
+    assert score(Fixed(), pd.DataFrame({"x": range(5000)}), y_true, "f1", task="classification") == f1
+
+
+def test_text_labels_against_numeric_predictions_are_refused_as_scikit_learn_refuses_them():
+    from mlops_template.models.scoring import reported_metrics
+
+    with pytest.raises(ValueError, match="[Mm]ix"):
+        reported_metrics("classification", pd.Series(["a", "b", "a"]), np.array([0, 1, 0]))
