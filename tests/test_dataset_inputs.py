@@ -62,7 +62,8 @@ def test_a_logged_dataset_is_stored_with_its_digest_source_schema_and_profile(tm
     df = pd.DataFrame({k: v for k, v in COLUMNS.items() if k != "mixed"})
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
     try:
-        with mlflow.start_run() as run:
+        # Its own experiment: another test's process-wide active experiment is not in this store.
+        with mlflow.start_run(experiment_id=mlflow.create_experiment("inputs")) as run:
             log_dataset(
                 df, source=str(tmp_path / "t.parquet"), name="table", digest="6bb724a38790a124", context="training"
             )
