@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install mlops-template with its test extras, lint, check the layer contracts and dependencies, and run
 # the test suite (other arguments go to pytest).
-#   --quick   leave out what needs the container engine, Airflow or PostgreSQL (a few minutes); CI runs all
+#   --quick   leave out what needs the container engine, Airflow or PostgreSQL; CI runs all
 source "$(dirname "$0")/_uv.sh"
 quick=false
 if [ "${1:-}" = "--quick" ]; then
