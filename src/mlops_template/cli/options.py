@@ -46,6 +46,13 @@ plan_option = click.option(
 project_option = click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
 
 
+def run_options(command):
+    """The options of a pipeline run, shared by `mlops run` and a project's `python -m <package>.main`."""
+    for option in reversed((step_option, env_option, param_option, pipeline_run_option, plan_option, supersede_option)):
+        command = option(command)
+    return command
+
+
 def json_option(instead_of: str = "a table"):
     """`--json`, to print what the command shows as JSON instead of `instead_of`."""
     return click.option("--json", "as_json", is_flag=True, help=f"Print JSON instead of {instead_of}.")

@@ -13,12 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mlops_template.cli.options import (
-    env_option,
-    param_option,
-    pipeline_run_option,
-    plan_option,
-    step_option,
-    supersede_option,
+    run_options,
     verbose_option,
 )
 from mlops_template.cli.output import console, fail, show_step_logs, show_warnings, skip_final_gc
@@ -32,12 +27,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@step_option
-@env_option
-@param_option
-@pipeline_run_option
-@plan_option
-@supersede_option
+@run_options
 @click.option(
     "--project",
     type=click.Path(file_okay=False, path_type=Path),
@@ -158,12 +148,7 @@ def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:
     """`python -m <package>.main`: the `run` command for one pipeline, with the same options and errors."""
 
     @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-    @step_option
-    @env_option
-    @param_option
-    @pipeline_run_option
-    @plan_option
-    @supersede_option
+    @run_options
     @verbose_option
     def command(steps, environment, params, pipeline_run, plan, supersede, verbose):
         from mlops_template.config.load import load_config
