@@ -312,7 +312,7 @@ def _interrupt_upload(store: SnapshotStore, monkeypatch: pytest.MonkeyPatch) -> 
     sent: list[int] = []
     if isinstance(store.storage, LocalStorage):
 
-        def stream_part(path, target, *copies):
+        def stream_part(path, target, *copies, advance=None):
             with open(path, "rb") as source:
                 part = source.read(100)
             for sink in (target, *copies):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import IO
 
 from blake3 import blake3
@@ -62,14 +63,17 @@ def digest_file(path: str | os.PathLike[str]) -> str:
 class HashingWriter:
     """A binary sink that hashes every byte on its way to the wrapped file: the id is known once the write ends."""
 
-    def __init__(self, target: IO[bytes]) -> None:
+    def __init__(self, target: IO[bytes], advance: Callable[[int], None] | None = None) -> None:
         self._target = target
         self._hasher = blake3()
+        self._advance = advance
         self.size = 0
 
     def write(self, data) -> int:
         self._hasher.update(data)
         self.size += len(data)
+        if self._advance is not None:
+            self._advance(len(data))
         return self._target.write(data)
 
     def tell(self) -> int:
@@ -89,8 +93,12 @@ class HashingWriter:
         return self._hasher.hexdigest()
 
 
-def stream_file(path: str | os.PathLike[str], target: IO[bytes], *copies: IO[bytes]) -> tuple[str, int]:
+def stream_file(
+    path: str | os.PathLike[str], target: IO[bytes], *copies: IO[bytes], advance: Callable[[int], None] | None = None
+) -> tuple[str, int]:
     """Copy a local file into `target` (and any `copies`), hashing each chunk as it is written; returns digest, size.
+
+    `advance` is told the bytes of each chunk once it is written (progress).
 
     The file is memory-mapped, so every chunk is hashed and written from the
     same pages without a copy into Python, and the hash of one chunk runs in a
@@ -116,14 +124,16 @@ def stream_file(path: str | os.PathLike[str], target: IO[bytes], *copies: IO[byt
                                 sink.write(chunk)
                         finally:
                             hashing.result()
+                        if advance is not None:
+                            advance(len(chunk))
         finally:
             view.release()
     return hasher.hexdigest(), size
 
 
-def copy_hashing(source: IO[bytes], target: IO[bytes]) -> tuple[str, int]:
+def copy_hashing(source: IO[bytes], target: IO[bytes], advance: Callable[[int], None] | None = None) -> tuple[str, int]:
     """Stream `source` into `target` chunk by chunk; returns the digest and size of the bytes written."""
-    writer = HashingWriter(target)
+    writer = HashingWriter(target, advance)
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     while n := source.readinto(buffer):

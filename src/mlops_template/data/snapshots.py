@@ -38,6 +38,7 @@ from mlops_template.data.layout import (
 from mlops_template.data.refs import known_datasets, resolve_ref
 from mlops_template.data.tables import parse_table, read_arrow
 from mlops_template.errors import IntegrityError, StorageError
+from mlops_template.progress import activity
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,8 +84,9 @@ class SnapshotStore:
         validate_name(name)
         table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
         with self.storage.stage(f"{PREFIX}/{name}") as stage:
-            writer = HashingWriter(stage.file)
-            pq.write_table(table, writer)
+            with activity(f"writing {name} ({table.num_rows:,} rows)") as advance:
+                writer = HashingWriter(stage.file, advance)
+                pq.write_table(table, writer)
             digest, size = writer.hexdigest(), writer.size
             existing = self._complete(name, digest)
             if existing is None:
@@ -92,7 +94,8 @@ class SnapshotStore:
         if existing is not None:
             stored = Stored(existing, written=False)
         else:
-            manifest = profile_table(table)
+            with activity(f"profiling {name} ({table.num_rows:,} rows)"):
+                manifest = profile_table(table)
             stored = Stored(self._finish(name, digest, "parquet", size, manifest, run_id, step, None), written=True)
         if current:
             self.set_current(stored.snapshot)
@@ -115,8 +118,6 @@ class SnapshotStore:
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        from mlops_template.data.manifest import profile_file
-
         validate_name(name)
         path = Path(path)
         fmt = file_format(path)
@@ -125,14 +126,15 @@ class SnapshotStore:
         before = path.stat()
         folder = f"{PREFIX}/{name}"
         if before.st_size in {n for k, n in self.storage.sizes(folder).items() if k.endswith(f".{fmt}")}:
-            snapshot = self._complete(name, digest_file(path))
+            with activity(f"hashing {path.name}"):
+                snapshot = self._complete(name, digest_file(path))
             if snapshot is not None:
                 self.set_current(snapshot)
                 return Stored(snapshot, written=False)
 
         current = current_key(name, fmt)
         with ThreadPoolExecutor(1) as pool, ExitStack() as staged:
-            profiling = pool.submit(profile_file, str(path), fmt)
+            profiling = pool.submit(_profile_file, path, fmt)
             try:
                 stage = staged.enter_context(self.storage.stage(folder))
                 # Where staging is in place (a local folder) the current copy is written in the same pass.
@@ -141,7 +143,8 @@ class SnapshotStore:
                     if self.storage.stages_in_place
                     else None
                 )
-                digest, size = stream_file(path, stage.file, *([copy.file] if copy else []))
+                with activity(f"storing {path.name}", total=before.st_size) as advance:
+                    digest, size = stream_file(path, stage.file, *([copy.file] if copy else []), advance=advance)
                 try:
                     manifest = profiling.result()
                 except Exception as exc:
@@ -184,7 +187,9 @@ class SnapshotStore:
             uri = self.storage.uri(current_key(name, fmt))
             raise StorageError(f"{uri}: cannot be read as {fmt} ({exc}); is the file complete?") from exc
         self.storage.write_bytes(data_key(name, short_id(digest), fmt), data)
-        return self._finish(name, digest, fmt, len(data), profile_table(table), run_id, step, None)
+        with activity(f"profiling {name} ({table.num_rows:,} rows)"):
+            manifest = profile_table(table)
+        return self._finish(name, digest, fmt, len(data), manifest, run_id, step, None)
 
     def _finish(self, name, digest, fmt, size, manifest, run_id, step, source) -> Snapshot:
         """Write the manifest (last: it is what makes the snapshot complete)."""
@@ -247,8 +252,11 @@ class SnapshotStore:
         if self._complete(snapshot.name, snapshot.digest) is not None:
             return Stored(snapshot, written=False)
         with self.storage.stage(f"{PREFIX}/{snapshot.name}") as stage:
-            with source.storage.open_read(snapshot.key) as f:
-                digest, _ = copy_hashing(f, stage.file)
+            with (
+                source.storage.open_read(snapshot.key) as f,
+                activity(f"copying {snapshot.ref}", total=snapshot.bytes) as advance,
+            ):
+                digest, _ = copy_hashing(f, stage.file, advance)
             if digest != snapshot.digest:
                 raise _tampered(source.uri(snapshot), snapshot)
             stage.commit(snapshot.key)
@@ -282,11 +290,12 @@ class SnapshotStore:
         path = self.storage.local_path(key)
         if path is not None:
             try:
-                return digest_file(path)
+                with activity(f"hashing {key}"):
+                    return digest_file(path)
             except FileNotFoundError as exc:
                 raise StorageError(f"{self.storage.uri(key)}: not found; was it removed meanwhile?") from exc
-        with self.storage.open_read(key) as f:
-            digest, _ = copy_hashing(f, _Discard())
+        with self.storage.open_read(key) as f, activity(f"hashing {key}") as advance:
+            digest, _ = copy_hashing(f, _Discard(), advance)
         return digest
 
     def _drop_other_formats(self, snapshot: Snapshot) -> None:
@@ -327,14 +336,17 @@ class SnapshotStore:
     # -- reading ---------------------------------------------------------------
     def read_bytes(self, snapshot: Snapshot) -> bytes:
         """The snapshot's bytes, refused if they no longer match its digest."""
-        data = self.storage.read_bytes(snapshot.key)
+        with activity(f"reading {snapshot.ref}"):
+            data = self.storage.read_bytes(snapshot.key)
         if digest_bytes(data) != snapshot.digest:
             raise _tampered(self.storage.uri(snapshot.key), snapshot)
         return data
 
     def read(self, ref: str | Snapshot) -> tuple[Snapshot, pd.DataFrame]:
         snapshot = ref if isinstance(ref, Snapshot) else self.resolve(ref)
-        return snapshot, parse_table(self.read_bytes(snapshot), self.uri(snapshot))
+        data = self.read_bytes(snapshot)
+        with activity(f"parsing {snapshot.ref} ({snapshot.rows:,} rows)"):
+            return snapshot, parse_table(data, self.uri(snapshot))
 
     def get(self, ref: str | Snapshot, to: str | os.PathLike[str] | None = None) -> Path:
         """Copy a snapshot to a local file, verified and fsynced on the way; nothing is left behind if it fails.
@@ -353,8 +365,12 @@ class SnapshotStore:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         os.fchmod(fd, 0o644)
         try:
-            with os.fdopen(fd, "wb") as out, self.storage.open_read(snapshot.key) as source:
-                digest, _ = copy_hashing(source, out)
+            with (
+                os.fdopen(fd, "wb") as out,
+                self.storage.open_read(snapshot.key) as source,
+                activity(f"copying {snapshot.ref} to {target.name}", total=snapshot.bytes) as advance,
+            ):
+                digest, _ = copy_hashing(source, out, advance)
                 out.flush()
                 os.fsync(out.fileno())
             if digest != snapshot.digest:
@@ -378,6 +394,13 @@ def open_snapshots(
 
     env = environment if not isinstance(environment, str | None) else config.environment(environment)
     return SnapshotStore(open_storage(env, check=check))
+
+
+def _profile_file(path: Path, fmt: str) -> dict:
+    from mlops_template.data.manifest import profile_file
+
+    with activity(f"profiling {path.name}"):
+        return profile_file(str(path), fmt)
 
 
 class _Discard:

@@ -123,7 +123,10 @@ def parse_table(data: bytes, uri: str) -> pd.DataFrame:
 
 def read_table(storage: Storage, key: str) -> pd.DataFrame:
     """Read a stored parquet or CSV file (by suffix) into a DataFrame, with the one table reader above."""
-    return parse_table(storage.read_bytes(key), storage.uri(key))
+    from mlops_template.progress import activity
+
+    with activity(f"reading {key}"):
+        return parse_table(storage.read_bytes(key), storage.uri(key))
 
 
 def write_table(storage: Storage, key: str, df: pd.DataFrame) -> bytes:

@@ -22,6 +22,7 @@ from mlops_template.models import registry
 from mlops_template.models.gate import Decision
 from mlops_template.pipeline.coordination import RunScope
 from mlops_template.pipeline.replay import Replay
+from mlops_template.progress import activity
 from mlops_template.storage import Storage
 from mlops_template.tracking.tags import (
     TAG_DATA_PREFIX,
@@ -246,21 +247,24 @@ class StepContext:
         self._store("train", train, "training")
         self._store("heldout", heldout, "heldout")
         X, y = heldout.drop(columns=[target]), heldout[target]
-        info = flavors.log_model(
-            model,
-            name="model",
-            input_example=train.drop(columns=[target]).head(5),
-            log_model=log_model,
-            pip_requirements=pip_requirements,
-        )
-        if log_model is not None or flavors.flavor(model) == flavors.PYFUNC:
-            model = mlflow.pyfunc.load_model(info.model_uri)  # score what was logged
+        with activity("logging the model to MLflow"):
+            info = flavors.log_model(
+                model,
+                name="model",
+                input_example=train.drop(columns=[target]).head(5),
+                log_model=log_model,
+                pip_requirements=pip_requirements,
+            )
+            if log_model is not None or flavors.flavor(model) == flavors.PYFUNC:
+                model = mlflow.pyfunc.load_model(info.model_uri)  # score what was logged
         metric = self.config.model.gate.metric
-        metrics = reported_metrics(self.task, y, predict(model, X))
-        value = metrics[metric] if metric in metrics else score(model, X, y, metric, task=self.task)
+        with activity(f"scoring the model on {len(heldout):,} held-out rows"):
+            metrics = reported_metrics(self.task, y, predict(model, X))
+            value = metrics[metric] if metric in metrics else score(model, X, y, metric, task=self.task)
         self.log_metrics({**metrics, metric: value})
         candidate = _Candidate(info.model_uri, model, heldout, target, value)
-        decision = self._decide(candidate, registry.champion(mlflow.MlflowClient(), self.config.model.name))
+        with activity("putting the model to the gate"):
+            decision = self._decide(candidate, registry.champion(mlflow.MlflowClient(), self.config.model.name))
         self._tag_decision(decision)
         if decision.passed:
             self._proposal = (candidate, decision)
