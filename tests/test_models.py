@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -139,6 +140,33 @@ def test_each_model_kind_trains_registers_promotes_loads_and_predicts(tiny_proje
     [(version, labels)] = predicted
     assert version == "1"
     assert (np.asarray(labels).astype(int) == data["label"].iloc[140:].to_numpy()).mean() > 0.8
+
+
+def test_one_process_loads_a_version_once_but_verifies_its_files_every_time(tiny_project, monkeypatch):
+    from urllib.parse import urlparse
+
+    from mlops_template.errors import IntegrityError
+
+    config = configured(tiny_project, beat_champion=False)
+    step, _ = train_step(hist_gradient_boosting, table())
+    run_pipeline(Pipeline([step]), config)
+    loads = []
+    real_load = registry_module.load_folder
+    monkeypatch.setattr(registry_module, "load_folder", lambda path: loads.append(path) or real_load(path))
+    loaded = []
+
+    def predict(ctx: StepContext) -> None:
+        loaded.extend([ctx.load_champion().model, ctx.load_champion().model])
+
+    run_pipeline(Pipeline([predict]), config)
+    assert len(loads) == 1 and loaded[0] is loaded[1]
+
+    version = client_of(config).get_model_version_by_alias(config.model.name, "champion")
+    stored = Path(urlparse(client_of(config).get_model_version_download_uri(version.name, version.version)).path)
+    (stored / "MLmodel").write_text((stored / "MLmodel").read_text() + "\n# changed\n")
+    with pytest.raises(StepError, match="files do not match the sha256 recorded at registration") as raised:
+        run_pipeline(Pipeline([predict]), config)
+    assert isinstance(raised.value.__cause__, IntegrityError) and len(loads) == 1
 
 
 def test_a_model_no_flavour_knows_is_refused_with_the_way_out(tiny_project):

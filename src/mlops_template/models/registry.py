@@ -344,8 +344,18 @@ def load_version(client: MlflowClient, name: str, version: ModelVersion) -> Cham
                 f"model '{name}' v{version.version}: files do not match the sha256 recorded at registration "
                 f"({actual[:12]} != {expected[:12]}); the artifacts were changed, re-train or restore them"
             )
-        model, names = load_folder(path)
+        if actual not in _loaded:
+            _loaded[actual] = load_folder(path)
+            while len(_loaded) > _LOADED_KEPT:
+                _loaded.pop(next(iter(_loaded)))
+        model, names = _loaded[actual]
     return Champion(name=name, version=str(version.version), model=model, feature_names=names, tags=dict(version.tags))
+
+
+#: Models this process has loaded, by the sha256 of their verified files: the gate and predict in one `mlops run`
+#: load the same champion once. The files are still downloaded and hashed on every load.
+_loaded: dict[str, tuple[Any, list[str] | None]] = {}
+_LOADED_KEPT = 2
 
 
 def load_folder(path: str | Path) -> tuple[Any, list[str] | None]:
