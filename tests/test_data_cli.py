@@ -280,6 +280,38 @@ def test_get_refuses_a_tampered_snapshot_and_writes_nothing(project, tmp_path):
     assert_one_error_line(project.data("diff", sid, sid), f"t:{sid}")
 
 
+def test_verify_reports_a_damaged_snapshot_exits_1_and_repair_restores_it_from_the_added_file(project, tmp_path):
+    path = table_file(tmp_path, V1, "v1.csv")
+    sid = added(project, path)
+    project.overwrite(f"snapshots/t/{sid}.csv", path.read_bytes().replace(b"10", b"11"))
+    project.overwrite("datasets/t.csv", path.read_bytes().replace(b"10", b"12"))
+
+    found = project.data("verify")
+    assert found.exit_code == 1, found.output
+    assert f"t:{sid}  damaged" in found.stdout and "current copy of t  unknown" in found.stdout
+    assert "--repair" in found.stdout.splitlines()[-1]
+    assert "Traceback" not in found.output
+
+    repaired = project.data("verify", "t", "--repair", "--json")
+    assert repaired.exit_code == 0, repaired.output
+    statuses = {f["ref"]: (f["status"], f["detail"]) for f in json.loads(repaired.stdout)}
+    assert statuses[f"t:{sid}"] == ("repaired", f"restored from {path.resolve()}")
+    assert project.files()[f"snapshots/t/{sid}.csv"] == path.read_bytes()
+    shown = project.data("show", f"t:{sid}")
+    assert shown.exit_code == 0, shown.output
+
+
+def test_ls_and_verify_on_a_bucket_that_does_not_exist_fail_with_one_line(
+    write_config, tmp_path, s3_endpoint, aws_credentials
+):
+    root = write_config(root=tmp_path / "project")
+    with open(root / "mlops.toml", "a") as toml:
+        toml.write(S3_ENVIRONMENT.format(bucket="no-such-bucket-mlops", endpoint=s3_endpoint))
+    project = Project(root, "s3test", dict, lambda key, data: None)
+    for command in ("ls", "verify"):
+        assert_one_error_line(project.data(command), "no-such-bucket-mlops")
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 

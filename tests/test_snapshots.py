@@ -435,6 +435,60 @@ def test_tampered_snapshot_is_refused_on_load(store, tmp_path, tamper):
     assert list(target.parent.iterdir()) == []  # neither the file nor a temporary one
 
 
+def _overwrite_with_other_table(store: SnapshotStore, snapshot: Snapshot) -> bytes:
+    """Overwrite a stored snapshot object with another valid parquet table, as a stray upload would."""
+    other = frame(seed=7)
+    other["x"] = 40.0
+    buffer = io.BytesIO()
+    other.to_parquet(buffer, index=False)
+    store.storage.write_bytes(snapshot.key, buffer.getvalue())
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("operation", ["write_table", "add_file", "add_file streamed", "adopt"])
+def test_an_overwritten_snapshot_object_is_replaced_by_the_fresh_bytes_never_made_current(
+    store, tmp_path, operation, caplog
+):
+    snapshot = _store_again(store, operation, tmp_path)
+    fresh = stored_bytes(store, snapshot.key)
+    _overwrite_with_other_table(store, snapshot)
+    if operation == "add_file streamed":  # another size than the file: it is not hashed in place first
+        store.storage.write_bytes(snapshot.key, fresh + b"\0")
+    with caplog.at_level("WARNING", logger="mlops_template"):
+        again = _store_again(store, operation, tmp_path)
+
+    assert again.id == snapshot.id
+    assert stored_bytes(store, snapshot.key) == fresh  # repaired with the bytes just written
+    if operation != "adopt":  # adopt takes in the bytes the current copy holds already
+        assert blake(stored_bytes(store, f"datasets/train.{snapshot.format}")) == snapshot.digest
+    [warning] = [r.getMessage() for r in caplog.records if "no longer matched" in r.getMessage()]
+    assert snapshot.ref in warning and "mlops data verify" in warning
+
+
+def test_verify_finds_a_damaged_snapshot_and_repairs_it_from_the_current_copy(store):
+    from mlops_template.data.verify import verify
+
+    first = store.write_table("train", frame(seed=1)).snapshot
+    second = store.write_table("train", frame(seed=2)).snapshot  # current
+    _overwrite_with_other_table(store, second)
+    _overwrite_with_other_table(store, first)
+
+    found = {f.ref: f for f in verify(store)}
+    assert (found[first.ref].status, found[second.ref].status, found["train"].status) == (
+        "damaged",
+        "damaged",
+        "current",
+    )
+    assert found["train"].detail == f"holds {second.ref}"
+
+    repaired = {f.ref: f for f in verify(store, "train", repair=True)}
+    assert repaired[second.ref].status == "repaired" and "datasets/train.parquet" in repaired[second.ref].detail
+    assert repaired[first.ref].status == "damaged" and "no intact copy" in repaired[first.ref].detail
+    assert blake(stored_bytes(store, second.key)) == second.digest
+    pd.testing.assert_frame_equal(store.read(second.ref)[1], frame(seed=2))
+    assert [f.ref for f in verify(store) if f.problem] == [first.ref]
+
+
 def _plant_other_digest(store: SnapshotStore, snapshot: Snapshot) -> str:
     """Rewrite the manifest of `snapshot` to record another digest with the same 16-hex id, as a collision would."""
     other = snapshot.id + ("0" if snapshot.digest[16] != "0" else "1") + snapshot.digest[17:]

@@ -12,7 +12,7 @@ from mlops_template.cli.output import console
 
 @click.group()
 def data() -> None:
-    """Dataset snapshots: list, inspect, compare, add and fetch versions."""
+    """Dataset snapshots: list, inspect, compare, add, fetch and verify versions."""
 
 
 def _snapshots(project: Path | None, environment: str | None, *, check: bool = False):
@@ -39,7 +39,7 @@ def data_ls(name: str | None, environment: str | None, project: Path | None, as_
     """List snapshots, newest first (of every dataset, or of NAME)."""
     from rich.table import Table
 
-    found = _snapshots(project, environment).list(name)
+    found = _snapshots(project, environment, check=True).list(name)
     if as_json:
         print_json([s.to_json() for s in found])
         return
@@ -190,3 +190,41 @@ def data_get(ref: str, to: str | None, environment: str | None, project: Path | 
     snapshot = store.resolve(ref)
     target = store.get(snapshot, to)
     console().print(f"{snapshot.ref} → {target} (verified)")
+
+
+@data.command("verify")
+@click.argument("name", required=False)
+@click.option(
+    "--repair", is_flag=True, help="Restore damaged snapshots from an intact copy (current copy, added file)."
+)
+@env_option
+@project_option
+@json_option()
+def data_verify(name: str | None, repair: bool, environment: str | None, project: Path | None, as_json: bool) -> None:
+    """Hash every snapshot (of NAME, or all) and each current copy against its id; exit 1 if any is damaged."""
+    from dataclasses import asdict
+
+    from rich.markup import escape
+
+    from mlops_template.data.verify import verify
+
+    findings = verify(_snapshots(project, environment, check=True), name, repair=repair)
+    problems = [f for f in findings if f.problem]
+    if as_json:
+        print_json([asdict(f) for f in findings])
+    else:
+        out = console()
+        marks = {"ok": "[green]✓[/]", "current": "[green]✓[/]", "repaired": "[yellow]↺[/]", "unknown": "[yellow]?[/]"}
+        for f in findings:
+            what = f"current copy of {f.ref}" if f.status in ("current", "unknown") else f.ref
+            detail = f"  {escape(f.detail)}" if f.detail else ""
+            out.print(f"{marks.get(f.status, '[red]✗[/]')} {escape(what)}  {f.status}{detail}", markup=True)
+        if not findings:
+            out.print("No snapshots yet: `mlops run` or `mlops data add` stores some.")
+        elif problems:
+            hint = "" if repair else "; `--repair` restores those with an intact copy"
+            out.print(f"{len(problems)} of {len(findings)} damaged or missing{hint}")
+        else:
+            out.print(f"All {len(findings)} intact.")
+    if problems:
+        raise SystemExit(1)

@@ -9,6 +9,7 @@ checks the bytes against the digest in the manifest. Where the files are is
 from __future__ import annotations
 
 import json
+import logging
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from mlops_template.data.refs import known_datasets, resolve_ref
 from mlops_template.data.tables import parse_table, read_arrow
 from mlops_template.errors import IntegrityError, StorageError
 from mlops_template.progress import activity
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,7 +92,7 @@ class SnapshotStore:
                 pq.write_table(table, writer)
             digest, size = writer.hexdigest(), writer.size
             existing = self._complete(name, digest)
-            if existing is None:
+            if existing is None or not self._intact(existing):
                 stage.commit(data_key(name, short_id(digest), "parquet"))
         if existing is not None:
             stored = Stored(existing, written=False)
@@ -128,7 +131,7 @@ class SnapshotStore:
         if before.st_size in {n for k, n in self.storage.sizes(folder).items() if k.endswith(f".{fmt}")}:
             with activity(f"hashing {path.name}"):
                 snapshot = self._complete(name, digest_file(path))
-            if snapshot is not None:
+            if snapshot is not None and self._intact(snapshot, repairing=False):
                 self.set_current(snapshot)
                 return Stored(snapshot, written=False)
 
@@ -156,8 +159,9 @@ class SnapshotStore:
                     raise StorageError(f"{path}: changed while it was being added; add it again once it is complete")
                 snapshot = self._complete(name, digest)
                 written = snapshot is None
-                if snapshot is None:
+                if snapshot is None or not self._intact(snapshot):
                     stage.commit(data_key(name, short_id(digest), fmt))
+                if snapshot is None:
                     snapshot = self._finish(name, digest, fmt, size, manifest, run_id, step, str(path.resolve()))
                 if copy is not None:
                     copy.commit(current)
@@ -178,6 +182,8 @@ class SnapshotStore:
         digest = digest_bytes(data)
         existing = self._complete(name, digest)
         if existing is not None:
+            if not self._intact(existing):
+                self.storage.write_bytes(existing.key, data)
             return existing
         from mlops_template.data.manifest import profile_table
 
@@ -236,6 +242,25 @@ class SnapshotStore:
             )
         return snapshot
 
+    def _intact(self, snapshot: Snapshot, *, repairing: bool = True) -> bool:
+        """Whether the stored bytes of a snapshot about to be reused still hash to its id.
+
+        A stored object overwritten in the bucket must never become a current
+        copy or a model's data: when it no longer matches, the caller stores the
+        fresh bytes it holds (the right ones, by their hash) in its place, and
+        the user is told once.
+        """
+        if self.stored_digest(snapshot.key) == snapshot.digest:
+            return True
+        if repairing:
+            logger.warning(
+                "%s no longer matched snapshot %s (overwritten or corrupted); replaced with the bytes just written, "
+                "which do. `mlops data verify` checks every snapshot",
+                self.uri(snapshot),
+                snapshot.ref,
+            )
+        return False
+
     def find(self, name: str, digest: str) -> Snapshot | None:
         """The complete snapshot of `name` with this full digest, None when it is not stored here."""
         return self._complete(name, digest)
@@ -249,7 +274,8 @@ class SnapshotStore:
         and the manifest (the source's, unchanged) is written last, so an
         interrupted copy leaves nothing listed.
         """
-        if self._complete(snapshot.name, snapshot.digest) is not None:
+        here = self._complete(snapshot.name, snapshot.digest)
+        if here is not None and self._intact(here):
             return Stored(snapshot, written=False)
         with self.storage.stage(f"{PREFIX}/{snapshot.name}") as stage:
             with (
@@ -260,7 +286,7 @@ class SnapshotStore:
             if digest != snapshot.digest:
                 raise _tampered(source.uri(snapshot), snapshot)
             stage.commit(snapshot.key)
-        if self._digest(snapshot.key) != snapshot.digest:
+        if self.stored_digest(snapshot.key) != snapshot.digest:
             self.storage.delete(snapshot.key)
             raise IntegrityError(
                 f"{self.uri(snapshot)}: the copy of snapshot {snapshot.ref} does not match its digest once stored; "
@@ -283,9 +309,9 @@ class SnapshotStore:
     def _holds(self, key: str, snapshot: Snapshot) -> bool:
         """Whether `key` holds the snapshot's bytes: asked of the storage first (sizes, ETags), hashed only if it cannot tell."""
         same = self.storage.same_copy(key, snapshot.key)
-        return self._digest(key) == snapshot.digest if same is None else same
+        return self.stored_digest(key) == snapshot.digest if same is None else same
 
-    def _digest(self, key: str) -> str:
+    def stored_digest(self, key: str) -> str:
         """The full digest of a stored file: memory-mapped where it is on this machine, streamed otherwise."""
         path = self.storage.local_path(key)
         if path is not None:
@@ -320,7 +346,7 @@ class SnapshotStore:
         for fmt in FORMATS:
             key = current_key(name, fmt)
             if self.storage.exists(key):
-                found = self._complete(name, self._digest(key))
+                found = self._complete(name, self.stored_digest(key))
                 if found is None:
                     raise StorageError(
                         f"{self.storage.uri(key)} is not a stored snapshot yet; a step that reads it stores one, "
@@ -413,5 +439,5 @@ class _Discard:
 def _tampered(uri: str, snapshot: Snapshot) -> IntegrityError:
     return IntegrityError(
         f"{uri}: its bytes no longer match snapshot {snapshot.ref} (changed or corrupted since it was stored); "
-        "restore the file from a backup, or re-run the step that wrote it"
+        f"`mlops data verify {snapshot.name} --repair` restores it from an intact copy, if one is left"
     )
