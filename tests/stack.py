@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 from conftest import AWS_OVERRIDES, FAKE_AWS, make_bucket
 
+PASSWORD_ROLE, PASSWORD_ROLE_PASSWORD = "ml_team", "team-pw-4821"  # a role that logs in by password only
 _SUPERUSER = "postgres"  # the database role initdb creates; loopback only, trusted
 _SERVICE_USER = "mlops-postgres"  # made only when running as root on a system without `nobody`
 _MLFLOW_START_TIMEOUT = 180.0  # two imports of MLflow's server on a busy machine
@@ -85,19 +86,23 @@ class Postgres:
 
     port: int
 
-    def create_database(self) -> str:
+    def create_database(self, owner: str = _SUPERUSER) -> str:
         """A new, empty database; returns its SQLAlchemy URI (as `mlflow server --backend-store-uri` takes it)."""
+        name = f"mlflow_{uuid.uuid4().hex[:12]}"
+        self.execute(f'CREATE DATABASE "{name}" OWNER {owner}')
+        return f"postgresql+psycopg2://{owner}@127.0.0.1:{self.port}/{name}"
+
+    def execute(self, statement: str) -> None:
+        """Run one statement as the superuser, outside a transaction (CREATE DATABASE cannot run in one)."""
         import psycopg2
 
-        name = f"mlflow_{uuid.uuid4().hex[:12]}"
         connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=_SUPERUSER, dbname="postgres")
         try:
-            connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+            connection.autocommit = True
             with connection.cursor() as cursor:
-                cursor.execute(f'CREATE DATABASE "{name}"')
+                cursor.execute(statement)
         finally:
             connection.close()
-        return f"postgresql+psycopg2://{_SUPERUSER}@127.0.0.1:{self.port}/{name}"
 
 
 @pytest.fixture(scope="session")
@@ -129,9 +134,14 @@ def postgres() -> Iterator[Postgres]:
     options = f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     try:
         run(str(bindir / "initdb"), "-D", str(data), "-U", _SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync")
+        # One role that must give a password, as a team's database asks: the first matching line of pg_hba decides.
+        hba = data / "pg_hba.conf"
+        hba.write_text(f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
         try:
-            yield Postgres(port)
+            server = Postgres(port)
+            server.execute(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD_ROLE_PASSWORD}' CREATEDB")
+            yield server
         finally:
             run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
     finally:

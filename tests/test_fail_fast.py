@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import moto_server, store_client
+from stack import PASSWORD_ROLE, PASSWORD_ROLE_PASSWORD
 
 from mlops_template.cli.main import main
+from mlops_template.config.load import load_config
 
 LIMIT_SECONDS = 10.0
 MLOPS = str(Path(sys.executable).parent / "mlops")
@@ -213,6 +215,41 @@ def test_a_database_nobody_runs_fails_without_the_drivers_retries(project):
         "is unreachable ("
     )
     assert "start the database or fix tracking_uri in mlops.toml / MLFLOW_TRACKING_URI" in result.output
+
+
+def test_a_postgresql_uri_as_users_write_it_tracks_with_the_installed_driver(project, postgres):
+    database = postgres.create_database()
+    root = project(tracking_uri=database.replace("postgresql+psycopg2://", "postgresql://"))
+    result, _ = mlops_run(root)
+    assert result.returncode == 0, result.stderr
+    client = store_client(database)
+    experiment = client.get_experiment_by_name(load_config(root).name)
+    assert {r.info.status for r in client.search_runs([experiment.experiment_id])} == {"FINISHED"}
+
+
+def test_a_database_login_without_its_password_fails_in_one_line_without_the_engine_retries(project, postgres):
+    """MLflow retries creating its engine for about 100 s whatever the reason; the login is tried once first."""
+    database = postgres.create_database(owner=PASSWORD_ROLE)
+    root = project(tracking_uri=database)
+    line = one_line_failure(*mlops_run(root))
+    assert f"tracking store {database} refused the login (OperationalError: " in line
+    assert "give the user's password in the URI through MLFLOW_TRACKING_URI" in line
+
+    wrong = database.replace(f"{PASSWORD_ROLE}@", f"{PASSWORD_ROLE}:not-the-pw@")
+    line = one_line_failure(*mlops_run(root, MLFLOW_TRACKING_URI=wrong))
+    assert "not-the-pw" not in line and f"{PASSWORD_ROLE}:***@" in line
+
+    right = database.replace(f"{PASSWORD_ROLE}@", f"{PASSWORD_ROLE}:{PASSWORD_ROLE_PASSWORD}@")
+    result, _ = mlops_run(root, MLFLOW_TRACKING_URI=right)
+    assert result.returncode == 0, result.stderr
+    assert PASSWORD_ROLE_PASSWORD not in result.stdout + result.stderr
+
+
+def test_a_database_driver_that_is_not_installed_is_named_with_the_fix(project, postgres):
+    uri = f"postgresql+pg8000://postgres@127.0.0.1:{postgres.port}/postgres"
+    line = one_line_failure(*mlops_run(project(tracking_uri=uri)))
+    assert "needs the database driver 'pg8000', which is not installed; pip install pg8000" in line
+    assert "write postgresql://" in line
 
 
 # -- the storage ----------------------------------------------------------------------------------------

@@ -279,6 +279,18 @@ def _absolute_sqlite(uri: str, root: Path) -> str:
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         return prefix + str((root / uri[len(prefix) :]).resolve())
+    return _with_driver(uri)
+
+
+def _with_driver(uri: str) -> str:
+    """`postgresql://` (or `postgres://`) with the driver the library installs: psycopg2.
+
+    SQLAlchemy 2.1 reads a bare `postgresql://` as psycopg 3, which is not
+    installed; a URI that names its driver (`postgresql+psycopg://`) keeps it.
+    """
+    for scheme in ("postgresql://", "postgres://"):
+        if uri.startswith(scheme):
+            return "postgresql+psycopg2://" + uri[len(scheme) :]
     return uri
 
 

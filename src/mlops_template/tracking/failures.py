@@ -129,13 +129,49 @@ def _probe_database(env: Environment, uri: str, *, registry: bool) -> None:
         if registry
         else "tracking_uri in mlops.toml / MLFLOW_TRACKING_URI"
     )
+    where = f"environment '{env.name}': {store} {redact(uri)}"
     try:
         socket.create_connection((parts.hostname, port), timeout=PROBE_SECONDS).close()
     except OSError as exc:
         raise TrackingError(
-            f"environment '{env.name}': {store} {redact(uri)} is unreachable ({exc.strerror or exc}); "
-            f"start the database or fix {setting}"
+            f"{where} is unreachable ({exc.strerror or exc}); start the database or fix {setting}"
         ) from exc
+    _probe_login(uri, scheme, where, setting)
+
+
+def _probe_login(uri: str, scheme: str, where: str, setting: str) -> None:
+    """Log in once, as MLflow will: a missing driver or a refused password fails here in seconds.
+
+    MLflow retries creating its database engine ten times over about 100 s,
+    whatever the reason it failed.
+    """
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    timeout = {"postgresql": {"connect_timeout": int(PROBE_SECONDS)}, "mysql": {"connect_timeout": int(PROBE_SECONDS)}}
+    try:
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args=timeout.get(scheme, {}))
+    except ModuleNotFoundError as exc:
+        raise TrackingError(
+            f"{where} needs the database driver '{exc.name}', which is not installed; "
+            f"pip install {exc.name}, or for PostgreSQL write postgresql:// (the driver installed with mlops-template)"
+        ) from exc
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001 - each driver raises its own kinds; SQLAlchemy wraps them
+        original = getattr(exc, "orig", None) or exc
+        text = str(original).strip()
+        if "password" in text.lower():
+            fix = (
+                "give the user's password in the URI through MLFLOW_TRACKING_URI (a variable, kept out of "
+                f"mlops.toml) or in ~/.pgpass, or fix {setting}"
+            )
+        else:
+            fix = f"check the database, its user and name in {setting}"
+        raise TrackingError(redact_text(f"{where} refused the login ({one_line(original)}); {fix}")) from exc
+    finally:
+        engine.dispose()
 
 
 def _probe_server(env: Environment, uri: str, *, registry: bool) -> None:
