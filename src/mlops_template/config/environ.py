@@ -34,8 +34,10 @@ from mlops_template.config.aws import usable_profile
 if TYPE_CHECKING:
     from mlops_template.config.load import Environment
 
+# How long MLflow's REST client waits on a tracking server: per request, and how often it tries again.
+HTTP = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
 # What `export` sets for an environment.
-EXPORTED = ("MLFLOW_S3_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_REGION")
+EXPORTED = ("MLFLOW_S3_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_REGION", *HTTP)
 # What a scope puts back: those, and what MLflow copies into the environment for its subprocesses.
 RESTORED = (*EXPORTED, "MLFLOW_EXPERIMENT_ID", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID")
 
@@ -67,6 +69,7 @@ def export(env: Environment) -> None:
         "MLFLOW_S3_ENDPOINT_URL": env.s3_endpoint_url,
         "AWS_PROFILE": usable_profile(env.aws_profile, environment=env.name),
         "AWS_DEFAULT_REGION": env.aws_region,
+        **{name: user_value(name) or value for name, value in http_waits(env.tracking_timeout).items()},
     }
     with _lock:
         before = {name: os.environ.get(name) for name in wanted}
@@ -81,6 +84,36 @@ def export(env: Environment) -> None:
                 _put(name, user)
         if any(os.environ.get(name) != value for name, value in before.items()):
             _drop_clients()
+
+
+def http_waits(seconds: int) -> dict[str, str]:
+    """MLflow's REST settings so that one call to a server that stopped answering gives up within `seconds`.
+
+    MLflow's own defaults (120 s a request, 7 retries with doubling waits)
+    hold a step 20 minutes or more. Here: three tries of a third of the time
+    each, less the two short waits between them (urllib3 waits 0 s, then 2 s).
+    """
+    return {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(3, (seconds - 4) // 3)),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+
+
+def give_up_quickly() -> None:
+    """From now until the scope ends, MLflow's REST calls try once, for 5 s at most.
+
+    For recording a failure after the tracking server was lost: every call
+    then would wait the full bounded time again, one after another.
+    """
+    with _lock:
+        os.environ.update(
+            {
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+            }
+        )
 
 
 @contextmanager

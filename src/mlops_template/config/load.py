@@ -32,6 +32,7 @@ _ENVIRONMENT_KEYS = {
     "aws_region": str,
     "s3_endpoint_url": str,
     "dask_scheduler": str,
+    "tracking_timeout": int,
 }
 _STEP_KEYS = {"params": dict, "resources": dict}
 _MODEL_KEYS = {"name": str, "task": str, "gate": dict}
@@ -54,6 +55,7 @@ class Environment:
     aws_region: str | None = None
     s3_endpoint_url: str | None = None
     dask_scheduler: str | None = None
+    tracking_timeout: int = 60  # seconds a tracking server that stopped answering may hold a step
 
     @property
     def is_remote_storage(self) -> bool:
@@ -172,6 +174,8 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
         for key in ("storage", "tracking_uri"):
             if key not in table:
                 raise ConfigError(f"{path}: [{where}] needs '{key}'")
+        if table.get("tracking_timeout", 60) < 10:
+            raise ConfigError(f"{path}: [{where}] tracking_timeout must be at least 10 (seconds)")
         environments[env_name] = _resolve_paths(Environment(name=env_name, **table), root)
     if not environments:
         raise ConfigError(f"{path}: [environments] is empty; add at least [environments.local]")

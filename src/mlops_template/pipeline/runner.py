@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_template.config.environ import scoped
+from mlops_template.config.environ import give_up_quickly, scoped
 from mlops_template.config.load import Config
 from mlops_template.config.params import apply_overrides
 from mlops_template.errors import ConfigError, MlopsError, StepError
@@ -34,7 +34,7 @@ from mlops_template.pipeline.replay import Replay
 from mlops_template.redact import redacted_repr
 from mlops_template.storage import open_storage
 from mlops_template.tracking.connect import connect
-from mlops_template.tracking.failures import store_errors, store_failures
+from mlops_template.tracking.failures import describe_failure, server_lost, store_errors, store_failures
 from mlops_template.tracking.mlflow_run import joins_launched_run, launched_run, point_launched_run
 from mlops_template.tracking.tags import (
     TAG_ENVIRONMENT,
@@ -229,46 +229,70 @@ def _check_gate_metric(config: Config) -> None:
 
 
 def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResult:
+    """One step attempt as a nested run: FINISHED, or FAILED with the step's own error raised as a StepError."""
     import mlflow
 
     started = time.perf_counter()
     tags = {TAG_STEP: step.name, **attempt.git_tags}
-    with mlflow.start_run(
+    run = mlflow.start_run(
         experiment_id=attempt.experiment_id, run_name=step.name, parent_run_id=attempt.parent.run_id, tags=tags
-    ) as run:
-        with store_errors(env):
-            if attempt.code is not None:
-                attempt.code.record(attempt.client, run.info.run_id)
-            runs = attempts(attempt.client, attempt.experiment_id, attempt.parent.run_id)
-            mark_lost(attempt.client, runs, step.name, run.info.run_id, attempt.lease, supersede=attempt.supersede)
-            if attempt.parent.joined:
-                settle(attempt.client, attempt.experiment_id, attempt.parent)
-        if params:
-            mlflow.log_params(params)
-        ctx = StepContext(
-            step=step.name,
-            params=params,
-            config=config,
-            environment=env,
-            storage=attempt.storage,
-            run_id=run.info.run_id,
-            pipeline_run_id=attempt.parent.run_id,
-            scope=RunScope(attempt.storage, attempt.parent.key, step.name, attempt.order, runs),
-            replay=attempt.replay,
-        )
-        with Heartbeat(attempt.client, run.info.run_id, attempt.lease):
-            try:
-                step(ctx)
-                ctx._finish()
-            except Exception as exc:  # whatever the step's own code raises fails the step, its traceback kept
-                where = _record_failure(ctx, exc, config, attempt.parent.run_id, step.name)
-                seconds = time.perf_counter() - started
-                report(StepResult(step.name, run.info.run_id, "FAILED", seconds, str(exc), notes=ctx.notes))
-                detail = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
-                raise StepError(f"step '{step.name}' failed: {detail} ({where})") from exc
+    )
+    try:
+        ctx = _attempt_step(step, params, config, env, attempt, report, run, started)
+    except BaseException:
+        try:  # the step's error is the one to report: a store failing here too must not replace it
+            mlflow.end_run("FAILED")
+        except store_failures():
+            pass
+        raise
+    with store_errors(env):
+        mlflow.end_run()
     result = StepResult(step.name, run.info.run_id, "FINISHED", time.perf_counter() - started, notes=ctx.notes)
     report(result)
     return result
+
+
+def _attempt_step(step, params, config, env, attempt: _Attempt, report, run, started: float) -> StepContext:
+    """The body of a step attempt in its (active) run; returns its context once the step has succeeded."""
+    import mlflow
+
+    with store_errors(env):
+        if attempt.code is not None:
+            attempt.code.record(attempt.client, run.info.run_id)
+        runs = attempts(attempt.client, attempt.experiment_id, attempt.parent.run_id)
+        mark_lost(attempt.client, runs, step.name, run.info.run_id, attempt.lease, supersede=attempt.supersede)
+        if attempt.parent.joined:
+            settle(attempt.client, attempt.experiment_id, attempt.parent)
+    if params:
+        mlflow.log_params(params)
+    ctx = StepContext(
+        step=step.name,
+        params=params,
+        config=config,
+        environment=env,
+        storage=attempt.storage,
+        run_id=run.info.run_id,
+        pipeline_run_id=attempt.parent.run_id,
+        scope=RunScope(attempt.storage, attempt.parent.key, step.name, attempt.order, runs),
+        replay=attempt.replay,
+    )
+    with Heartbeat(attempt.client, run.info.run_id, attempt.lease):
+        try:
+            step(ctx)
+            ctx._finish()
+        except Exception as exc:  # whatever the step's own code raises fails the step, its traceback kept
+            lost = server_lost(exc)
+            if lost:
+                give_up_quickly()  # what is left to record must not wait on the lost server again and again
+            where = _record_failure(ctx, exc, config, attempt.parent.run_id, step.name)
+            seconds = time.perf_counter() - started
+            report(StepResult(step.name, run.info.run_id, "FAILED", seconds, str(exc), notes=ctx.notes))
+            if lost:
+                detail = describe_failure(env, exc)
+            else:
+                detail = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
+            raise StepError(f"step '{step.name}' failed: {detail} ({where})") from exc
+    return ctx
 
 
 def _record_failure(ctx: StepContext, exc: BaseException, config: Config, run_id: str, step: str) -> str:
@@ -292,7 +316,8 @@ def _record_failure(ctx: StepContext, exc: BaseException, config: Config, run_id
     try:
         mlflow.log_text(text, f"{step}.error.log")
     except secondary as other:
-        where += f"; not saved in the run: {_first_line(other)}"
+        lost = "the tracking store failed too" if server_lost(other) else _first_line(other)
+        where += f"; not saved in the run: {lost}"
     return where
 
 

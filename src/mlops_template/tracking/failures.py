@@ -90,6 +90,14 @@ def _fix(uri: str, causes: list[BaseException], setting: str) -> str:
     return f"check {setting}"
 
 
+def server_lost(exc: BaseException) -> bool:
+    """Whether an error came from a tracking server that stopped answering: refused, reset, or timed out."""
+    causes = _causes(exc)
+    return any(
+        _is_connection_error(c) or _is_unreachable(c) or "timeout" in type(c).__name__.lower() for c in causes
+    ) and any(type(c).__name__ in ("MlflowException", "RestException") for c in causes)
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     """A refused, reset or dropped connection: the builtin kinds and requests'/urllib3's own."""
     return isinstance(exc, ConnectionError) or type(exc).__name__ in (

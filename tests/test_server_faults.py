@@ -1,0 +1,107 @@
+"""A tracking server lost in the middle of a step: the step fails within the environment's bound, in one line.
+
+Real processes: `mlflow server` on PostgreSQL with artifacts on moto's S3
+(`stack.py`), and `mlops run` as a process of its own. The server is killed
+while a step is working, as a crashed or rescheduled server would be.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from stack import _start_mlflow_server, _stop, _wait_for_health, client_env
+
+STEPS = """\
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from mlops_template import Pipeline
+
+
+def make(ctx):
+    ctx.write("table", pd.DataFrame({"a": [1, 2, 3]}))
+
+
+def train(ctx):
+    signals = Path(os.environ["FAULT_SIGNALS"])
+    (signals / "ready").write_text("")
+    while not (signals / "go").exists():
+        time.sleep(0.1)
+    ctx.log_metrics({"after_the_server_went": 1.0})
+
+
+pipeline = Pipeline([make, train])
+"""
+
+
+@pytest.fixture
+def server_process(postgres, s3_endpoint, tmp_path):
+    process, server = _start_mlflow_server(postgres, s3_endpoint, tmp_path)
+    try:
+        _wait_for_health(server.url, process, server.log)
+        yield process, server
+    finally:
+        _stop(process)
+
+
+def project(root: Path, tracking_uri: str, **dev: str) -> Path:
+    (root / "src" / "faulty").mkdir(parents=True)
+    (root / "src" / "faulty" / "__init__.py").write_text("")
+    (root / "src" / "faulty" / "main.py").write_text(STEPS)
+    extra = "".join(f"{key} = {value}\n" for key, value in dev.items())
+    (root / "mlops.toml").write_text(
+        '[project]\nname = "faulty"\npackage = "faulty"\n\n'
+        '[environments.local]\nstorage = "data"\ntracking_uri = "sqlite:///mlruns.db"\n\n'
+        f'[environments.dev]\nstorage = "data"\ntracking_uri = "{tracking_uri}"\n{extra}'
+    )
+    return root
+
+
+def wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"mlops run ended before its step started:\n{process.communicate()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the step did not start within {seconds:.0f} s")
+        time.sleep(0.1)
+
+
+def test_a_server_killed_during_a_step_fails_it_within_the_bound_in_one_line(server_process, tmp_path):
+    process, server = server_process
+    root = project(tmp_path / "project", server.url, tracking_timeout="30")
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    env = client_env(FAULT_SIGNALS=str(signals))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "mlops_template", "run", "-e", "dev"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(signals / "ready", run)
+    os.killpg(process.pid, signal.SIGKILL)  # the server and its workers, at once
+    process.wait()
+    started = time.monotonic()
+    (signals / "go").write_text("")
+    stdout, stderr = run.communicate(timeout=300)
+    seconds = time.monotonic() - started
+
+    assert run.returncode == 1, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    [line] = [line for line in stderr.splitlines() if not line.startswith("Warning: ")]
+    assert line.startswith(f"Error: step 'train' failed: environment 'dev': tracking store {server.url} failed: ")
+    assert "start the server or fix tracking_uri" in line
+    assert seconds < 30, f"the step held on for {seconds:.0f} s after the server was lost"
