@@ -191,6 +191,8 @@ def test_runner_logs_a_parent_and_a_child_per_step_with_params_data_and_metrics(
     assert parent.data.tags["mlops.steps"] == "make,use"
     assert parent.data.tags["mlops.environment"] == "local"
     assert [c.data.tags["mlops.step"] for c in children] == ["make", "use"]
+    assert parent.info.run_name == f"{config.name} {result.key}"  # not one of MLflow's random names
+    assert [c.info.run_name for c in children] == ["make", "use"]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {result.run_id}
     assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
     make_run, use_run = children

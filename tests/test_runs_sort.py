@@ -287,6 +287,30 @@ def test_reproduce_refuses_a_snapshot_missing_from_storage(lone):
     assert "snapshot raw:1234abcd1234abcd, which step 'make_data' of run" in out and "is missing from storage" in out
 
 
+def test_reproduce_refuses_a_damaged_snapshot_before_it_creates_a_run(lone):
+    import pandas as pd
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from mlops_template.data.snapshots import SnapshotStore
+    from mlops_template.storage.local import LocalStorage
+
+    store = SnapshotStore(LocalStorage(lone.root / "data"))
+    snapshot = store.write_table("raw", pd.DataFrame({"x": [1, 2, 3]})).snapshot
+    client = store_client(lone.uri)
+    run = add_run(client, lone.experiment_id, 1_600_000_002_000, f1=0.7)
+    source = json.dumps({"uri": store.uri(snapshot)})
+    dataset = Dataset(name="raw", digest=snapshot.id, source_type="local", source=source)
+    client.log_inputs(
+        run["children"]["make_data"], [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "input")])]
+    )
+    stored = lone.root / "data" / snapshot.key
+    stored.write_bytes(stored.read_bytes()[:-8] + b"00000000")
+
+    out = refused(lone, run["run_id"], "--step", "make_data")  # refused: exit 2, no run added
+    assert f"snapshot {snapshot.ref}, which step 'make_data' of run" in out and "no longer matches its id" in out
+    assert "mlops data verify raw --repair" in out
+
+
 def test_reproduce_refuses_an_unknown_step_and_a_negative_tolerance(history):
     run = history.runs[2]["run_id"]
     assert "has no step 'train'" in refused(history, run, "--step", "train")

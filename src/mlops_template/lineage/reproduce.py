@@ -226,7 +226,7 @@ def _packages(environment: bytes | None) -> dict[str, str] | None:
 
 
 def _check_snapshots(store, run_id: str, reads: dict[str, dict[str, str]]) -> None:
-    """Every snapshot the steps will read is in storage with its bytes; else one line naming it."""
+    """Every snapshot the steps will read is in storage with its bytes intact; else one line naming it."""
     from mlops_template.data.layout import data_key, manifest_key
 
     for step, names in reads.items():
@@ -241,6 +241,11 @@ def _check_snapshots(store, run_id: str, reads: dict[str, dict[str, str]]) -> No
                 raise RunError(
                     f"snapshot {name}:{snapshot_id}, which step '{step}' of run {run_id} read, is missing from "
                     f"storage ({where}); restore it from a backup to reproduce the run"
+                )
+            if store.stored_digest(snapshot.key) != snapshot.digest:
+                raise RunError(
+                    f"snapshot {snapshot.ref}, which step '{step}' of run {run_id} read, no longer matches its id "
+                    f"({where}); `mlops data verify {name} --repair` restores it from an intact copy, if one is left"
                 )
 
 

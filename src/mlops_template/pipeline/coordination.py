@@ -41,6 +41,7 @@ from mlops_template.tracking.tags import (
     TAG_LOST,
     TAG_OUTPUT_PREFIX,
     TAG_PARENT,
+    TAG_PIPELINE,
     TAG_PIPELINE_RUN,
     TAG_STEP,
 )
@@ -122,15 +123,16 @@ def open_parent(
 ) -> ParentRun:
     """Join the pipeline run of `key`, or create it when it does not exist yet.
 
-    `run_id` adopts a run that already exists (the one `mlflow run` made) as
-    the parent instead of creating one. The plan recorded by whoever created
+    A new pipeline run is named `<project> <key>`. `run_id` adopts a run that
+    already exists (the one `mlflow run` made) as the parent instead of creating one. The plan recorded by whoever created
     the pipeline run stands; a different `plan_given` is an error.
     """
     record = _read_record(storage, key)
     if record is None:
         tags = {**tags, TAG_PIPELINE_RUN: key}
         if run_id is None:
-            mine = client.create_run(experiment_id, tags=tags).info.run_id
+            name = f"{tags[TAG_PIPELINE]} {key}" if TAG_PIPELINE in tags else key  # `<project> <key>` in the UI
+            mine = client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
         else:
             mine = run_id
             for name, value in tags.items():
