@@ -204,6 +204,40 @@ def test_diff_json_carries_the_same(story):
     assert d["packages"] == []  # one interpreter made both runs
 
 
+def test_diff_compares_the_rows_each_training_held_out_and_predicts_input_apart(story):
+    d = json.loads(mlops("diff", story.v1, story.v2, "--json", root=story.root).output)
+    client = project_client(story.root)
+    trained = [step_run(client, r, "train_model") for r in (story.v1, story.v2)]
+    held_out = [run.data.tags["mlops.output.heldout"] for run in trained]
+    heldout = next(c for c in d["data"] if c["name"] == "heldout")
+    assert (heldout["a"], heldout["b"]) == tuple(held_out) and not heldout["same"]
+    rows = [next(i.dataset for i in run.inputs.dataset_inputs if i.dataset.name == "heldout") for run in trained]
+    assert held_out[0] != held_out[1] and rows[0].digest == held_out[0]
+    assert (heldout["summary"]["rows_a"], heldout["summary"]["rows_b"]) == (45, 30)  # 30 % of 150 and of 100
+    predicted = [step_run(client, r, "predict") for r in (story.v1, story.v2)]
+    read = [
+        next(i.dataset.digest for i in run.inputs.dataset_inputs if i.dataset.name == "heldout") for run in predicted
+    ]
+    assert read == held_out  # each run's own model became champion, so predict read that run's held-out rows
+    assert not [c for c in d["data"] if c["name"].startswith("heldout read by")]
+
+
+def test_a_step_that_read_another_runs_snapshot_is_compared_apart_from_the_runs_own():
+    from mlops_template.lineage.show import DataRef, RunReport, StepReport
+
+    def report(own: str, champions: str) -> RunReport:
+        def step(name: str, reads: list, writes: list) -> StepReport:
+            return StepReport(name, "r", "FINISHED", "", None, 1, {}, {}, reads, writes, "c", "false", None)
+
+        train = step("train_model", [], [DataRef("heldout", own, 45, "u", "heldout")])
+        predict = step("predict", [DataRef("heldout", champions, 45, "u", "input")], [])
+        return RunReport("p", "k", "FINISHED", "", "local", [], {}, [train, predict])
+
+    a, b = report("aaaa", "aaaa"), report("bbbb", "aaaa")  # b's model lost the gate: predict read a's rows
+    assert (a.datasets(), b.datasets()) == ({"heldout": "aaaa"}, {"heldout": "bbbb"})
+    assert (a.other_reads(), b.other_reads()) == ({}, {("predict", "heldout"): "aaaa"})
+
+
 def test_diff_shows_a_dirty_runs_uncommitted_files_but_never_a_secret(story):
     d = json.loads(mlops("diff", story.v2, story.dirty, "--json", root=story.root).output)
     assert d["code"]["commit_a"] == d["code"]["commit_b"] == story.commit_v2

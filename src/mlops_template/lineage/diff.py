@@ -121,18 +121,26 @@ def _data_changes(store: SnapshotStore, a: RunReport, b: RunReport) -> list[Data
     from mlops_template.data.diff import diff_snapshots
 
     used_a, used_b = a.datasets(), b.datasets()
+    pairs = [
+        (name, name, used_a[name], used_b[name]) for name in _data_order(a, b) if name in used_a and name in used_b
+    ]
+    # What a step read besides the run's own snapshot of that name (predict's input: the champion's held-out rows).
+    other_a, other_b = a.other_reads(), b.other_reads()
+    for step, name in sorted(other_a.keys() | other_b.keys()):
+        id_a, id_b = other_a.get((step, name), used_a.get(name)), other_b.get((step, name), used_b.get(name))
+        if id_a and id_b:
+            pairs.append((f"{name} read by {step}", name, id_a, id_b))
     changes = []
-    for name in [n for n in _data_order(a, b) if n in used_a and n in used_b]:
-        id_a, id_b = used_a[name], used_b[name]
+    for label, name, id_a, id_b in pairs:
         if id_a == id_b:
-            changes.append(DatasetChange(name, id_a, id_b, same=True))
+            changes.append(DatasetChange(label, id_a, id_b, same=True))
             continue
         try:
             summary = _summary(diff_snapshots(store, f"{name}:{id_a}", f"{name}:{id_b}", limit=0))
         except MlopsError as exc:
-            changes.append(DatasetChange(name, id_a, id_b, same=False, problem=str(exc)))
+            changes.append(DatasetChange(label, id_a, id_b, same=False, problem=str(exc)))
             continue
-        changes.append(DatasetChange(name, id_a, id_b, same=False, summary=summary))
+        changes.append(DatasetChange(label, id_a, id_b, same=False, summary=summary))
     return changes
 
 

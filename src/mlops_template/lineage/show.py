@@ -113,13 +113,26 @@ class RunReport:
         return next((s for s in self.steps if s.name == name), None)
 
     def datasets(self) -> dict[str, str]:
-        """Every snapshot the run used, by dataset name (the last step's if several used one name)."""
+        """Every snapshot the run used, by dataset name: the one a step wrote, else the first one read.
+
+        A name written by one step and read by a later one is the same snapshot,
+        except `heldout`: train_model writes its own held-out rows, predict reads
+        the champion's (see :meth:`other_reads`).
+        """
         found: dict[str, str] = {}
         for s in self.steps:
-            for ref in (*s.reads, *s.writes):
-                if ref.name != PREDICTIONS:
-                    found[ref.name] = ref.id
+            for ref in s.reads:
+                found.setdefault(ref.name, ref.id)
+        for s in self.steps:
+            for ref in s.writes:
+                found[ref.name] = ref.id
+        found.pop(PREDICTIONS, None)
         return found
+
+    def other_reads(self) -> dict[tuple[str, str], str]:
+        """The snapshots a step read that are not the run's own of that name, by (step, dataset name)."""
+        own = self.datasets()
+        return {(s.name, r.name): r.id for s in self.steps for r in s.reads if own.get(r.name) != r.id}
 
     def training_metrics(self) -> dict[str, float]:
         step = self.step(TRAINING_STEP) or next((s for s in self.steps if s.gate), None)
