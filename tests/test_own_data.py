@@ -172,3 +172,40 @@ def test_a_text_target_under_the_regression_task_says_which_setting_to_change(tm
         "target column 'species' holds text with 3 distinct values (setosa, versicolor, virginica), "
         'which looks like classification; set task = "classification" under [model] in mlops.toml'
     ) in result.output
+
+
+def test_integer_columns_are_served_as_doubles_and_mlflow_has_no_warning_for_the_user(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+
+    project = new_project("visits", directory=tmp_path / "visits", lock=False)
+    df = churn_table()
+    df["visits"] = np.random.default_rng(3).integers(0, 30, len(df))  # whole numbers, no gap in the training rows
+    df.to_csv(project / "data" / "raw" / "customers.csv", index=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "mlops_template", "run", "-P", "target=churned"],
+        cwd=project,
+        env={**env, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Inferred schema contains integer column" not in done.stderr
+    assert "Failed to validate serving input example" not in done.stderr
+    ours = ("Warning: code version", "    visits.make_data: ")  # the library's own lines and the step's log
+    assert [line for line in done.stderr.splitlines() if not line.startswith(ours)] == []
+
+    client = project_client(project)
+    version = client.get_model_version("visits", "1")
+    mlflow.set_tracking_uri(load_config(project).environment().tracking_uri)
+    served = mlflow.pyfunc.load_model(f"models:/visits/{version.version}")
+    inputs = {spec.name: spec.type.name for spec in served.metadata.get_input_schema().inputs}
+    assert inputs["visits"] == "double"
+    request = pd.read_csv(project / "data" / "raw" / "customers.csv").drop(columns="churned").head(4)
+    request.loc[0, "visits"] = np.nan  # a gap, as a served request brings one
+    assert len(served.predict(request)) == 4

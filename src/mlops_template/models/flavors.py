@@ -63,6 +63,7 @@ def log_model(
         return info
     kind = flavor(model)
     requirements = pip_requirements or model_requirements(model)
+    input_example = served_example(input_example)
     common = dict(name=name, input_example=input_example, pip_requirements=requirements)
     if kind == PYFUNC:
         return mlflow.pyfunc.log_model(python_model=model, **common)
@@ -88,6 +89,18 @@ def log_model(
         "LightGBM model nor an mlflow.pyfunc.PythonModel; pass log_model=lambda name: "
         "mlflow.<flavour>.log_model(model, name=name) to propose_model"
     )
+
+
+def served_example(example: pd.DataFrame) -> pd.DataFrame:
+    """The input example with integer columns as doubles, as a served request brings them when one has a gap.
+
+    The signature is inferred from it: an integer column in it would make a
+    request whose column has a missing value fail MLflow's schema check.
+    """
+    import pandas as pd
+
+    integers = [c for c in example.columns if pd.api.types.is_integer_dtype(example[c].dtype)]
+    return example.astype(dict.fromkeys(integers, "float64")) if integers else example
 
 
 def trusted_types(model: Any) -> list[str]:

@@ -186,3 +186,9 @@ def quiet_mlflow() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # It warns that pip is missing from uv-made environments; requirements are pinned explicitly anyway.
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+    # A model's serving check on its input example: the gate scores the logged model on the held-out rows anyway.
+    logging.getLogger("mlflow.models.model").setLevel(logging.ERROR)
+    import warnings
+
+    # Integer columns are logged as doubles (models.flavors.served_example); the hint has nothing left to say.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
