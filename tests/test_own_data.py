@@ -200,10 +200,7 @@ def test_integer_columns_are_served_as_doubles_and_mlflow_has_no_warning_for_the
     ours = ("Warning: code version", "    visits.make_data: ")  # the library's own lines and the step's log
     assert [line for line in done.stderr.splitlines() if not line.startswith(ours)] == []
 
-    client = project_client(project)
-    version = client.get_model_version("visits", "1")
-    mlflow.set_tracking_uri(load_config(project).environment().tracking_uri)
-    served = mlflow.pyfunc.load_model(f"models:/visits/{version.version}")
+    served = mlflow.pyfunc.load_model(project_client(project).get_model_version_download_uri("visits", "1"))
     inputs = {spec.name: spec.type.name for spec in served.metadata.get_input_schema().inputs}
     assert inputs["visits"] == "double"
     request = pd.read_csv(project / "data" / "raw" / "customers.csv").drop(columns="churned").head(4)
