@@ -406,3 +406,88 @@ def test_a_version_lists_the_data_it_trained_on_apart_from_the_other_data_its_ru
     assert version.training_data == ["train:aa11", "extra:bb22"]
     assert version.other_data == ["heldout:cc33"]
     assert VersionInfo(version="2", aliases=[], run_id=None, created=0, metric=None, tags={}).training_data == []
+
+
+# -- registrations left in flight --------------------------------------------------------------
+
+
+def _interrupted(config, *, champion_moved: bool) -> str:
+    """The state a process killed inside `register` leaves: its record, and v2 of its run (champion moved or not)."""
+    import json as json_module
+
+    client = client_of(config)
+    first = client.get_model_version(config.model.name, "1")
+    second = client.create_model_version(config.model.name, first.source, run_id=first.run_id)
+    storage = Path(config.environment().storage)
+    record = storage / "registrations" / config.model.name / f"{first.run_id}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json_module.dumps({"name": config.model.name, "run_id": first.run_id, "alias": "champion"}))
+    if champion_moved:
+        registry_module.set_champion(client, config.model.name, str(second.version))
+    return str(second.version)
+
+
+def test_a_registration_leaves_no_record_once_complete(tiny_project):
+    config = configured(tiny_project, beat_champion=False)
+    step, _ = train_step(hist_gradient_boosting, table())
+    run_pipeline(Pipeline([step]), config)
+    assert versions(config) == ["1"]
+    assert list((Path(config.environment().storage) / "registrations").rglob("*.json")) == []
+
+
+@pytest.mark.parametrize("command", [["models"], ["runs"]])
+def test_an_interrupted_registration_without_its_alias_is_undone_at_the_next_contact(tiny_project, command):
+    from click.testing import CliRunner
+
+    from mlops_template.cli.main import main
+
+    config = configured(tiny_project, beat_champion=False)
+    step, _ = train_step(hist_gradient_boosting, table())
+    run_pipeline(Pipeline([step]), config)
+    left = _interrupted(config, champion_moved=False)
+    assert versions(config) == ["1", left]
+
+    result = CliRunner().invoke(main, [*command, "--project", str(tiny_project)])
+    assert result.exit_code == 0, result.output
+    assert f"v{left} (run " in result.stderr and "interrupted registration and was deleted" in result.stderr
+    assert versions(config) == ["1"] and champion_version(config) == "1"
+    assert list((Path(config.environment().storage) / "registrations").rglob("*.json")) == []
+
+
+def test_an_interrupted_registration_that_moved_the_champion_is_finished_by_the_next_run(tiny_project):
+    config = configured(tiny_project, beat_champion=False)
+    step, _ = train_step(hist_gradient_boosting, table())
+    run_pipeline(Pipeline([step]), config)
+    left = _interrupted(config, champion_moved=True)
+    exported = Path(config.environment().storage) / "models" / config.model.name / f"v{left}"
+    assert not exported.exists()
+
+    def noop(ctx: StepContext) -> None:
+        ctx.log_metrics({"ran": 1.0})
+
+    run_pipeline(Pipeline([noop]), config)
+    assert (exported / "MLmodel").is_file()
+    assert versions(config) == ["1", left] and champion_version(config) == left
+
+
+def test_a_step_run_whose_process_died_is_failed_by_the_next_run_with_its_pipeline_run(tiny_project, monkeypatch):
+    config = configured(tiny_project)
+    client = client_of(config)
+
+    def noop(ctx: StepContext) -> None:
+        ctx.log_metrics({"ran": 1.0})
+
+    first = run_pipeline(Pipeline([noop]), config)
+    dead = client.create_run(
+        first.experiment_id,
+        tags={"mlops.step": "noop", "mlflow.parentRunId": first.run_id, "mlops.heartbeat": "1600000000.0"},
+    )
+    client.update_run(first.run_id, status="RUNNING")
+    monkeypatch.setenv("MLOPS_STEP_LEASE", "30")
+
+    run_pipeline(Pipeline([noop]), config)
+
+    swept = client.get_run(dead.info.run_id)
+    assert swept.info.status == "FAILED" and "no heartbeat for" in swept.data.tags["mlops.lost"]
+    assert "marked FAILED by pipeline run " in swept.data.tags["mlops.lost"]
+    assert client.get_run(first.run_id).info.status == "FAILED"

@@ -27,6 +27,7 @@ def models(environment: str | None, as_json: bool, project: Path | None) -> None
     from rich.table import Table
 
     from mlops_template.config.environ import scope
+    from mlops_template.models.journal import settle_on_contact
     from mlops_template.models.registry import list_versions
     from mlops_template.tracking.failures import store_errors
     from mlops_template.tracking.reader import open_reader
@@ -34,6 +35,7 @@ def models(environment: str | None, as_json: bool, project: Path | None) -> None
     config, env = load_environment(project, environment)
     metric = config.model.gate.metric
     with scope(), store_errors(env, registry=True):
+        settle_on_contact(config, env)
         versions = list_versions(open_reader(config, env)[0], config.model.name, metric=metric)
     if as_json:
         print_json([{"name": config.model.name, **asdict(v)} for v in versions])

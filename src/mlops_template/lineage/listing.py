@@ -16,6 +16,7 @@ from mlops_template.config.environ import scoped
 from mlops_template.config.load import Config, Environment
 from mlops_template.config.metrics import higher_is_better
 from mlops_template.errors import RunError, choices
+from mlops_template.models.journal import settle_on_contact
 from mlops_template.tracking.failures import store_errors
 from mlops_template.tracking.reader import Where, open_reader
 from mlops_template.tracking.tags import (
@@ -78,6 +79,7 @@ def list_runs(
     wanted = _check_status(status)
     step_tags = _step_tags(step) if step is not None else None
     with store_errors(env):
+        settle_on_contact(config, env)
         reader, experiment_id = open_reader(config, env)
         if experiment_id is None:
             return []

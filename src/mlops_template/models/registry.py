@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.errors import IntegrityError, NoChampionError, TrackingError
+from mlops_template.models.journal import Pending
 from mlops_template.tracking.tags import TAG_DATA_PREFIX, TAG_HELDOUT_DATA, TAG_MODEL_SHA256, TAG_TRAINING_DATA
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ def register(
     version and points the alias back.
     """
     created = existing is None
+    # Recorded before the first write, removed once complete or undone: see models.journal.
+    pending = Pending(export[0], name, run_id, alias).open() if created and export and run_id else None
     version = existing or str(create_version(client, name, model_uri, run_id, tags or {}).version)
     previous, moved = None, False
     try:
@@ -104,6 +107,8 @@ def register(
             if not decision.passed:
                 if created:
                     unregister(client, name, version, restore=None)
+                if pending is not None:
+                    pending.close()
                 return Registration(None, decision)
         if alias == CHAMPION:
             set_champion(client, name, version)
@@ -116,7 +121,11 @@ def register(
     except BaseException:
         if created:
             unregister(client, name, version, alias=alias, restore=previous if moved else None)
+        if pending is not None:  # undone: nothing left for the next contact (kept if undoing failed)
+            pending.close()
         raise
+    if pending is not None:
+        pending.close()
     return Registration(version, decision)
 
 

@@ -18,7 +18,8 @@ a retried step reads the same bytes.
 
 Each attempt keeps a lease alive with a heartbeat tag; an attempt killed
 without cleaning up (SIGKILL, out of memory) is marked FAILED by the next
-attempt of the same step once its lease has lapsed, never while it lives.
+attempt of the same step once its lease has lapsed, never while it lives, or
+else by the next pipeline run in the environment (:func:`sweep_lost`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from mlops_template.tracking.tags import (
     TAG_PIPELINE,
     TAG_PIPELINE_RUN,
     TAG_STEP,
+    TAG_STEPS,
 )
 
 if TYPE_CHECKING:
@@ -256,9 +258,30 @@ def mark_lost(
             continue  # alive, or not yet known to be dead: never touched
         else:
             why = f"no heartbeat for {now - last:.0f} s (lease {lease:g} s): the process was killed or lost"
-        client.set_tag(run.info.run_id, TAG_LOST, f"{why}; marked FAILED by attempt {by}")
+        marker = by if " " in by else f"attempt {by}"  # a run id: the attempt of the same step that found it
+        client.set_tag(run.info.run_id, TAG_LOST, f"{why}; marked FAILED by {marker}")
         client.set_terminated(run.info.run_id, "FAILED", end_time=int(last * 1000))
         lost.append(run.info.run_id)
+    return lost
+
+
+def sweep_lost(client: MlflowClient, experiment_id: str, lease: float, by: str) -> list[str]:
+    """Mark FAILED, in the whole experiment, the step runs whose process died (heartbeat lapsed beyond `lease`).
+
+    A step killed with its process, or cut off from a lost server, stays
+    RUNNING in MLflow; the next `mlops run` in the environment ends it, and its
+    pipeline run's status follows. A live step keeps beating and is left alone.
+    """
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    lost = []
+    for run in running:
+        step = run.data.tags.get(TAG_STEP)
+        if step:
+            lost += mark_lost(client, [run], step, f"pipeline run {by}", lease)
+    for parent_id in {r.data.tags.get(TAG_PARENT) for r in running if r.info.run_id in lost} - {None}:
+        parent = client.get_run(parent_id)
+        plan = tuple(parent.data.tags.get(TAG_STEPS, "").split(","))
+        settle(client, experiment_id, ParentRun(parent.data.tags.get(TAG_PIPELINE_RUN, ""), parent_id, plan, True))
     return lost
 
 

@@ -15,6 +15,7 @@ from mlops_template.config.environ import give_up_quickly, scoped
 from mlops_template.config.load import Config
 from mlops_template.config.params import apply_overrides
 from mlops_template.errors import ConfigError, MlopsError, StepError
+from mlops_template.models.journal import settle_on_contact
 from mlops_template.pipeline.context import StepContext
 from mlops_template.pipeline.coordination import (
     KEY_VARIABLE,
@@ -28,6 +29,7 @@ from mlops_template.pipeline.coordination import (
     new_key,
     open_parent,
     settle,
+    sweep_lost,
 )
 from mlops_template.pipeline.provenance import Provenance, capture
 from mlops_template.pipeline.replay import Replay
@@ -131,6 +133,8 @@ def run_pipeline(
         experiment_id = connect(config, env)
         code = capture(replay.code_root if replay else config.root)
         client = mlflow.MlflowClient()
+        with store_errors(env):
+            settle_on_contact(config, env, storage)  # registrations an earlier process left in flight
 
         tags = {TAG_PIPELINE: config.name, TAG_ENVIRONMENT: env.name, TAG_STEPS: ",".join(planned), **code.tags}
         if replay is not None:
@@ -183,10 +187,12 @@ def run_pipeline(
         except BaseException:
             try:  # the step's own error is the one to report; a store failing here too must not hide it
                 result.status = settle(client, experiment_id, parent)
+                sweep_lost(client, experiment_id, lease, parent.run_id)
             except store_failures():
                 pass
             raise
         with store_errors(env):
+            sweep_lost(client, experiment_id, lease, parent.run_id)  # step runs of other processes that died
             result.status = settle(client, experiment_id, parent)
     return result
 
