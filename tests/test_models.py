@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -148,8 +149,8 @@ def test_one_process_loads_a_version_once_but_verifies_its_files_every_time(tiny
     from mlops_template.errors import IntegrityError
 
     config = configured(tiny_project, beat_champion=False)
-    step, _ = train_step(hist_gradient_boosting, table())
-    run_pipeline(Pipeline([step]), config)
+    trained = []
+    step, _ = train_step(lambda: trained.append(hist_gradient_boosting()) or trained[-1], table())
     loads = []
     real_load = registry_module.load_folder
     monkeypatch.setattr(registry_module, "load_folder", lambda path: loads.append(path) or real_load(path))
@@ -158,8 +159,13 @@ def test_one_process_loads_a_version_once_but_verifies_its_files_every_time(tiny
     def predict(ctx: StepContext) -> None:
         loaded.extend([ctx.load_champion().model, ctx.load_champion().model])
 
+    run_pipeline(Pipeline([step, predict]), config)  # the model just registered is predict's, not loaded back
+    assert loads == [] and len(loaded) == 2 and all(model is trained[0] for model in loaded)
+
+    monkeypatch.setattr(registry_module, "_loaded", {})  # as in a process of its own
+    loaded.clear()
     run_pipeline(Pipeline([predict]), config)
-    assert len(loads) == 1 and loaded[0] is loaded[1]
+    assert len(loads) == 1 and loaded[0] is loaded[1] and loaded[0] is not trained[0]
 
     version = client_of(config).get_model_version_by_alias(config.model.name, "champion")
     stored = Path(urlparse(client_of(config).get_model_version_download_uri(version.name, version.version)).path)
@@ -413,15 +419,13 @@ def test_a_version_lists_the_data_it_trained_on_apart_from_the_other_data_its_ru
 
 def _interrupted(config, *, champion_moved: bool) -> str:
     """The state a process killed inside `register` leaves: its record, and v2 of its run (champion moved or not)."""
-    import json as json_module
-
     client = client_of(config)
     first = client.get_model_version(config.model.name, "1")
     second = client.create_model_version(config.model.name, first.source, run_id=first.run_id)
     storage = Path(config.environment().storage)
     record = storage / "registrations" / config.model.name / f"{first.run_id}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json_module.dumps({"name": config.model.name, "run_id": first.run_id, "alias": "champion"}))
+    record.write_text(json.dumps({"name": config.model.name, "run_id": first.run_id, "alias": "champion"}))
     if champion_moved:
         registry_module.set_champion(client, config.model.name, str(second.version))
     return str(second.version)
@@ -484,6 +488,12 @@ def test_a_step_run_whose_process_died_is_failed_by_the_next_run_with_its_pipeli
     )
     client.update_run(first.run_id, status="RUNNING")
     monkeypatch.setenv("MLOPS_STEP_LEASE", "30")
+    from click.testing import CliRunner
+
+    from mlops_template.cli.main import main
+
+    listed = CliRunner().invoke(main, ["runs", "--json", "--project", str(tiny_project)])
+    assert {r["run_id"]: r["status"] for r in json.loads(listed.stdout)}[first.run_id] == "LOST"
 
     run_pipeline(Pipeline([noop]), config)
 
@@ -491,3 +501,19 @@ def test_a_step_run_whose_process_died_is_failed_by_the_next_run_with_its_pipeli
     assert swept.info.status == "FAILED" and "no heartbeat for" in swept.data.tags["mlops.lost"]
     assert "marked FAILED by pipeline run " in swept.data.tags["mlops.lost"]
     assert client.get_run(first.run_id).info.status == "FAILED"
+
+
+def test_a_logged_model_a_failed_step_left_pending_is_marked_failed(tiny_project):
+    config = configured(tiny_project)
+    made = []
+
+    def train(ctx: StepContext) -> None:
+        client = mlflow.MlflowClient()
+        made.append(client.create_logged_model(client.get_run(ctx.run_id).info.experiment_id, source_run_id=ctx.run_id))
+        raise RuntimeError("the upload was cut off")
+
+    with pytest.raises(StepError, match="the upload was cut off"):
+        run_pipeline(Pipeline([train]), config)
+    [model] = made
+    assert str(model.status) == "PENDING"
+    assert str(client_of(config).get_logged_model(model.model_id).status) == "FAILED"

@@ -8,7 +8,7 @@ is named for the other questions is in :mod:`names`.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 TRAINING_STEP = "train_model"
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "SCHEDULED")
+LOST = "LOST"  # shown for a RUNNING pipeline run whose steps stopped beating (see _lost)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def list_runs(
         if step_tags is not None:
             ran = {r.data.tags.get(TAG_PARENT) for r in reader.search([experiment_id], Where(tags=step_tags))}
             parents = [p for p in parents if p.info.run_id in ran]
+        lost = _lost(reader, experiment_id, parents)
         since = min((p.info.start_time or 0 for p in parents), default=0)
         trainings = (
             reader.search([experiment_id], Where(tags=_step_tags(TRAINING_STEP), since=since)) if parents else []
@@ -100,9 +102,33 @@ def list_runs(
     for run in sorted(trainings, key=lambda r: r.info.start_time or 0):  # the latest attempt wins
         training_of[run.data.tags.get(TAG_PARENT, "")] = run
     result = [_summary(p, training_of.get(p.info.run_id), versions) for p in parents]
+    result = [replace(r, status=LOST) if r.run_id in lost else r for r in result]
     if sort is not None:
         result = sort_runs(result, sort)
     return result[:limit]
+
+
+def _lost(reader, experiment_id: str, parents: list[Run]) -> set[str]:
+    """The RUNNING pipeline runs whose running steps all stopped beating: their processes died or lost the server.
+
+    The next `mlops run` in the environment marks those steps FAILED; until then
+    MLflow still says RUNNING. A pipeline run waiting for its next step (no step
+    running) is not lost.
+    """
+    import time
+
+    from mlops_template.pipeline.coordination import last_beat, lease_seconds
+
+    running = {p.info.run_id for p in parents if p.info.status == "RUNNING"}
+    if not running:
+        return set()
+    lease, now = lease_seconds(), time.time()
+    alive: dict[str, bool] = {}
+    for step in reader.search([experiment_id], Where(has_tag=TAG_STEP, status="RUNNING")):
+        parent = step.data.tags.get(TAG_PARENT, "")
+        if parent in running:
+            alive[parent] = alive.get(parent, False) or now - last_beat(step) <= lease
+    return {parent for parent, beating in alive.items() if not beating}
 
 
 def sort_runs(runs: list[PipelineRun], metric: str) -> list[PipelineRun]:

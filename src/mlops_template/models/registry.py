@@ -354,27 +354,39 @@ def load_version(client: MlflowClient, name: str, version: ModelVersion) -> Cham
                 f"({actual[:12]} != {expected[:12]}); the artifacts were changed, re-train or restore them"
             )
         if actual not in _loaded:
-            _loaded[actual] = load_folder(path)
-            while len(_loaded) > _LOADED_KEPT:
-                _loaded.pop(next(iter(_loaded)))
+            _keep(actual, load_folder(path))
         model, names = _loaded[actual]
     return Champion(name=name, version=str(version.version), model=model, feature_names=names, tags=dict(version.tags))
 
 
-#: Models this process has loaded, by the sha256 of their verified files: the gate and predict in one `mlops run`
-#: load the same champion once. The files are still downloaded and hashed on every load.
+#: Models this process holds, by the sha256 of their files: the gate and predict in one `mlops run` load the
+#: same champion once, and the model a training step just registered is not loaded back from what it wrote.
+#: The files are still downloaded and hashed on every load.
 _loaded: dict[str, tuple[Any, list[str] | None]] = {}
 _LOADED_KEPT = 2
 
 
+def _keep(sha256: str, loaded: tuple[Any, list[str] | None]) -> None:
+    _loaded[sha256] = loaded
+    while len(_loaded) > _LOADED_KEPT:
+        _loaded.pop(next(iter(_loaded)))
+
+
+def remember(path: str | Path, sha256: str, model: Any) -> None:
+    """Keep `model` as what the files at `path` (logged from it by this process, hashing to `sha256`) load to."""
+    _keep(sha256, (model, _input_names(path)))
+
+
 def load_folder(path: str | Path) -> tuple[Any, list[str] | None]:
     """A model folder (its `MLmodel` and files) loaded with its flavour, and the input columns its signature names."""
-    from mlflow.models import Model
-
     from mlops_template.models import flavors
 
-    model = flavors.load(path)
+    return flavors.load(path), _input_names(path)
+
+
+def _input_names(path: str | Path) -> list[str] | None:
+    from mlflow.models import Model
+
     signature = Model.load(str(Path(path) / "MLmodel")).signature
     schema = signature.inputs if signature is not None else None
-    names = schema.input_names() if schema is not None and schema.has_input_names() else None
-    return model, names
+    return schema.input_names() if schema is not None and schema.has_input_names() else None

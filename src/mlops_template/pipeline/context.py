@@ -309,8 +309,9 @@ class StepContext:
         name = self.config.model.name
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
             local = Path(mlflow.artifacts.download_artifacts(candidate.model_uri, dst_path=tmp))
+            sha256 = registry.directory_sha256(local)
             tags = {
-                TAG_MODEL_SHA256: registry.directory_sha256(local),
+                TAG_MODEL_SHA256: sha256,
                 **{TAG_DATA_PREFIX + k: v for k, v in self._datasets.items()},
                 TAG_TRAINING_DATA: _refs(self._training),
                 TAG_HELDOUT_DATA: f"heldout:{self._datasets['heldout']}",
@@ -327,6 +328,8 @@ class StepContext:
                 tags=tags,
                 export=(self.storage, local),
             )
+            if done.version is not None:  # predict in this process takes it as it is, not loaded back
+                registry.remember(local, sha256, candidate.model)
         if done.version is None:
             self.notes.append(f"gate failed: {done.decision.reason}; nothing registered")
         else:

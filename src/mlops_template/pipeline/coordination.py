@@ -251,7 +251,7 @@ def mark_lost(
     for run in runs:
         if run.data.tags.get(TAG_STEP) != step or run.info.status != "RUNNING" or run.info.run_id == by:
             continue
-        last = _last_beat(run)
+        last = last_beat(run)
         if supersede:
             why = "superseded by a retry of the step: the scheduler ended the earlier try, which did not finish"
         elif now - last <= lease:
@@ -278,6 +278,7 @@ def sweep_lost(client: MlflowClient, experiment_id: str, lease: float, by: str) 
         step = run.data.tags.get(TAG_STEP)
         if step:
             lost += mark_lost(client, [run], step, f"pipeline run {by}", lease)
+    fail_pending_models(client, experiment_id, lost)
     for parent_id in {r.data.tags.get(TAG_PARENT) for r in running if r.info.run_id in lost} - {None}:
         parent = client.get_run(parent_id)
         plan = tuple(parent.data.tags.get(TAG_STEPS, "").split(","))
@@ -285,7 +286,16 @@ def sweep_lost(client: MlflowClient, experiment_id: str, lease: float, by: str) 
     return lost
 
 
-def _last_beat(run: Run) -> float:
+def fail_pending_models(client: MlflowClient, experiment_id: str, run_ids: Sequence[str]) -> None:
+    """Mark FAILED the logged models these failed runs left PENDING (a model whose upload never finished)."""
+    for run_id in run_ids:
+        for model in client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'"):
+            if str(model.status) == "PENDING":
+                client.finalize_logged_model(model.model_id, "FAILED")
+
+
+def last_beat(run: Run) -> float:
+    """When a step attempt last showed it was alive: its heartbeat, else its start."""
     try:
         return float(run.data.tags[TAG_HEARTBEAT])
     except (KeyError, ValueError):

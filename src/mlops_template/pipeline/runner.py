@@ -24,6 +24,7 @@ from mlops_template.pipeline.coordination import (
     RunScope,
     attempts,
     check_key,
+    fail_pending_models,
     lease_seconds,
     mark_lost,
     new_key,
@@ -248,6 +249,7 @@ def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResul
     except BaseException:
         try:  # the step's error is the one to report: a store failing here too must not replace it
             mlflow.end_run("FAILED")
+            fail_pending_models(attempt.client, attempt.experiment_id, [run.info.run_id])
         except store_failures():
             pass
         raise
