@@ -203,11 +203,15 @@ def running_mlflow_servers(postgres: Postgres, s3_endpoint: str, *folders: Path)
             _stop(process)
 
 
-def _start_mlflow_server(postgres: Postgres, s3_endpoint: str, folder: Path) -> tuple[subprocess.Popen, MlflowServer]:
-    bucket = make_bucket(s3_endpoint)
-    backend = postgres.create_database()
-    port = free_port()
-    log = folder / "server.log"
+def _start_mlflow_server(
+    postgres: Postgres, s3_endpoint: str, folder: Path, *, again: MlflowServer | None = None
+) -> tuple[subprocess.Popen, MlflowServer]:
+    """Start a server over a fresh database and bucket, or `again` over the same ones and at the same address."""
+    if again is None:
+        bucket, backend, port = make_bucket(s3_endpoint), postgres.create_database(), free_port()
+    else:
+        bucket, backend, port = again.bucket, again.backend_store_uri, int(again.url.rsplit(":", 1)[1])
+    log = folder / ("server-again.log" if again else "server.log")
     env = client_env(MLFLOW_S3_ENDPOINT_URL=s3_endpoint, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     command = [
         sys.executable, "-m", "mlflow", "server",

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from stack import _start_mlflow_server, _stop, _wait_for_health, client_env
 
 STEPS = """\
@@ -77,7 +78,9 @@ def wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> Non
         time.sleep(0.1)
 
 
-def test_a_server_killed_during_a_step_fails_it_within_the_bound_in_one_line(server_process, tmp_path):
+def test_a_server_killed_during_a_step_fails_it_in_one_line_and_the_next_run_ends_what_it_left(
+    server_process, tmp_path, postgres, s3_endpoint
+):
     process, server = server_process
     root = project(tmp_path / "project", server.url, tracking_timeout="30")
     signals = tmp_path / "signals"
@@ -105,3 +108,27 @@ def test_a_server_killed_during_a_step_fails_it_within_the_bound_in_one_line(ser
     assert line.startswith(f"Error: step 'train' failed: environment 'dev': tracking store {server.url} failed: ")
     assert "start the server or fix tracking_uri" in line
     assert seconds < 30, f"the step held on for {seconds:.0f} s after the server was lost"
+
+    # The server comes back; the next run in the environment ends what the lost one left RUNNING.
+    restarted, _ = _start_mlflow_server(postgres, s3_endpoint, tmp_path, again=server)
+    try:
+        _wait_for_health(server.url, restarted, server.log)
+        client = MlflowClient(server.url)
+        [experiment] = [e for e in client.search_experiments() if e.name == "faulty"]
+        [left] = client.search_runs([experiment.experiment_id], "tags.`mlops.step` = 'train'")
+        assert left.info.status == "RUNNING"  # nobody could tell the server it failed
+        again = subprocess.run(
+            [sys.executable, "-m", "mlops_template", "run", "-e", "dev", "--step", "make"],
+            cwd=root,
+            env={**env, "MLOPS_STEP_LEASE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert again.returncode == 0, again.stderr
+        swept = client.get_run(left.info.run_id)
+        assert swept.info.status == "FAILED" and "no heartbeat for" in swept.data.tags["mlops.lost"]
+        parent = client.get_run(left.data.tags["mlflow.parentRunId"])
+        assert parent.info.status == "FAILED"
+    finally:
+        _stop(restarted)
