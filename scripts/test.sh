@@ -19,8 +19,9 @@ $quick || bash scripts/airflow_env.sh
 "$UV" run --frozen --no-sync ruff format --check --quiet src tests benchmarks scripts
 "$UV" run --frozen --no-sync lint-imports --no-cache
 "$UV" run --frozen --no-sync deptry src
-# One worker per core, up to four (each starts its own servers); work stealing evens out the long tests.
-parallel=(-n auto --maxprocesses 4 --dist worksteal)
+# One worker per core, up to four (each starts its own servers); the tests of one xdist_group (the image's)
+# stay on one worker.
+parallel=(-n auto --maxprocesses 4 --dist loadgroup)
 if $quick; then
   exec "$UV" run --frozen --no-sync pytest "${parallel[@]}" -m "not container and not airflow and not postgres" "$@"
 fi

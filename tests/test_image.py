@@ -35,9 +35,13 @@ from packaging.utils import canonicalize_name
 
 from mlops_template.scaffold.new import new_project
 
-pytestmark = pytest.mark.skipif(
-    bool(os.environ.get("MLOPS_SKIP_IMAGE_TEST")), reason="MLOPS_SKIP_IMAGE_TEST is set: the image is not built"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        bool(os.environ.get("MLOPS_SKIP_IMAGE_TEST")), reason="MLOPS_SKIP_IMAGE_TEST is set: the image is not built"
+    ),
+    # One worker builds the image once: the store is shared, and each build removes the tags earlier ones left.
+    pytest.mark.xdist_group("image"),
+]
 
 NAME = "iris-img"
 # The tests' own image store, kept between runs: the base image and the last build's layers are its cache.
