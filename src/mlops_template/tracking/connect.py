@@ -174,12 +174,15 @@ def quiet_mlflow() -> None:
 
     Against a tracking server MLflow writes "View run …" and "View experiment …" to
     stdout whenever a run ends; the pipeline's summary already says where runs are.
-    A user who sets MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false gets them back.
+    A user who sets MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false gets them back, and
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true MLflow's download bars.
     """
     import logging
     import os
 
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # Its "Downloading artifacts" bars: a line per model load, even into a log file.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     import mlflow  # noqa: F401  (configures its loggers on import, so adjust them after)
 
