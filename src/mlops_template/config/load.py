@@ -22,7 +22,7 @@ from mlops_template.redact import redacted_repr
 CONFIG_FILE = "mlops.toml"
 DEFAULT_ENVIRONMENT = "local"
 
-_TOP_KEYS = {"project", "environments", "params", "steps", "model", "dag"}
+_TOP_KEYS = {"project", "environments", "params", "steps", "model", "dag", "data"}
 _PROJECT_KEYS = {"name": str, "package": str, "default_environment": str}
 _ENVIRONMENT_KEYS = {
     "storage": str,
@@ -33,7 +33,10 @@ _ENVIRONMENT_KEYS = {
     "s3_endpoint_url": str,
     "dask_scheduler": str,
     "tracking_timeout": int,
+    "data": dict,
 }
+_DATA_KEYS = {"engine": str}
+ENGINES = ("pandas", "dask", "auto")
 _STEP_KEYS = {"params": dict, "resources": dict}
 _MODEL_KEYS = {"name": str, "task": str, "gate": dict}
 _GATE_KEYS = {"metric": str, "min": float, "beat_champion": bool}
@@ -54,8 +57,9 @@ class Environment:
     aws_profile: str | None = None
     aws_region: str | None = None
     s3_endpoint_url: str | None = None
-    dask_scheduler: str | None = None
+    dask_scheduler: str | None = None  # unset: a LocalCluster per process, when a step first asks for Dask
     tracking_timeout: int = 60  # seconds a tracking server that stopped answering may hold a step
+    engine: str = "auto"  # [data] engine, or this environment's [environments.<name>.data] engine
 
     @property
     def is_remote_storage(self) -> bool:
@@ -165,6 +169,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
             "use letters, digits and underscores"
         )
 
+    data_engine = _engine(_table(raw, "data", path), path, "data") or "auto"
     environments = {}
     for env_name, table in _table(raw, "environments", path, required=True).items():
         where = f"environments.{env_name}"
@@ -176,7 +181,9 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
                 raise ConfigError(f"{path}: [{where}] needs '{key}'")
         if table.get("tracking_timeout", 60) < 10:
             raise ConfigError(f"{path}: [{where}] tracking_timeout must be at least 10 (seconds)")
-        environments[env_name] = _resolve_paths(Environment(name=env_name, **table), root)
+        fields = {k: v for k, v in table.items() if k != "data"}
+        engine = _engine(table.get("data", {}), path, f"{where}.data") or data_engine
+        environments[env_name] = _resolve_paths(Environment(name=env_name, engine=engine, **fields), root)
     if not environments:
         raise ConfigError(f"{path}: [environments] is empty; add at least [environments.local]")
 
@@ -236,6 +243,15 @@ def _model(table: dict[str, Any], project: str, path: Path) -> ModelConfig:
     if problem:
         raise ConfigError(f"{path}: [model.gate] metric {problem}")
     return ModelConfig(name=table.get("name", project), task=task, gate=gate)
+
+
+def _engine(table: dict[str, Any], path: Path, where: str) -> str | None:
+    """`[data] engine`: pandas, dask, or auto (Dask when the raw data is large for this machine)."""
+    _check_table(table, _DATA_KEYS, path, where)
+    engine = table.get("engine")
+    if engine is not None and engine not in ENGINES:
+        raise ConfigError(f"{path}: [{where}] engine '{engine}' is unknown; {choices(ENGINES, engine)}")
+    return engine
 
 
 def _table(raw: dict[str, Any], key: str, path: Path, *, required: bool = False) -> dict[str, Any]:
@@ -307,7 +323,11 @@ def _apply_overrides(env: Environment, root: Path) -> Environment:
         "aws_profile": user_value("AWS_PROFILE"),
         "aws_region": user_value("AWS_REGION") or user_value("AWS_DEFAULT_REGION"),
         "s3_endpoint_url": user_value("AWS_ENDPOINT_URL_S3") or user_value("AWS_ENDPOINT_URL"),
+        "dask_scheduler": user_value("MLOPS_DASK_SCHEDULER"),
+        "engine": user_value("MLOPS_ENGINE"),
     }
+    if overrides["engine"] and overrides["engine"] not in ENGINES:
+        raise ConfigError(f"MLOPS_ENGINE '{overrides['engine']}' is unknown; {choices(ENGINES, overrides['engine'])}")
     env = replace(env, **{k: v for k, v in overrides.items() if v})
     # Paths from mlops.toml are already absolute; relative ones from variables are the cwd's.
     return _resolve_paths(env, Path.cwd())

@@ -3,8 +3,10 @@
 Layout under an environment's storage root::
 
     snapshots/<name>/<id>.parquet|csv   the bytes, never rewritten; id = BLAKE3 of them
+    snapshots/<name>/<id>/part-NNNNN.parquet  or a partitioned snapshot's parts; id = BLAKE3 over their digests
     snapshots/<name>/<id>.json          the manifest, written last: a snapshot without one is incomplete
     datasets/<name>.parquet|csv         a copy of the current version, for the next step
+    datasets/<name>/part-NNNNN.parquet  or of a partitioned one's parts
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from mlops_template.data.hashing import FORMATS, validate_name
 from mlops_template.errors import StorageError
 
 PREFIX = "snapshots"
+PART = "part-{:05d}.parquet"
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,26 @@ class Snapshot:
 
     @property
     def key(self) -> str:
+        """The data file's key; for a partitioned snapshot, the folder of its parts."""
+        if self.partitioned:
+            return parts_folder(self.name, self.id)
         return data_key(self.name, self.id, self.format)
+
+    @property
+    def partitions(self) -> list[dict[str, Any]]:
+        """A partitioned snapshot's parts in order, `{file, rows, digest, bytes}` each; empty for a single file."""
+        return list(self.extra.get("partitions", []))
+
+    @property
+    def partitioned(self) -> bool:
+        return "partitions" in self.extra
+
+    @property
+    def part_keys(self) -> list[str]:
+        """The keys of its data: the parts of a partitioned snapshot, else its one file."""
+        if not self.partitioned:
+            return [self.key]
+        return [f"{self.key}/{part['file']}" for part in self.partitions]
 
     def column(self, name: str) -> dict[str, Any] | None:
         return next((c for c in self.columns if c["name"] == name), None)
@@ -70,8 +92,17 @@ def manifest_key(name: str, snapshot_id: str) -> str:
     return f"{PREFIX}/{validate_name(name)}/{snapshot_id}.json"
 
 
+def parts_folder(name: str, snapshot_id: str) -> str:
+    return f"{PREFIX}/{validate_name(name)}/{snapshot_id}"
+
+
 def current_key(name: str, fmt: str) -> str:
     return f"datasets/{validate_name(name)}.{fmt}"
+
+
+def current_parts_folder(name: str) -> str:
+    """Where the current version of a partitioned dataset keeps copies of its parts."""
+    return f"datasets/{validate_name(name)}"
 
 
 def file_format(path: str | os.PathLike[str]) -> str:
@@ -86,8 +117,14 @@ def file_format(path: str | os.PathLike[str]) -> str:
 def complete_manifests(keys: list[str]) -> list[str]:
     """The manifest keys among `keys` whose data file is there too."""
     present = set(keys)
+    folders = {k.rsplit("/", 1)[0] for k in keys if k.count("/") == 3}  # snapshots/<name>/<id>/part-…
     return [
-        k for k in keys if _is_manifest(k) and any(k.removesuffix(".json") + f".{fmt}" in present for fmt in FORMATS)
+        k
+        for k in keys
+        if _is_manifest(k)
+        and (
+            any(k.removesuffix(".json") + f".{fmt}" in present for fmt in FORMATS) or k.removesuffix(".json") in folders
+        )
     ]
 
 

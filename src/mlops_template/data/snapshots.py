@@ -32,13 +32,15 @@ from mlops_template.data.layout import (
     Snapshot,
     complete_manifests,
     current_key,
+    current_parts_folder,
     data_key,
     file_format,
     manifest_key,
+    parts_folder,
 )
 from mlops_template.data.refs import known_datasets, resolve_ref
 from mlops_template.data.tables import parse_table, read_arrow
-from mlops_template.errors import IntegrityError, StorageError
+from mlops_template.errors import DataError, IntegrityError, MlopsError, StorageError
 from mlops_template.progress import activity
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+    from dask.dataframe import DataFrame as DaskFrame
 
     from mlops_template.config.load import Config, Environment
     from mlops_template.storage import Storage
@@ -100,6 +103,55 @@ class SnapshotStore:
             with activity(f"profiling {name} ({table.num_rows:,} rows)"):
                 manifest = profile_table(table)
             stored = Stored(self._finish(name, digest, "parquet", size, manifest, run_id, step, None), written=True)
+        if current:
+            self.set_current(stored.snapshot)
+        return stored
+
+    def write_dask(
+        self,
+        name: str,
+        ddf: DaskFrame,
+        *,
+        run_id: str | None = None,
+        step: str | None = None,
+        current: bool = True,
+    ) -> Stored:
+        """Store a Dask DataFrame as a partitioned snapshot, one parquet part per partition, written by the workers.
+
+        Parts are written to a hidden folder, then moved under the snapshot's id
+        and the manifest written last; if a worker dies or a part fails, the
+        folder is dropped and nothing is stored under `name`.
+        """
+        from mlops_template.data import partitioned
+
+        validate_name(name)
+        folder = partitioned.staging_folder(name)
+        try:
+            with activity(f"writing {name} ({ddf.npartitions:,} partitions)", total=ddf.npartitions) as advance:
+                parts, profile = partitioned.write_parts(self.storage, folder, ddf, advance)
+            digest = partitioned.parts_digest([part["digest"] for part in parts])
+            existing = self._complete(name, digest)
+            if existing is None or not self._intact(existing):
+                target = parts_folder(name, short_id(digest))
+                for part in parts:
+                    self.storage.move(f"{folder}/{part['file']}", f"{target}/{part['file']}")
+        except MlopsError:
+            raise
+        except Exception as exc:  # a worker's failure arrives as whatever it raised, or distributed's KilledWorker
+            raise DataError(
+                f"writing dataset '{name}' on the Dask workers failed ({type(exc).__name__}: {exc}); "
+                f"nothing was stored under '{name}'"
+            ) from exc
+        finally:
+            self.storage.delete(folder)
+        if existing is not None:
+            stored = Stored(existing, written=False)
+        else:
+            size = sum(part["bytes"] for part in parts)
+            snapshot = self._finish(
+                name, digest, "parquet", size, profile.summary(), run_id, step, None, partitions=parts
+            )
+            stored = Stored(snapshot, written=True)
         if current:
             self.set_current(stored.snapshot)
         return stored
@@ -197,7 +249,7 @@ class SnapshotStore:
             manifest = profile_table(table)
         return self._finish(name, digest, fmt, len(data), manifest, run_id, step, None)
 
-    def _finish(self, name, digest, fmt, size, manifest, run_id, step, source) -> Snapshot:
+    def _finish(self, name, digest, fmt, size, manifest, run_id, step, source, partitions=None) -> Snapshot:
         """Write the manifest (last: it is what makes the snapshot complete)."""
         snapshot = Snapshot(
             name=name,
@@ -211,6 +263,7 @@ class SnapshotStore:
             run_id=run_id,
             step=step,
             source=source,
+            extra={"partitions": partitions} if partitions is not None else {},
         )
         body = json.dumps(snapshot.to_json(), indent=1, default=str).encode()
         self.storage.write_bytes(manifest_key(name, snapshot.id), body)
@@ -231,7 +284,10 @@ class SnapshotStore:
                 return None
             raise
         snapshot = Snapshot.from_json(json.loads(manifest))
-        if not self.storage.exists(snapshot.key):
+        if snapshot.partitioned:
+            if not set(snapshot.part_keys) <= set(self.storage.list(snapshot.key)):
+                return None
+        elif not self.storage.exists(snapshot.key):
             return None
         if snapshot.digest != digest:
             raise IntegrityError(
@@ -250,7 +306,7 @@ class SnapshotStore:
         fresh bytes it holds (the right ones, by their hash) in its place, and
         the user is told once.
         """
-        if self.stored_digest(snapshot.key) == snapshot.digest:
+        if self.snapshot_digest(snapshot) == snapshot.digest:
             return True
         if repairing:
             logger.warning(
@@ -277,39 +333,67 @@ class SnapshotStore:
         here = self._complete(snapshot.name, snapshot.digest)
         if here is not None and self._intact(here):
             return Stored(snapshot, written=False)
-        with self.storage.stage(f"{PREFIX}/{snapshot.name}") as stage:
-            with (
-                source.storage.open_read(snapshot.key) as f,
-                activity(f"copying {snapshot.ref}", total=snapshot.bytes) as advance,
-            ):
-                digest, _ = copy_hashing(f, stage.file, advance)
-            if digest != snapshot.digest:
-                raise _tampered(source.uri(snapshot), snapshot)
-            stage.commit(snapshot.key)
-        if self.stored_digest(snapshot.key) != snapshot.digest:
-            self.storage.delete(snapshot.key)
-            raise IntegrityError(
-                f"{self.uri(snapshot)}: the copy of snapshot {snapshot.ref} does not match its digest once stored; "
-                "nothing was kept, check the storage and copy again"
-            )
+        if snapshot.partitioned:
+            for key, part in zip(snapshot.part_keys, snapshot.partitions, strict=True):
+                self._copy_file(source, key, part["digest"], part["bytes"], snapshot)
+        else:
+            self._copy_file(source, snapshot.key, snapshot.digest, snapshot.bytes, snapshot)
         manifest = source.storage.read_bytes(manifest_key(snapshot.name, snapshot.id))
         self.storage.write_bytes(manifest_key(snapshot.name, snapshot.id), manifest)
         return Stored(snapshot, written=True)
+
+    def _copy_file(self, source: SnapshotStore, key: str, digest: str, size: int, snapshot: Snapshot) -> None:
+        """One file of a snapshot from another storage to the same key here, verified before and after it lands."""
+        with self.storage.stage(key.rsplit("/", 1)[0]) as stage:
+            with (
+                source.storage.open_read(key) as f,
+                activity(f"copying {snapshot.ref}", total=size) as advance,
+            ):
+                copied, _ = copy_hashing(f, stage.file, advance)
+            if copied != digest:
+                raise _tampered(source.storage.uri(key), snapshot)
+            stage.commit(key)
+        if self.stored_digest(key) != digest:
+            self.storage.delete(key)
+            raise IntegrityError(
+                f"{self.storage.uri(key)}: the copy of snapshot {snapshot.ref} does not match its digest once stored; "
+                "nothing was kept, check the storage and copy again"
+            )
 
     def set_current(self, snapshot: Snapshot) -> None:
         """Make `datasets/<name>` a copy of this snapshot (a server-side copy on S3, in-kernel locally).
 
         Nothing is copied when it already is one.
         """
-        key = current_key(snapshot.name, snapshot.format)
-        if not self._holds(key, snapshot):
-            self.storage.copy(snapshot.key, key)
+        if snapshot.partitioned:
+            folder = current_parts_folder(snapshot.name)
+            wanted = {f"{folder}/{part['file']}" for part in snapshot.partitions}
+            for key in self.storage.list(folder):
+                if key not in wanted:
+                    self.storage.delete(key)
+            for source, part in zip(snapshot.part_keys, snapshot.partitions, strict=True):
+                key = f"{folder}/{part['file']}"
+                if not self._holds(key, source, part["digest"]):
+                    self.storage.copy(source, key)
+        else:
+            key = current_key(snapshot.name, snapshot.format)
+            if not self._holds(key, snapshot.key, snapshot.digest):
+                self.storage.copy(snapshot.key, key)
         self._drop_other_formats(snapshot)
 
-    def _holds(self, key: str, snapshot: Snapshot) -> bool:
-        """Whether `key` holds the snapshot's bytes: asked of the storage first (sizes, ETags), hashed only if it cannot tell."""
-        same = self.storage.same_copy(key, snapshot.key)
-        return self.stored_digest(key) == snapshot.digest if same is None else same
+    def _holds(self, key: str, source: str, digest: str) -> bool:
+        """Whether `key` holds `source`'s bytes: asked of the storage first (sizes, ETags), hashed only if it cannot tell."""
+        same = self.storage.same_copy(key, source)
+        return self.stored_digest(key) == digest if same is None else same
+
+    def snapshot_digest(self, snapshot: Snapshot) -> str:
+        """The full digest of a snapshot's stored data as it is now (over its parts' digests when partitioned)."""
+        if not snapshot.partitioned:
+            return self.stored_digest(snapshot.key)
+        from mlops_template.data.partitioned import parts_digest, stored_part_digests
+
+        with activity(f"hashing {snapshot.ref} ({len(snapshot.partitions):,} parts)"):
+            return parts_digest(stored_part_digests(self.storage, snapshot.part_keys))
 
     def stored_digest(self, key: str) -> str:
         """The full digest of a stored file: memory-mapped where it is on this machine, streamed otherwise."""
@@ -325,10 +409,12 @@ class SnapshotStore:
         return digest
 
     def _drop_other_formats(self, snapshot: Snapshot) -> None:
-        """A dataset has one current copy: writing a CSV version removes a parquet one, and back."""
+        """A dataset has one current copy: writing a CSV version removes a parquet one, a partitioned one both, and back."""
         for other in FORMATS:
-            if other != snapshot.format:
+            if snapshot.partitioned or other != snapshot.format:
                 self.storage.delete(current_key(snapshot.name, other))
+        if not snapshot.partitioned:
+            self.storage.delete(current_parts_folder(snapshot.name))
 
     # -- finding ---------------------------------------------------------------
     def list(self, name: str | None = None) -> list[Snapshot]:
@@ -353,6 +439,17 @@ class SnapshotStore:
                         f"or `mlops data add {self.storage.uri(key)} --name {name}`"
                     )
                 return found
+        parts = [k for k in self.storage.list(current_parts_folder(name)) if k.endswith(".parquet")]
+        if parts:
+            from mlops_template.data.partitioned import parts_digest, stored_part_digests
+
+            found = self._complete(name, parts_digest(stored_part_digests(self.storage, parts)))
+            if found is None:
+                raise StorageError(
+                    f"{self.storage.uri(current_parts_folder(name))}/ does not hold a stored snapshot's parts; "
+                    "run the step that writes it again"
+                )
+            return found
         raise StorageError(f"dataset '{name}' has no current version; {known_datasets(self)}")
 
     def resolve(self, ref: str) -> Snapshot:
@@ -362,6 +459,11 @@ class SnapshotStore:
     # -- reading ---------------------------------------------------------------
     def read_bytes(self, snapshot: Snapshot) -> bytes:
         """The snapshot's bytes, refused if they no longer match its digest."""
+        if snapshot.partitioned:
+            raise DataError(
+                f"snapshot {snapshot.ref} is partitioned ({len(snapshot.partitions)} parts); read it with "
+                f"engine='dask', or `mlops data get {snapshot.ref}` for a folder of its parts"
+            )
         with activity(f"reading {snapshot.ref}"):
             data = self.storage.read_bytes(snapshot.key)
         if digest_bytes(data) != snapshot.digest:
@@ -369,10 +471,41 @@ class SnapshotStore:
         return data
 
     def read(self, ref: str | Snapshot) -> tuple[Snapshot, pd.DataFrame]:
+        """A snapshot as one pandas DataFrame (a partitioned one's parts concatenated), verified against its id."""
         snapshot = ref if isinstance(ref, Snapshot) else self.resolve(ref)
+        if snapshot.partitioned:
+            return snapshot, self._read_parts(snapshot)
         data = self.read_bytes(snapshot)
         with activity(f"parsing {snapshot.ref} ({snapshot.rows:,} rows)"):
             return snapshot, parse_table(data, self.uri(snapshot))
+
+    def _read_parts(self, snapshot: Snapshot) -> pd.DataFrame:
+        import pyarrow as pa
+
+        from mlops_template.data.partitioned import check_part
+        from mlops_template.data.tables import read_arrow, to_pandas
+
+        tables = []
+        with activity(f"reading {snapshot.ref} ({snapshot.rows:,} rows)", total=snapshot.bytes) as advance:
+            for key, part in zip(snapshot.part_keys, snapshot.partitions, strict=True):
+                data = check_part(self.storage, key, part["digest"])
+                tables.append(read_arrow(data, "parquet"))
+                advance(len(data))
+        if not tables:
+            raise DataError(f"snapshot {snapshot.ref} has no parts")
+        return to_pandas(pa.concat_tables(tables))
+
+    def read_dask(self, ref: str | Snapshot) -> tuple[Snapshot, DaskFrame]:
+        """A snapshot as a Dask DataFrame: a partition per part (each verified by the worker reading it), or blocks of one file."""
+        from mlops_template.data.partitioned import read_file, read_parts
+
+        snapshot = ref if isinstance(ref, Snapshot) else self.resolve(ref)
+        if snapshot.partitioned:
+            digests = [part["digest"] for part in snapshot.partitions]
+            return snapshot, read_parts(self.storage, snapshot.part_keys, digests)
+        if self.stored_digest(snapshot.key) != snapshot.digest:
+            raise _tampered(self.storage.uri(snapshot.key), snapshot)
+        return snapshot, read_file(self.storage, snapshot.key, snapshot.format)
 
     def get(self, ref: str | Snapshot, to: str | os.PathLike[str] | None = None) -> Path:
         """Copy a snapshot to a local file, verified and fsynced on the way; nothing is left behind if it fails.
@@ -385,6 +518,8 @@ class SnapshotStore:
 
         snapshot = ref if isinstance(ref, Snapshot) else self.resolve(ref)
         target = Path(to) if to is not None else Path.cwd()
+        if snapshot.partitioned:
+            return self._get_parts(snapshot, target if to is not None else target / f"{snapshot.name}-{snapshot.id}")
         if target.is_dir() or str(to).endswith(("/", os.sep)):
             target = target / f"{snapshot.name}-{snapshot.id}.{snapshot.format}"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -405,6 +540,38 @@ class SnapshotStore:
             fsync_dir(target.parent)
         finally:
             Path(tmp).unlink(missing_ok=True)
+        return target
+
+    def _get_parts(self, snapshot: Snapshot, target: Path) -> Path:
+        """A partitioned snapshot as a local folder of its parts (into `target`, or a new folder in it if it exists)."""
+        import shutil
+        import tempfile
+
+        from mlops_template.storage.local import fsync_dir
+
+        if target.is_dir():
+            target = target / f"{snapshot.name}-{snapshot.id}"
+        if target.exists():
+            raise StorageError(f"{target}: already exists; remove it or give another folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        try:
+            for key, part in zip(snapshot.part_keys, snapshot.partitions, strict=True):
+                with (
+                    open(tmp / part["file"], "wb") as out,  # noqa: PTH123
+                    self.storage.open_read(key) as source,
+                    activity(f"copying {snapshot.ref} {part['file']}", total=part["bytes"]) as advance,
+                ):
+                    digest, _ = copy_hashing(source, out, advance)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if digest != part["digest"]:
+                    raise _tampered(self.storage.uri(key), snapshot)
+            tmp.chmod(0o755)
+            os.replace(tmp, target)
+            fsync_dir(target.parent)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return target
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.config.load import Config, Environment
+from mlops_template.data import engines
 from mlops_template.data.hashing import FORMATS, content_id
-from mlops_template.data.layout import Snapshot, current_key
+from mlops_template.data.layout import Snapshot, current_key, current_parts_folder
 from mlops_template.data.snapshots import SnapshotStore
 from mlops_template.data.tables import parse_table, read_table, write_table
-from mlops_template.errors import StorageError
+from mlops_template.errors import DataError, StorageError
 from mlops_template.models import registry
 from mlops_template.models.gate import Decision
 from mlops_template.pipeline.coordination import RunScope
@@ -37,11 +38,13 @@ from mlops_template.tracking.tags import (
 
 if TYPE_CHECKING:
     import pandas as pd
+    from dask.dataframe import DataFrame as DaskFrame
     from mlflow.entities.model_registry import ModelVersion
 
     from mlops_template.models import flavors
 
 RAW_PREFIX = "raw"
+RAW_FORMATS = (".csv", ".parquet", ".jsonl", ".json")  # .json as JSON lines, one record a line
 
 
 @dataclass
@@ -65,13 +68,27 @@ class StepContext:
     _pins: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
     _training: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _proposal: tuple[_Candidate, Decision] | None = field(default=None, init=False, repr=False)
+    _engine: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.log = logging.getLogger(f"{self.config.package}.{self.step}")
         self.snapshots = SnapshotStore(self.storage)
 
     # -- data ------------------------------------------------------------------
-    def read(self, name: str, *, context: str = "input") -> pd.DataFrame:
+    @property
+    def engine(self) -> str:
+        """`pandas` or `dask`: the environment's `[data] engine`, with `auto` decided by the raw data's size.
+
+        auto picks Dask when the files under `raw/` take more than a tenth of the
+        memory this process may use (the cgroup limit in a pod).
+        """
+        if self._engine is None:
+            setting = self.environment.engine
+            raw = sum(self.storage.sizes(RAW_PREFIX).values()) if setting == engines.AUTO else 0
+            self._engine = engines.resolve_engine(setting, raw)
+        return self._engine
+
+    def read(self, name: str, *, context: str = "input", engine: str = "pandas") -> pd.DataFrame | DaskFrame:
         """Read a dataset as this pipeline run knows it, and record its snapshot as an input of this step.
 
         That is the version the latest successful attempt of an earlier step of
@@ -80,14 +97,19 @@ class StepContext:
         is read and pinned to the pipeline run, so a retried step reads the
         same bytes. `context="training"` marks the data a model is trained on;
         the registered version then names that snapshot in `mlops.training_data`.
+        `engine="dask"` returns a Dask DataFrame over the same snapshot (`ctx.engine`
+        is the project's choice), read by the environment's Dask workers.
         """
+        engine = self._check_engine(engine)
         snapshot_id = self._replayed(name) or self._written.get(name)
         if snapshot_id is None and self.scope is not None:
             snapshot_id = self.scope.written(name)
         if snapshot_id is None and self.scope is not None:
             snapshot_id = self.scope.pinned(name)
+        if snapshot_id is None and (engine == engines.DASK or self.storage.list(current_parts_folder(name))):
+            snapshot_id = self._current_snapshot(name).id
         if snapshot_id is not None:
-            return self.read_snapshot(f"{name}:{snapshot_id}", context=context)
+            return self.read_snapshot(f"{name}:{snapshot_id}", context=context, engine=engine)
         fmt, data = self._read_current(name)
         snapshot = self.snapshots.adopt(name, data, fmt, run_id=self.run_id, step=self.step)
         if self.scope is not None:
@@ -98,21 +120,51 @@ class StepContext:
         self._log_snapshot(snapshot, df, context)
         return df
 
-    def read_snapshot(self, ref: str, *, context: str = "input") -> pd.DataFrame:
+    def read_snapshot(self, ref: str, *, context: str = "input", engine: str = "pandas") -> pd.DataFrame | DaskFrame:
         """Read one stored version (`ID`, an id prefix, or `NAME:ID`), verified against its id."""
-        snapshot, df = self.snapshots.read(ref)
+        if self._check_engine(engine) == engines.DASK:
+            self.dask_client()
+            snapshot, df = self.snapshots.read_dask(ref)
+        else:
+            snapshot, df = self.snapshots.read(ref)
         self._log_snapshot(snapshot, df, context)
         return df
 
-    def write(self, name: str, df: pd.DataFrame) -> str:
-        """Store a dataset as a snapshot and as its new current version, record it as an output; returns its id."""
+    def write(self, name: str, df: pd.DataFrame | DaskFrame) -> str:
+        """Store a dataset as a snapshot and as its new current version, record it as an output; returns its id.
+
+        A Dask DataFrame is written by the workers as a partitioned snapshot, a
+        parquet part per partition, without collecting it here.
+        """
         return self._store(name, df, "output")
 
-    def _store(self, name: str, df: pd.DataFrame, context: str) -> str:
+    def dask_client(self):
+        """The Dask client of this environment (its `dask_scheduler`, or a LocalCluster started on first use)."""
+        return engines.dask_client(self.environment)
+
+    def _check_engine(self, engine: str) -> str:
+        if engine not in (engines.PANDAS, engines.DASK):
+            raise DataError(f"engine '{engine}' is unknown; use engine='pandas', engine='dask' or engine=ctx.engine")
+        return engine
+
+    def _current_snapshot(self, name: str) -> Snapshot:
+        """The current version of `name` as a snapshot, pinned to the pipeline run like any first read."""
+        snapshot = self.snapshots.current(name)
+        if self.scope is not None:
+            pinned = self.scope.pin(name, snapshot.id, self.run_id)
+            if pinned != snapshot.id:
+                return self.snapshots.resolve(f"{name}:{pinned}")
+        return snapshot
+
+    def _store(self, name: str, df: pd.DataFrame | DaskFrame, context: str) -> str:
         import mlflow
 
         current = self.replay is None  # a reproduction leaves every dataset's current version as it was
-        stored = self.snapshots.write_table(name, df, run_id=self.run_id, step=self.step, current=current)
+        if engines.is_dask(df):
+            self.dask_client()
+            stored = self.snapshots.write_dask(name, df, run_id=self.run_id, step=self.step, current=current)
+        else:
+            stored = self.snapshots.write_table(name, df, run_id=self.run_id, step=self.step, current=current)
         self._log_snapshot(stored.snapshot, df, context)
         self._written[name] = stored.snapshot.id
         mlflow.set_tag(TAG_OUTPUT_PREFIX + name, stored.snapshot.id)  # what later steps of this pipeline run read
@@ -124,31 +176,83 @@ class StepContext:
             return self._replayed(RAW_PREFIX) is not None
         return self._pinned_raw() is not None or bool(self._raw_keys())
 
-    def read_raw(self) -> pd.DataFrame:
-        """All CSV and parquet files under the storage's `raw/`, concatenated in name order.
+    def read_raw(self, pattern: str = "*", *, engine: str = "pandas") -> pd.DataFrame | DaskFrame:
+        """The CSV, parquet and JSON-lines files under the storage's `raw/` (those `pattern` matches), in name order.
 
-        What was read is kept as a snapshot named `raw`, so a later run can be
-        reproduced even after the raw files change, and pinned to the pipeline
-        run: a retried step reads that snapshot, whatever `raw/` holds by then.
+        `pattern` is a glob relative to `raw/` (`"events/2024-*.csv"`); every
+        file must have the same columns. `engine="dask"` reads them in blocks on
+        the Dask workers (a large CSV file in 64 MB pieces) instead of into this
+        process. What was read is kept as a snapshot named `raw`, so a later run
+        can be reproduced even after the raw files change, and pinned to the
+        pipeline run: a retried step reads that snapshot, whatever `raw/` holds by then.
         """
-        import pandas as pd
-
+        engine = self._check_engine(engine)
         pinned = self._pinned_raw()
         if pinned is not None:
-            return self.read_snapshot(f"{RAW_PREFIX}:{pinned}")
-        keys = self._raw_keys()
+            return self.read_snapshot(f"{RAW_PREFIX}:{pinned}", engine=engine)
+        keys = self._raw_keys(pattern)
         if not keys:
+            where = f"{self.storage.uri(RAW_PREFIX)}/{'' if pattern == '*' else pattern}"
             raise StorageError(
-                f"no .csv or .parquet files under {self.storage.uri(RAW_PREFIX)}/; add some or drop read_raw()"
+                f"no .csv, .parquet or .jsonl files match {where}; add some, fix the pattern, or drop read_raw()"
             )
-        df = pd.concat([read_table(self.storage, k) for k in keys], ignore_index=True)
-        stored = self.snapshots.write_table(RAW_PREFIX, df, run_id=self.run_id, step=self.step, current=False)
+        df = None
+        if engine == engines.DASK:
+            self.dask_client()
+            stored = self.snapshots.write_dask(
+                RAW_PREFIX, self._raw_dask(keys), run_id=self.run_id, step=self.step, current=False
+            )
+        else:
+            df = self._raw_pandas(keys)
+            stored = self.snapshots.write_table(RAW_PREFIX, df, run_id=self.run_id, step=self.step, current=False)
+        snapshot_id = stored.snapshot.id
         if self.scope is not None:
-            pinned = self.scope.pin(RAW_PREFIX, stored.snapshot.id, self.run_id)
-            if pinned != stored.snapshot.id:  # another attempt of this pipeline run read raw/ first
-                return self.read_snapshot(f"{RAW_PREFIX}:{pinned}")
+            snapshot_id = self.scope.pin(RAW_PREFIX, snapshot_id, self.run_id)  # another attempt may have been first
+        if df is None or snapshot_id != stored.snapshot.id:  # Dask reads the stored parts, not the files again
+            return self.read_snapshot(f"{RAW_PREFIX}:{snapshot_id}", engine=engine)
         self._log_snapshot(stored.snapshot, df, "input")
         return df
+
+    def _raw_pandas(self, keys: list[str]) -> pd.DataFrame:
+        import pandas as pd
+
+        frames = [read_table(self.storage, k) if not k.endswith(_JSON) else self._json_lines(k) for k in keys]
+        for key, frame in zip(keys[1:], frames[1:], strict=True):
+            _same_columns(
+                self.storage.uri(keys[0]), list(frames[0].columns), self.storage.uri(key), list(frame.columns)
+            )
+        return pd.concat(frames, ignore_index=True)
+
+    def _json_lines(self, key: str) -> pd.DataFrame:
+        import io
+
+        import pandas as pd
+
+        return pd.read_json(io.BytesIO(self.storage.read_bytes(key)), lines=True)
+
+    def _raw_dask(self, keys: list[str]) -> DaskFrame:
+        """The raw files as one Dask frame, each read in blocks by the workers; refused when their columns differ."""
+        import dask.dataframe as dd
+
+        from mlops_template.data.partitioned import BLOCK
+
+        options = self.storage.fsspec_options()
+        frames = []
+        for key in keys:
+            uri = self.storage.uri(key)
+            try:
+                if key.endswith(".csv"):
+                    frames.append(dd.read_csv(uri, blocksize=BLOCK, storage_options=options, assume_missing=True))
+                elif key.endswith(".parquet"):
+                    frames.append(dd.read_parquet(uri, storage_options=options))
+                else:
+                    frames.append(dd.read_json(uri, lines=True, blocksize=BLOCK, storage_options=options))
+            except Exception as exc:  # noqa: BLE001 - each reader fails its own way; the file is what matters
+                raise DataError(f"{uri}: cannot be read ({type(exc).__name__}: {exc}); is it a complete file?") from exc
+        first = self.storage.uri(keys[0])
+        for key, frame in zip(keys[1:], frames[1:], strict=True):
+            _same_columns(first, list(frames[0].columns), self.storage.uri(key), list(frame.columns))
+        return dd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def _replayed(self, name: str) -> str | None:
         """In a reproduction, the snapshot id of `name` the reproduced step read."""
@@ -163,8 +267,13 @@ class StepContext:
             self._pins["raw"] = self.scope.pinned(RAW_PREFIX)
         return self._pins["raw"]
 
-    def _raw_keys(self) -> list[str]:
-        return [k for k in self.storage.list(RAW_PREFIX) if k.endswith((".csv", ".parquet"))]
+    def _raw_keys(self, pattern: str = "*") -> list[str]:
+        import fnmatch
+
+        keys = [k for k in self.storage.list(RAW_PREFIX) if k.endswith(RAW_FORMATS)]
+        if pattern == "*":
+            return keys
+        return [k for k in keys if fnmatch.fnmatchcase(k.removeprefix(f"{RAW_PREFIX}/"), pattern)]
 
     def _read_current(self, name: str) -> tuple[str, bytes]:
         """The bytes of `datasets/<name>.parquet`, or of `.csv` for a CSV added with `mlops data add`."""
@@ -179,13 +288,16 @@ class StepContext:
             "run the step that writes it first (or the whole pipeline), or `mlops data add` a file"
         )
 
-    def _log_snapshot(self, snapshot: Snapshot, df: pd.DataFrame, context: str) -> None:
+    def _log_snapshot(self, snapshot: Snapshot, df: pd.DataFrame | DaskFrame, context: str) -> None:
         import mlflow
 
         self._datasets[snapshot.name] = snapshot.id
         if context == "training":
             self._training[snapshot.name] = snapshot.id
-        _log_input(df, self.snapshots.uri(snapshot), snapshot.name, snapshot.id, context)
+        if engines.is_dask(df):
+            _log_input(df._meta, self.snapshots.uri(snapshot), snapshot.name, snapshot.id, context, snapshot.rows)
+        else:
+            _log_input(df, self.snapshots.uri(snapshot), snapshot.name, snapshot.id, context)
         mlflow.set_tag(TAG_DATA_PREFIX + snapshot.name, snapshot.id)
         if self._training:
             mlflow.set_tag(TAG_TRAINING_DATA, _refs(self._training))
@@ -389,8 +501,18 @@ def _refs(snapshots: dict[str, str]) -> str:
     return ",".join(f"{name}:{sid}" for name, sid in sorted(snapshots.items()))
 
 
-def _log_input(df: pd.DataFrame, uri: str, name: str, digest: str, context: str) -> None:
-    """Log a dataset on the active run: digest = our content id, source = the stored file."""
+def _log_input(df: pd.DataFrame, uri: str, name: str, digest: str, context: str, rows: int | None = None) -> None:
+    """Log a dataset on the active run: digest = our content id, source = the stored file (or folder of parts)."""
     from mlops_template.tracking.inputs import log_dataset
 
-    log_dataset(df, source=uri, name=name, digest=digest, context=context)
+    log_dataset(df, source=uri, name=name, digest=digest, context=context, rows=rows)
+
+
+_JSON = (".jsonl", ".json")
+
+
+def _same_columns(first: str, first_columns: list[str], other: str, other_columns: list[str]) -> None:
+    if first_columns != other_columns:
+        from mlops_template.data.partitioned import columns_differ
+
+        raise columns_differ(first, first_columns, other, other_columns)

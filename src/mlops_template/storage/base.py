@@ -119,6 +119,15 @@ class Storage:
         """Copy a stored file to another key, atomically (server-side on S3)."""
         self._call(self.fs.copy, source, self.path(target))
 
+    def move(self, source: str, target: str) -> None:
+        """Give a stored file another key: the target appears whole, then the source goes (a copy on S3)."""
+        self.copy(source, target)
+        self.delete(source)
+
+    def fsspec_options(self) -> dict:
+        """The `storage_options` by which readers of other libraries (Dask) reach these keys' URIs."""
+        return {}
+
     @contextmanager
     def stage(self, folder: str, target: str | None = None) -> Iterator[Stage]:
         """A writable file whose bytes become visible only at `commit(key)`; discarded otherwise.

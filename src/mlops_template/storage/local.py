@@ -131,6 +131,20 @@ class LocalStorage(Storage):
     def copy(self, source: str, target: str) -> None:
         self.put_file(self.path(source), target)
 
+    def move(self, source: str, target: str) -> None:
+        """A rename within the storage's file system, made durable."""
+        origin, destination = Path(self.path(source)), Path(self.path(target))
+        try:
+            make_dirs(destination.parent)
+            os.replace(origin, destination)
+        except FileNotFoundError as exc:
+            raise StorageError(f"{origin}: not found; was it removed meanwhile?") from exc
+        except OSError as exc:
+            raise _write_error(destination, exc) from exc
+        fsync_dir(destination.parent)
+        if destination.parent != origin.parent:
+            fsync_dir(origin.parent)
+
     def upload_dir(self, local_dir: str | os.PathLike[str], prefix: str) -> None:
         """Copy a local folder to `prefix` all at once, refusing a `prefix` that exists.
 

@@ -50,11 +50,19 @@ class S3Storage(Storage):
         """
         import s3fs
 
-        client_kwargs = {k: v for k, v in {"region_name": self.region, "endpoint_url": self.endpoint_url}.items() if v}
-        return s3fs.S3FileSystem(profile=self.profile, client_kwargs=client_kwargs, skip_instance_cache=True)
+        return s3fs.S3FileSystem(**self.fsspec_options(), skip_instance_cache=True)
 
     def uri(self, key: str) -> str:
         return "s3://" + self.path(key)
+
+    def fsspec_options(self) -> dict:
+        """The same profile, region and endpoint for s3fs in other libraries (credentials stay the process's)."""
+        client_kwargs = {k: v for k, v in {"region_name": self.region, "endpoint_url": self.endpoint_url}.items() if v}
+        return {k: v for k, v in {"profile": self.profile, "client_kwargs": client_kwargs}.items() if v}
+
+    def __getstate__(self) -> dict:
+        """Sent to Dask workers without the file system made here; each worker makes its own."""
+        return {k: v for k, v in self.__dict__.items() if k != "fs"}
 
     def check(self) -> None:
         """One LIST of at most one key under the root, without retries and with short timeouts."""

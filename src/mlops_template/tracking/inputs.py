@@ -21,8 +21,14 @@ if TYPE_CHECKING:
 _OBJECT_TYPES = {"string": "string", "bytes": "binary"}
 
 
-def log_dataset(df: pd.DataFrame, *, source: str, name: str, digest: str, context: str) -> None:
-    """Log `df` on the active run as the dataset `name` read from or written to `source`."""
+def log_dataset(
+    df: pd.DataFrame, *, source: str, name: str, digest: str, context: str, rows: int | None = None
+) -> None:
+    """Log `df` on the active run as the dataset `name` read from or written to `source`.
+
+    For a table that is not in memory (a Dask frame), `df` is its empty meta
+    and `rows` its row count from the snapshot's manifest.
+    """
     import mlflow
 
     with warnings.catch_warnings():
@@ -30,7 +36,20 @@ def log_dataset(df: pd.DataFrame, *, source: str, name: str, digest: str, contex
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         dataset = mlflow.data.from_pandas(df, source=source, name=name, digest=digest)
         dataset.__dict__["schema"] = dataset_schema(df)  # the value of its cached `schema` property
+        if rows is not None:
+            dataset.__class__ = _counted(type(dataset), rows, rows * len(df.columns))
         mlflow.log_input(dataset, context=context)
+
+
+def _counted(kind: type, rows: int, elements: int) -> type:
+    """The dataset class with the profile (rows, elements) of a table known from its manifest, not its frame."""
+
+    class Counted(kind):
+        @property
+        def profile(self) -> dict[str, int]:
+            return {"num_rows": rows, "num_elements": elements}
+
+    return Counted
 
 
 def dataset_schema(df: pd.DataFrame) -> Schema | None:
