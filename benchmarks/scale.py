@@ -28,6 +28,20 @@ user code), from the functions named in PARTS.
 Targets: 1 M rows a/b <= 1.25, 100 k rows a/b <= 1.6, a step that writes its
 input unchanged <= 1.5 s per million rows. Exits 0 whatever the figures (it
 is a measurement); 1 if a run fails.
+
+With `--engine`, it compares the two engines instead, on the same table:
+`mlops run --step make_data --step feat_data` with `MLOPS_ENGINE=pandas` and
+with `MLOPS_ENGINE=dask` (a LocalCluster of one worker per core), interleaved,
+wall time and the peak RSS of the whole process tree (the Dask workers are
+its children). Then the whole pipeline once per engine under `--memory-cap`
+(default: a third of the pandas engine's peak): the tree is killed when it
+goes above the cap, and the Dask workers are told the cap
+(`MLOPS_DASK_MEMORY_LIMIT`).
+
+    uv run --extra bench python benchmarks/scale.py --engine --rows 1000000 3000000 10000000
+
+Targets: Dask's peak RSS <= 1/3 of pandas' and its wall time <= 1.5x, at 10 M rows;
+under the cap Dask completes where pandas is killed.
 """
 
 from __future__ import annotations
@@ -103,6 +117,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each per row count [default: 3]")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-part breakdown")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (under benchmarks/.work/)")
+    parser.add_argument("--engine", action="store_true", help="compare the pandas and Dask engines instead")
+    parser.add_argument("--memory-cap", help="with --engine: the process tree's memory cap, e.g. 2GiB")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -113,6 +129,10 @@ def main() -> None:
         sys.exit("psutil is missing: run this with the `bench` extra (uv run --extra bench python benchmarks/scale.py)")
 
     env = command_env()
+    if args.engine:
+        with work_folder("scale-engines", keep=args.keep) as work:
+            compare_engines(work, args.rows, args.runs, env, args.memory_cap)
+        return
     results = []
     with work_folder("scale", keep=args.keep) as work:
         print("(a) `mlops run` in a rendered project; (b) `python bare_table.py`: the same pandas/scikit-learn work")
@@ -261,8 +281,81 @@ def render_project(target: Path, table: Path, env: dict[str, str]) -> Path:
     return target
 
 
-def sampled(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
-    """Run `cmd` to completion: its wall-clock seconds, its process tree's peak RSS (MB) and its stdout."""
+ENGINE_STEPS = ["run", "--step", "make_data", "--step", "feat_data"]
+ENGINE_TARGETS = {"rss": 1 / 3, "wall": 1.5}  # dask / pandas, at the largest row count
+
+
+def compare_engines(work: Path, rows_list: list[int], runs: int, env: dict[str, str], cap: str | None) -> None:
+    """Interleaved runs of make_data + feat_data on each engine; then the whole pipeline under a memory cap."""
+    results = []
+    for rows in rows_list:
+        table = synthetic_table(rows)
+        project = render_project(work / f"rows-{rows}" / "bench-scale", table, env)
+        engine_env = {e: {**env, "MLOPS_ENGINE": e} for e in ("pandas", "dask")}
+        print(f"\n{rows:,} rows: {table.name}, {table.stat().st_size / 1e6:.0f} MB; load {load()}")
+        for engine in engine_env:  # warm-up: the first run stores the snapshots the timed ones find again
+            sampled([str(MLOPS), *ENGINE_STEPS], project, engine_env[engine])
+        times = {e: [] for e in engine_env}
+        peaks = {e: [] for e in engine_env}
+        for i in range(1, runs + 1):
+            line = f"run {i:>2}:"
+            for engine in engine_env:
+                seconds, peak, _ = sampled([str(MLOPS), *ENGINE_STEPS], project, engine_env[engine])
+                times[engine].append(seconds)
+                peaks[engine].append(peak)
+                line += f"  {engine} {seconds:6.2f} s {peak:6.0f} MB"
+            print(line)
+        results.append(
+            {
+                "rows": rows,
+                "mb": table.stat().st_size / 1e6,
+                **{f"{e}_s": statistics.median(times[e]) for e in engine_env},
+                **{f"{e}_rss": max(peaks[e]) for e in engine_env},
+            }
+        )
+    print(f"\nmake_data + feat_data, medians of {runs}; RSS: the largest peak of the process tree")
+    print(
+        f"{'rows':>11} {'MB':>6} {'pandas s':>9} {'dask s':>8} {'wall d/p':>9} {'pandas MB':>10} {'dask MB':>8} {'RSS d/p':>8}"
+    )
+    for r in results:
+        print(
+            f"{r['rows']:>11,} {r['mb']:6.0f} {r['pandas_s']:9.2f} {r['dask_s']:8.2f} {r['dask_s'] / r['pandas_s']:9.2f} "
+            f"{r['pandas_rss']:10.0f} {r['dask_rss']:8.0f} {r['dask_rss'] / r['pandas_rss']:8.2f}"
+        )
+    print(
+        "per row (µs, bytes):",
+        "  ".join(
+            f"{r['rows']:,}: pandas {r['pandas_s'] / r['rows'] * 1e6:.1f} µs {r['pandas_rss'] * 1e6 / r['rows']:.0f} B, "
+            f"dask {r['dask_s'] / r['rows'] * 1e6:.1f} µs {r['dask_rss'] * 1e6 / r['rows']:.0f} B"
+            for r in results
+        ),
+    )
+    largest = results[-1]
+    wall, rss = largest["dask_s"] / largest["pandas_s"], largest["dask_rss"] / largest["pandas_rss"]
+    print(
+        f"at {largest['rows']:,} rows: RSS d/p {rss:.2f} target <= 1/3: {'PASS' if rss <= 1 / 3 else 'FAIL'};"
+        f" wall d/p {wall:.2f} target <= 1.5: {'PASS' if wall <= 1.5 else 'FAIL'}"
+    )
+
+    from dask.utils import format_bytes, parse_bytes
+
+    limit = parse_bytes(cap) if cap else int(largest["pandas_rss"] * 1e6 / 3)
+    print(f"\nthe whole pipeline at {largest['rows']:,} rows with the process tree capped at {format_bytes(limit)}:")
+    project = work / f"rows-{largest['rows']}" / "bench-scale"
+    for engine in ("pandas", "dask"):
+        capped = {**env, "MLOPS_ENGINE": engine, "MLOPS_DASK_MEMORY_LIMIT": str(limit)}
+        seconds, peak, _ = sampled([str(MLOPS), "run"], project, capped, cap=limit, check=False)
+        outcome = "killed above the cap" if seconds is None else f"completed in {seconds:.1f} s"
+        print(f"  {engine:<6} {outcome} (peak {peak:.0f} MB)")
+
+
+def sampled(
+    cmd: list[str], cwd: Path, env: dict[str, str], *, cap: int | None = None, check: bool = True
+) -> tuple[float | None, float, str]:
+    """Run `cmd` to completion: its wall-clock seconds, its process tree's peak RSS (MB) and its stdout.
+
+    With `cap` (bytes), the tree is killed once its RSS goes above it, and the seconds are None.
+    """
     import psutil
 
     started = time.perf_counter()
@@ -282,9 +375,19 @@ def sampled(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, floa
                     except psutil.Error:
                         pass
                 peak = max(peak, total)
+                if cap is not None and total > cap:
+                    killed.set()
+                    for p in reversed(tree):
+                        try:
+                            p.kill()
+                        except psutil.Error:
+                            pass
+                    return
             except psutil.Error:
                 return
             done.wait(0.05)
+
+    killed = threading.Event()
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -292,6 +395,11 @@ def sampled(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, floa
     elapsed = time.perf_counter() - started
     done.set()
     sampler.join()
+    if killed.is_set():
+        return None, peak / 1e6, stdout
+    if proc.returncode != 0 and not check:
+        print(f"  failed (exit {proc.returncode}): {stderr.strip().splitlines()[-1:] or ''}")
+        return None, peak / 1e6, stdout
     if proc.returncode != 0:
         print(f"FAILED (exit {proc.returncode}): {' '.join(cmd)}  in {cwd}", file=sys.stderr)
         print(stdout, stderr, sep="\n", file=sys.stderr)

@@ -76,6 +76,7 @@ def test_training_run_has_params_metrics_figure_and_training_data(trained_projec
         "target": "species",
         "max_depth": "5",
         "max_iter": "100",
+        "max_train_rows": "1000000",
         "test_size": "0.3",
         "seed": "42",
     }

@@ -30,6 +30,14 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _kind(s) -> str:
+    """A snapshot's format as listed: `parquet`, `csv`, or `parquet ×4 parts` for a partitioned one."""
+    if s.partitioned:
+        count = len(s.partitions)
+        return f"{s.format} ×{count} part{'s' if count != 1 else ''}"
+    return s.format
+
+
 @data.command("ls")
 @click.argument("name", required=False)
 @env_option
@@ -43,13 +51,14 @@ def data_ls(name: str | None, environment: str | None, project: Path | None, as_
     if as_json:
         print_json([s.to_json() for s in found])
         return
-    table = Table("dataset", "id", "rows", "size", "created (UTC)", "step", "run", box=None)
+    table = Table("dataset", "id", "rows", "size", "format", "created (UTC)", "step", "run", box=None)
     for s in found:
         table.add_row(
             s.name,
             s.id,
             f"{s.rows:,}",
             _size(s.bytes),
+            _kind(s),
             s.created_at[:19].replace("T", " "),
             s.step or "",
             s.run_id or (s.source and "added") or "",
@@ -75,7 +84,8 @@ def data_show(ref: str, environment: str | None, project: Path | None, as_json: 
     out = console()
     out.print(f"[bold]{escape(s.ref)}[/]  {escape(store.uri(s))}")
     out.print(f"  digest   blake3:{s.digest}")
-    out.print(f"  {s.format}, {_size(s.bytes)}, {s.rows:,} rows, {len(s.columns)} columns; created {s.created_at}")
+    layout = f"{s.format}, partitioned ({_kind(s).split('×', 1)[1]})" if s.partitioned else s.format
+    out.print(f"  {layout}, {_size(s.bytes)}, {s.rows:,} rows, {len(s.columns)} columns; created {s.created_at}")
     origin = f"step {s.step} in run {s.run_id}" if s.run_id else f"added from {s.source}" if s.source else "unknown"
     out.print(f"  made by  {escape(origin)}")
     table = Table("column", "dtype", "nulls", "min", "max", "mean", "std", "top values", box=None)
@@ -89,6 +99,27 @@ def data_show(ref: str, environment: str | None, project: Path | None, as_json: 
             escape(top),
         )
     out.print(table)
+    if s.partitioned:
+        _print_parts(s)
+
+
+_PARTS_SHOWN = 20
+
+
+def _print_parts(s) -> None:
+    """A partitioned snapshot's parts: file, rows, size, digest (the first 20; `--json` has them all)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    parts = s.partitions
+    table = Table("part", "rows", "size", "digest", box=None)
+    for part in parts[:_PARTS_SHOWN]:
+        table.add_row(escape(part["file"]), f"{part['rows']:,}", _size(part["bytes"]), f"blake3:{part['digest']}")
+    out = console()
+    out.print(f"  {len(parts):,} part{'s' if len(parts) != 1 else ''}:")
+    out.print(table)
+    if len(parts) > _PARTS_SHOWN:
+        out.print(f"  … and {len(parts) - _PARTS_SHOWN:,} more (`--json` lists every part)")
 
 
 def _num(value) -> str:
@@ -107,7 +138,7 @@ def _num(value) -> str:
 @project_option
 @json_option()
 def data_diff(a: str, b: str, limit: int, environment: str | None, project: Path | None, as_json: bool) -> None:
-    """What differs from snapshot A to B: schema, rows, and per-column drift."""
+    """What differs from snapshot A to B: schema, rows, and per-column drift (not yet for partitioned snapshots)."""
     from mlops_template.data.diff import diff_snapshots
 
     result = diff_snapshots(_snapshots(project, environment), a, b, limit=limit)
@@ -180,22 +211,30 @@ def data_add(file: Path, name: str, environment: str | None, project: Path | Non
     "--to",
     "to",
     type=click.Path(),
-    help="File or folder (an existing one, or ending in /) [default: ./NAME-ID.FORMAT].",
+    help="File or folder (an existing one, or ending in /) [default: ./NAME-ID.FORMAT; a partitioned snapshot: "
+    "a folder of its parts, ./NAME-ID/].",
 )
 @env_option
 @project_option
 def data_get(ref: str, to: str | None, environment: str | None, project: Path | None) -> None:
-    """Copy a snapshot to a local file, verified against its id."""
+    """Copy a snapshot to a local file (a partitioned one: a folder of its parts), verified against its id."""
     store = _snapshots(project, environment)
     snapshot = store.resolve(ref)
     target = store.get(snapshot, to)
-    console().print(f"{snapshot.ref} → {target} (verified)")
+    if snapshot.partitioned:
+        count = len(snapshot.partitions)
+        console().print(f"{snapshot.ref} → {target}/ ({count:,} part{'s' if count != 1 else ''}, each verified)")
+    else:
+        console().print(f"{snapshot.ref} → {target} (verified)")
 
 
 @data.command("verify")
 @click.argument("name", required=False)
 @click.option(
-    "--repair", is_flag=True, help="Restore damaged snapshots from an intact copy (current copy, added file)."
+    "--repair",
+    is_flag=True,
+    help="Restore damaged snapshots from an intact copy (current copy, added file; a part: any stored part with "
+    "its digest).",
 )
 @env_option
 @project_option

@@ -17,6 +17,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlops_template.errors import DataError
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -95,9 +97,23 @@ class DataDiff:
 
 
 def diff_snapshots(store: SnapshotStore, a: str | Snapshot, b: str | Snapshot, *, limit: int = 10) -> DataDiff:
-    """Compare two stored versions (each verified against its id as it loads)."""
-    snap_a, df_a = store.read(a)
-    snap_b, df_b = store.read(b)
+    """Compare two stored versions (each verified against its id as it loads).
+
+    Partitioned snapshots (written from Dask) are refused for now: comparing
+    them row by row would collect both into this process.
+    """
+    snap_a, snap_b = (s if not isinstance(s, str) else store.resolve(s) for s in (a, b))
+    partitioned = [s for s in (snap_a, snap_b) if s.partitioned]
+    if partitioned:
+        which = " and ".join(f"{s.ref} ({len(s.partitions):,} parts)" for s in partitioned)
+        raise DataError(
+            f"diff of partitioned snapshots is not supported yet: {which} "
+            f"{'is' if len(partitioned) == 1 else 'are'} partitioned; compare their manifests instead "
+            f"(`mlops data show {snap_a.ref}` and `mlops data show {snap_b.ref}`: rows, columns, statistics), "
+            "or read both with `mlops data get`"
+        )
+    snap_a, df_a = store.read(snap_a)
+    snap_b, df_b = store.read(snap_b)
     return diff_frames(df_a, df_b, a=snap_a.ref, b=snap_b.ref, limit=limit)
 
 

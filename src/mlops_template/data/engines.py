@@ -85,11 +85,22 @@ def dask_client(env: Environment) -> Client:
     with _lock:
         client = _clients.get(address)
         if client is not None and client.status == "running":
-            client.as_current()
+            _make_default(client)
             return client
         client = _connect(env.name, address) if address != "local" else _local_cluster()
         _clients[address] = client
         return client
+
+
+def _make_default(client: Client) -> None:
+    """Make an open client Dask's default again (the newest client is, otherwise).
+
+    `Client.as_current()` is a context manager, so it cannot outlast this call;
+    distributed offers no public call that re-registers a client as the global default.
+    """
+    from distributed.client import _set_global_client
+
+    _set_global_client(client)
 
 
 def _connect(environment: str, address: str) -> Client:
@@ -121,7 +132,7 @@ def _local_cluster() -> Client:
             threads_per_worker=1,
             processes=True,
             memory_limit=total // workers,
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: a fixed one may be taken (and warns when it is)
             host="127.0.0.1",
             silence_logs=logging.ERROR,
         )

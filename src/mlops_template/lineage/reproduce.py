@@ -227,7 +227,7 @@ def _packages(environment: bytes | None) -> dict[str, str] | None:
 
 def _check_snapshots(store, run_id: str, reads: dict[str, dict[str, str]]) -> None:
     """Every snapshot the steps will read is in storage with its bytes intact; else one line naming it."""
-    from mlops_template.data.layout import data_key, manifest_key
+    from mlops_template.data.layout import manifest_key
 
     for step, names in reads.items():
         for name, snapshot_id in names.items():
@@ -235,14 +235,17 @@ def _check_snapshots(store, run_id: str, reads: dict[str, dict[str, str]]) -> No
             missing = not store.storage.exists(manifest_key(name, snapshot_id))
             if not missing:
                 snapshot = store.resolve(f"{name}:{snapshot_id}")
-                missing = not store.storage.exists(data_key(name, snapshot.id, snapshot.format))
+                if snapshot.partitioned:  # every one of its parts, listed at once
+                    missing = not set(snapshot.part_keys) <= set(store.storage.list(snapshot.key))
+                else:
+                    missing = not store.storage.exists(snapshot.key)
                 where = store.uri(snapshot)
             if missing:
                 raise RunError(
                     f"snapshot {name}:{snapshot_id}, which step '{step}' of run {run_id} read, is missing from "
                     f"storage ({where}); restore it from a backup to reproduce the run"
                 )
-            if store.stored_digest(snapshot.key) != snapshot.digest:
+            if store.snapshot_digest(snapshot) != snapshot.digest:
                 raise RunError(
                     f"snapshot {snapshot.ref}, which step '{step}' of run {run_id} read, no longer matches its id "
                     f"({where}); `mlops data verify {name} --repair` restores it from an intact copy, if one is left"

@@ -138,6 +138,16 @@ class StepContext:
         """
         return self._store(name, df, "output")
 
+    def snapshot(self, name: str) -> Snapshot:
+        """The snapshot of `name` this step last read or wrote: its id, rows and column statistics, without the data.
+
+        `ctx.snapshot("raw").rows` counts a Dask table's rows without computing it again.
+        """
+        if name not in self._datasets:
+            read = ", ".join(sorted(self._datasets)) or "none yet"
+            raise DataError(f"step '{self.step}' has not read or written '{name}' (it has: {read})")
+        return self.snapshots.resolve(f"{name}:{self._datasets[name]}")
+
     def dask_client(self):
         """The Dask client of this environment (its `dask_scheduler`, or a LocalCluster started on first use)."""
         return engines.dask_client(self.environment)
@@ -474,16 +484,35 @@ class StepContext:
         self.notes.append(f"model {champion.name} v{champion.version}")
         return champion
 
-    def write_predictions(self, df: pd.DataFrame) -> str:
-        """Store predictions as `predictions/<pipeline-run-id>.parquet`; returns its URI."""
+    def write_predictions(self, df: pd.DataFrame | DaskFrame) -> str:
+        """Store predictions as `predictions/<pipeline-run-id>.parquet`; returns its URI.
 
-        from mlops_template.data.predictions import predictions_key
+        A Dask DataFrame is written by the workers as parts of `predictions/<pipeline-run-id>/`
+        (a parquet part per partition, a manifest last), without collecting it here; if a
+        worker fails, nothing is stored. Either replaces what an earlier attempt stored.
+        """
+        from mlops_template.data import predictions
 
-        key = predictions_key(self.pipeline_run_id)
+        if engines.is_dask(df):
+            return self._write_prediction_parts(df)
+        key = predictions.predictions_key(self.pipeline_run_id)
         data = write_table(self.storage, key, df)
+        self.storage.delete(predictions.predictions_folder(self.pipeline_run_id))  # an earlier attempt's parts
         _log_input(df, self.storage.uri(key), "predictions", content_id(data), "output")
         self.notes.append(f"{len(df)} predictions → {self.storage.uri(key)}")
         return self.storage.uri(key)
+
+    def _write_prediction_parts(self, ddf: DaskFrame) -> str:
+        from mlops_template.data import predictions
+        from mlops_template.data.hashing import short_id
+
+        self.dask_client()
+        with activity(f"writing predictions ({ddf.npartitions:,} partitions)", total=ddf.npartitions) as advance:
+            manifest = predictions.write_parts(self.storage, self.pipeline_run_id, ddf, advance)
+        uri = self.storage.uri(predictions.predictions_folder(self.pipeline_run_id))
+        _log_input(ddf._meta, uri, "predictions", short_id(manifest["digest"]), "output", manifest["rows"])
+        self.notes.append(f"{manifest['rows']} predictions → {uri}/ ({len(manifest['parts'])} parts)")
+        return uri
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,19 @@ from mlops_template import StepContext, check_target
 
 
 def make_data(ctx: StepContext) -> None:
-    raw = ctx.read_raw() if ctx.has_raw() else bundled_iris()
+    # ctx.engine: "pandas", or "dask" when the raw data is large ([data] engine in mlops.toml).
+    raw = ctx.read_raw(engine=ctx.engine) if ctx.has_raw() else bundled_iris()
     target = ctx.params["target"]
     check_target(raw, target, ctx.task, table="the raw data")  # a wrong target or task: one clear line
-    df = clean(raw, target=target)
-    ctx.log.info("%d rows kept, %d duplicate or unlabelled dropped", len(df), len(raw) - len(df))
-    ctx.write("processed", df)
+    ctx.write("processed", clean(raw, target=target))
+    # Row counts from the snapshots' manifests, so a Dask table is not computed again to count it.
+    read = len(raw) if isinstance(raw, pd.DataFrame) else ctx.snapshot("raw").rows
+    kept = ctx.snapshot("processed").rows
+    ctx.log.info("%d rows kept, %d duplicate or unlabelled dropped", kept, read - kept)
 
 
 def clean(df: pd.DataFrame, *, target: str) -> pd.DataFrame:
-    """Drop exact duplicate rows and rows without a target."""
+    """Drop exact duplicate rows and rows without a target (a pandas or a Dask DataFrame)."""
     return df.drop_duplicates().dropna(subset=[target]).reset_index(drop=True)
 
 
