@@ -76,11 +76,24 @@ def cpus_available() -> int:
     return max(1, cores)
 
 
+def configure_dask() -> None:
+    """Dask settings every Dask read of ours needs, for the frames of both engines to agree.
+
+    Dask would turn text columns into `string[pyarrow]`, whose missing value
+    is `pd.NA`; pandas reads them as `str`, missing as NaN, which is what
+    scikit-learn's encoders take. Text stays as pandas types it.
+    """
+    import dask
+
+    dask.config.set({"dataframe.convert-string": False})
+
+
 def dask_client(env: Environment) -> Client:
     """The process's Dask client for `env`: connected to its scheduler, or to a LocalCluster started now.
 
     It becomes Dask's default, so `.compute()` in a step's own code runs on it too.
     """
+    configure_dask()
     address = env.dask_scheduler or "local"  # MLOPS_DASK_SCHEDULER is applied by Config.environment
     with _lock:
         client = _clients.get(address)

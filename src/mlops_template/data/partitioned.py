@@ -18,7 +18,7 @@ from mlops_template.data.hashing import HashingWriter, digest_bytes
 from mlops_template.data.layout import PART, PREFIX
 from mlops_template.errors import DataError, IntegrityError
 
-BLOCK = 64 << 20  # bytes of a CSV file per partition
+BLOCK = 8 << 20  # bytes of a CSV or JSON-lines file per partition: a few times that in memory per task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,6 +55,7 @@ def write_parts(
     """
     from dask import delayed
 
+    ddf = pandas_strings(ddf)
     schema = arrow_schema(ddf)
     write = delayed(write_part, pure=False)
     tasks = [
@@ -75,6 +76,20 @@ def write_parts(
 
         profile = Profile(schema)
     return records, profile
+
+
+def pandas_strings(ddf: DaskFrame) -> DaskFrame:
+    """Text columns as pandas' own `str` (missing as NaN), as the pandas engine has them.
+
+    Dask makes text `string[pyarrow]`, missing as `pd.NA`, which a stored part
+    would keep and scikit-learn's encoders refuse.
+    """
+    import pandas as pd
+
+    text = {
+        c: "str" for c, dtype in ddf.dtypes.items() if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA
+    }
+    return ddf.astype(text) if text else ddf
 
 
 def write_part(
@@ -104,6 +119,9 @@ def read_parts(storage: Storage, keys: Sequence[str], digests: Sequence[str]) ->
     """A Dask DataFrame over stored parquet parts, one partition each, each verified against its digest."""
     import dask.dataframe as dd
 
+    from mlops_template.data.engines import configure_dask
+
+    configure_dask()
     meta = _meta(storage, keys[0]) if keys else None
     return dd.from_map(read_part, [(storage, k, d) for k, d in zip(keys, digests, strict=True)], meta=meta)
 
@@ -131,6 +149,9 @@ def read_file(storage: Storage, key: str, fmt: str) -> DaskFrame:
     """A Dask DataFrame over one stored parquet or CSV file, read in blocks by the workers."""
     import dask.dataframe as dd
 
+    from mlops_template.data.engines import configure_dask
+
+    configure_dask()
     uri, options = storage.uri(key), storage.fsspec_options()
     if fmt == "csv":
         return dd.read_csv(uri, blocksize=BLOCK, storage_options=options)
