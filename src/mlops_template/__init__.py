@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # for type checkers and editors; `X as X` marks a re-export
     from mlops_template.data.snapshots import SnapshotStore as SnapshotStore
     from mlops_template.data.snapshots import open_snapshots as open_snapshots
     from mlops_template.errors import MlopsError as MlopsError
+    from mlops_template.models.sampling import training_rows as training_rows
     from mlops_template.models.targets import check_target as check_target
     from mlops_template.models.targets import split_heldout as split_heldout
     from mlops_template.pipeline.context import StepContext as StepContext
@@ -49,6 +50,7 @@ _HOME = {
     "open_snapshots": "data.snapshots",
     "check_target": "models.targets",
     "split_heldout": "models.targets",
+    "training_rows": "models.sampling",
     "write_dag": "scheduler.airflow",
 }
 __all__ = sorted(_HOME)

@@ -10,7 +10,9 @@ The cluster is the environment's `dask_scheduler` (or `MLOPS_DASK_SCHEDULER`)
 when one is named; otherwise a `distributed.LocalCluster` sized to the machine
 (or the pod), started when a step first asks for Dask and closed when the
 process ends. `MLOPS_DASK_MEMORY_LIMIT` (e.g. `4GiB`) caps the local cluster's
-workers together.
+workers together. Workers run the project's own functions (its steps' code
+on partitions), so a remote cluster's workers need the project installed:
+run them from the project's image.
 """
 
 from __future__ import annotations
