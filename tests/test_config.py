@@ -434,3 +434,13 @@ def test_invalid_toml_syntax_names_the_file_and_line(write_config):
     message = config_error(write_config, FULL_CONFIG.replace("max_depth = 5", "max_depth = "))
     assert "not valid TOML" in message
     assert re.search(r"line \d+", message), message
+
+
+def test_on_champion_error_is_refuse_by_default_and_min_when_set(write_config):
+    assert load_config(
+        write_config(MINIMAL_CONFIG + "[model]\ngate = { min = 0.5 }\n")
+    ).model.gate.on_champion_error == ("refuse")
+    lenient = MINIMAL_CONFIG + '[model]\ngate = { min = 0.5, on_champion_error = "min" }\n'
+    assert load_config(write_config(lenient)).model.gate.on_champion_error == "min"
+    message = config_error(write_config, MINIMAL_CONFIG + '[model]\ngate = { min = 0.5, on_champion_error = "pass" }\n')
+    assert "[model.gate] on_champion_error 'pass' is unknown; valid: min, refuse" in message

@@ -65,14 +65,26 @@ def test_min_still_applies_before_the_comparison():
     assert not decision.passed and "does not reach ≥ 0.8" in decision.reason
 
 
-def test_champion_that_cannot_score_the_rows_leaves_only_min():
+def test_a_champion_that_cannot_score_the_rows_refuses_the_candidate_with_the_reason():
     comparison = Comparison("2", rows=45, unscorable="it needs column(s) these rows lack: 'petal_area'")
     decision = evaluate_gate(F1, 0.85, rows=45, comparison=comparison)
+    assert not decision.passed
+    assert decision.reason == (
+        "f1=0.85 ≥ 0.8 on 45 held-out rows, but champion v2 cannot score them (it needs column(s) these rows lack: "
+        "'petal_area'), so the two cannot be compared and the candidate is refused; fix the champion, or set "
+        'on_champion_error = "min" in [model] gate to let min decide'
+    )
+
+
+def test_on_champion_error_min_lets_min_decide_when_the_champion_cannot_score():
+    comparison = Comparison("2", rows=45, unscorable="ValueError: broken")
+    lenient = Gate(metric="f1", min=0.8, on_champion_error="min")
+    decision = evaluate_gate(lenient, 0.85, rows=45, comparison=comparison)
     assert decision.passed
     assert decision.reason.endswith(
-        "champion v2 cannot score them (it needs column(s) these rows lack: 'petal_area'), so only min applies"
+        'champion v2 cannot score them (ValueError: broken), so only min applies (on_champion_error = "min")'
     )
-    assert not evaluate_gate(F1, 0.7, rows=45, comparison=comparison).passed
+    assert not evaluate_gate(lenient, 0.7, rows=45, comparison=comparison).passed
 
 
 def test_no_row_free_of_the_champions_training_data_fails():

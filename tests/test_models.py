@@ -267,7 +267,7 @@ def test_rows_the_champion_trained_on_are_left_out_of_the_comparison(tiny_projec
     assert decision.passed and decision.candidate_value == 1.0 > decision.champion_value
 
 
-def test_a_champion_that_cannot_score_the_rows_leaves_only_min(tiny_project):
+def test_a_champion_that_cannot_score_the_rows_refuses_the_candidate(tiny_project):
     config = configured(tiny_project, min=0.8)
     data = table()
     first, _ = train_step(hist_gradient_boosting, data)
@@ -275,10 +275,36 @@ def test_a_champion_that_cannot_score_the_rows_leaves_only_min(tiny_project):
     renamed = data.rename(columns={"z": "noise"})
     second, decisions = train_step(hist_gradient_boosting, renamed)
     run_pipeline(Pipeline([second]), config)
-    assert decisions[0].passed
+    assert not decisions[0].passed
     assert "champion v1 cannot score them (it needs column(s) these rows lack" in decisions[0].reason
-    assert decisions[0].reason.endswith("so only min applies")
+    assert "the candidate is refused" in decisions[0].reason
+    assert champion_version(config) == "1"
+    assert len(client_of(config).search_model_versions(f"name='{config.model.name}'")) == 1
+
+    lenient = replace(config, model=replace(config.model, gate=replace(config.model.gate, on_champion_error="min")))
+    third, decisions = train_step(hist_gradient_boosting, renamed)
+    run_pipeline(Pipeline([third]), lenient)
+    assert decisions[0].passed and decisions[0].reason.endswith('so only min applies (on_champion_error = "min")')
     assert champion_version(config) == "2"
+
+
+def test_a_champion_that_cannot_be_loaded_refuses_the_candidate(tiny_project, monkeypatch):
+    from mlops_template.models import registry
+
+    config = configured(tiny_project, min=0.8)
+    data = table()
+    first, _ = train_step(hist_gradient_boosting, data)
+    run_pipeline(Pipeline([first]), config)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("its files are gone")
+
+    monkeypatch.setattr(registry, "load_version", broken)
+    second, decisions = train_step(hist_gradient_boosting, data)
+    run_pipeline(Pipeline([second]), config)
+    assert not decisions[0].passed
+    assert "champion v1 cannot score them (it cannot be loaded: its files are gone)" in decisions[0].reason
+    assert champion_version(config) == "1"
 
 
 def regression_table(n: int = 200, *, seed: int = 0) -> pd.DataFrame:

@@ -39,7 +39,8 @@ _DATA_KEYS = {"engine": str}
 ENGINES = ("pandas", "dask", "auto")
 _STEP_KEYS = {"params": dict, "resources": dict}
 _MODEL_KEYS = {"name": str, "task": str, "gate": dict}
-_GATE_KEYS = {"metric": str, "min": float, "beat_champion": bool}
+_GATE_KEYS = {"metric": str, "min": float, "beat_champion": bool, "on_champion_error": str}
+ON_CHAMPION_ERROR = ("refuse", "min")
 
 
 @redacted_repr
@@ -78,6 +79,8 @@ class Gate:
     metric: str = "f1"
     min: float | None = None  # no threshold: only `beat_champion` applies
     beat_champion: bool = True
+    # What a champion that cannot be loaded or scored means: "refuse" the candidate (fail closed), or let "min" decide.
+    on_champion_error: str = "refuse"
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,12 @@ def _model(table: dict[str, Any], project: str, path: Path) -> ModelConfig:
             "which negate their losses as neg_*: higher)"
         )
     _check_table(gate_table, _GATE_KEYS, path, "model.gate")
+    on_error = gate_table.get("on_champion_error", "refuse")
+    if on_error not in ON_CHAMPION_ERROR:
+        raise ConfigError(
+            f"{path}: [model.gate] on_champion_error '{on_error}' is unknown; {choices(ON_CHAMPION_ERROR, on_error)} "
+            "(refuse: a champion that cannot be scored refuses the candidate; min: then only min decides)"
+        )
     gate = Gate(**{k: float(v) if k == "min" else v for k, v in gate_table.items()})
     if "metric" not in gate_table:
         gate = replace(gate, metric=DEFAULT_METRIC[task])

@@ -6,7 +6,10 @@ rows that neither model trained on: the candidate's held-out split less every
 row found in the champion's recorded training data. Both scores use the same
 metric, computed here, so the comparison is like with like. Better follows
 the metric's direction (`config.metrics`): for an error such as `rmse`,
-lower is better and `min` is a ceiling the score must not exceed.
+lower is better and `min` is a ceiling the score must not exceed. The gate
+fails closed: a champion that cannot be loaded or scored, or whose training
+data cannot be read, refuses the candidate, unless the project sets
+`on_champion_error = "min"` to let `min` decide then.
 """
 
 from __future__ import annotations
@@ -86,9 +89,20 @@ def evaluate_gate(gate: Gate, value: float | None, *, rows: int, comparison: Com
     if comparison is None or not gate.beat_champion:
         return Decision(True, reason, **common)
     version = f"champion v{comparison.champion_version}"
+    if comparison.unscorable and gate.on_champion_error == "min":
+        return Decision(
+            True,
+            f"{reason}; {version} cannot score them ({comparison.unscorable}), so only min applies "
+            '(on_champion_error = "min")',
+            **common,
+        )
     if comparison.unscorable:
         return Decision(
-            True, f"{reason}; {version} cannot score them ({comparison.unscorable}), so only min applies", **common
+            False,
+            f"{reason}, but {version} cannot score them ({comparison.unscorable}), so the two cannot be compared "
+            'and the candidate is refused; fix the champion, or set on_champion_error = "min" in [model] gate '
+            "to let min decide",
+            **common,
         )
     if comparison.rows == 0:
         return Decision(
@@ -122,8 +136,13 @@ def decide(
     """`gate` on a candidate scoring `value` on `rows`; with `beat_champion`, against `current` (`load`ed) as well."""
     comparison = None
     if current is not None and gate.beat_champion:
+        try:
+            champion = load(current)
+        except Exception as exc:  # noqa: BLE001 - whatever stops the champion loading stops the comparison
+            comparison = Comparison(current.version, len(rows), unscorable=f"it cannot be loaded: {exc}")
+            return evaluate_gate(gate, value, rows=len(rows), comparison=comparison)
         comparison = compare_with_champion(
-            load(current),
+            champion,
             rows,
             target,
             candidate=candidate,
