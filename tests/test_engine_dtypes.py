@@ -32,3 +32,14 @@ def test_text_with_gaps_reads_alike_on_both_engines_and_encodes(tmp_path):
     # What the template's model does first with text: missing values must be NaN, not pd.NA, for the encoder.
     encoded = OneHotEncoder(handle_unknown="ignore").fit_transform(by_dask[["plan"]])
     assert encoded.shape == (400, 3)
+
+
+def test_after_the_clients_close_dask_computes_in_this_process(tmp_path):
+    from mlops_template.config.load import Environment
+    from mlops_template.data import engines
+
+    env = Environment(name="local", storage=str(tmp_path), tracking_uri="sqlite:///x.db")
+    client = engines.dask_client(env)
+    assert client.submit(sum, [1, 2]).result() == 3
+    engines.close_clients()
+    assert dd.from_pandas(pd.DataFrame({"a": [1, 2, 3]}), npartitions=2)["a"].sum().compute() == 6

@@ -165,9 +165,16 @@ def _close(client: Client, cluster: Any) -> None:
 
 
 def close_clients() -> None:
-    """Close every client (and local cluster) this process opened; the next use starts afresh."""
+    """Close every client (and local cluster) this process opened; the next use starts afresh.
+
+    Dask's default scheduler goes back to its own (threads), which a client left pointing at
+    `dask.distributed`: a `.compute()` after this would otherwise ask for a client that is gone.
+    """
+    import dask
+
     with _lock:
         for client in _clients.values():
             cluster = client.cluster
             _close(client, cluster)
         _clients.clear()
+        dask.config.set(scheduler=None)
