@@ -27,8 +27,8 @@ import pytest
 import s3fs.core
 from durability import assert_landed_durably, record_disk_events
 
+import mlops_template.data.copies as copies_module
 import mlops_template.data.manifest as manifest_module
-import mlops_template.data.snapshots as snapshots_module
 from mlops_template.data.layout import Snapshot
 from mlops_template.data.snapshots import SnapshotStore
 from mlops_template.data.tables import write_table
@@ -319,7 +319,7 @@ def _interrupt_upload(store: SnapshotStore, monkeypatch: pytest.MonkeyPatch) -> 
                 sent.append(sink.write(part))
             raise ConnectionError("connection lost")
 
-        monkeypatch.setattr(snapshots_module, "stream_file", stream_part)
+        monkeypatch.setattr(copies_module, "stream_file", stream_part)
         return sent
     fs = store.storage.fs
     real = fs._call_s3
@@ -680,8 +680,8 @@ def test_adding_the_same_file_again_writes_nothing(store, writes, tmp_path):
 def test_a_different_file_of_the_same_size_is_a_new_snapshot(store, tmp_path, monkeypatch):
     first = store.add_file(write_csv(tmp_path / "a.csv", "x\n1\n2\n"), "data").snapshot
     hashed = []
-    real_digest = snapshots_module.digest_file
-    monkeypatch.setattr(snapshots_module, "digest_file", lambda p: hashed.append(p) or real_digest(p))
+    real_digest = copies_module.digest_file
+    monkeypatch.setattr(copies_module, "digest_file", lambda p: hashed.append(p) or real_digest(p))
     changed = write_csv(tmp_path / "b.csv", "x\n1\n3\n")
     assert changed.stat().st_size == first.bytes
 

@@ -139,3 +139,15 @@ def copy_hashing(source: IO[bytes], target: IO[bytes], advance: Callable[[int], 
     while n := source.readinto(buffer):
         writer.write(view[:n])
     return writer.hexdigest(), writer.size
+
+
+def digest_stream(source: IO[bytes], advance: Callable[[int], None] | None = None) -> str:
+    """The digest of a stream's bytes, read chunk by chunk and kept nowhere."""
+    return copy_hashing(source, _Discard(), advance)[0]
+
+
+class _Discard:
+    """A sink that keeps nothing: hashing a stored file without writing it anywhere."""
+
+    def write(self, data) -> int:
+        return len(data)

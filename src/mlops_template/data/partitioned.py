@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlops_template.data.hashing import HashingWriter, digest_bytes
-from mlops_template.data.layout import PART, PREFIX
-from mlops_template.errors import DataError, IntegrityError
+from mlops_template.data.hashing import HashingWriter, digest_bytes, digest_stream, short_id, validate_name
+from mlops_template.data.layout import PART, PREFIX, parts_folder
+from mlops_template.errors import DataError, IntegrityError, MlopsError
+from mlops_template.progress import activity
 
 BLOCK = 8 << 20  # bytes of a CSV or JSON-lines file per partition: a few times that in memory per task
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from dask.dataframe import DataFrame as DaskFrame
 
+    from mlops_template.data.layout import Snapshot
+    from mlops_template.data.snapshots import SnapshotStore, Stored
     from mlops_template.data.stats import Profile
     from mlops_template.storage import Storage
 
@@ -176,15 +179,8 @@ def stored_part_digests(storage: Storage, keys: Sequence[str]) -> list[str]:
 
 
 def _stored_digest(storage: Storage, key: str) -> str:
-    from mlops_template.data.hashing import copy_hashing
-
-    class _Discard:
-        def write(self, data) -> int:
-            return len(data)
-
     with storage.open_read(key) as f:
-        digest, _ = copy_hashing(f, _Discard())
-    return digest
+        return digest_stream(f)
 
 
 def run(tasks: list, advance: Callable[[int], None] | None) -> list:
@@ -219,3 +215,58 @@ def columns_differ(first: str, first_columns: list[str], other: str, other_colum
         f"{other}: its columns differ from {first}'s ({detail}); give every file of one read the same columns "
         "or read them separately"
     )
+
+
+def store_frame(
+    store: SnapshotStore, name: str, ddf: DaskFrame, *, run_id: str | None, step: str | None, current: bool
+) -> Stored:
+    """`SnapshotStore.write_dask`: the parts staged, moved under the id, the manifest last; nothing on failure."""
+    from mlops_template.data.snapshots import Stored
+
+    validate_name(name)
+    folder = staging_folder(name)
+    try:
+        with activity(f"writing {name} ({ddf.npartitions:,} partitions)", total=ddf.npartitions) as advance:
+            parts, profile = write_parts(store.storage, folder, ddf, advance)
+        digest = parts_digest([part["digest"] for part in parts])
+        existing = store._complete(name, digest)
+        if existing is None or not store._intact(existing):
+            target = parts_folder(name, short_id(digest))
+            for part in parts:
+                store.storage.move(f"{folder}/{part['file']}", f"{target}/{part['file']}")
+    except MlopsError:
+        raise
+    except Exception as exc:  # a worker's failure arrives as whatever it raised, or distributed's KilledWorker
+        raise DataError(
+            f"writing dataset '{name}' on the Dask workers failed ({type(exc).__name__}: {exc}); "
+            f"nothing was stored under '{name}'"
+        ) from exc
+    finally:
+        store.storage.delete(folder)
+    if existing is not None:
+        stored = Stored(existing, written=False)
+    else:
+        size = sum(part["bytes"] for part in parts)
+        snapshot = store._finish(name, digest, "parquet", size, profile.summary(), run_id, step, None, partitions=parts)
+        stored = Stored(snapshot, written=True)
+    if current:
+        store.set_current(stored.snapshot)
+    return stored
+
+
+def read_parts_pandas(storage: Storage, snapshot: Snapshot) -> pd.DataFrame:
+    """A partitioned snapshot as one pandas DataFrame, each part verified against its digest."""
+    import pyarrow as pa
+
+    from mlops_template.data.partitioned import check_part
+    from mlops_template.data.tables import read_arrow, to_pandas
+
+    tables = []
+    with activity(f"reading {snapshot.ref} ({snapshot.rows:,} rows)", total=snapshot.bytes) as advance:
+        for key, part in zip(snapshot.part_keys, snapshot.partitions, strict=True):
+            data = check_part(storage, key, part["digest"])
+            tables.append(read_arrow(data, "parquet"))
+            advance(len(data))
+    if not tables:
+        raise DataError(f"snapshot {snapshot.ref} has no parts")
+    return to_pandas(pa.concat_tables(tables))

@@ -3,7 +3,8 @@
 Bytes are hashed while they stream to storage (constant memory, no read-back),
 a version that is already stored is not written again, and every load
 checks the bytes against the digest in the manifest. Where the files are is
-`mlops_template.data.layout`; how commands name a snapshot, `mlops_template.data.refs`.
+`mlops_template.data.layout`; how commands name a snapshot, `mlops_template.data.refs`;
+copies in and out, `mlops_template.data.copies`; tables in parts, `mlops_template.data.partitioned`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING
 from mlops_template.data.hashing import (
     FORMATS,
     HashingWriter,
-    copy_hashing,
     digest_bytes,
     digest_file,
+    digest_stream,
     short_id,
-    stream_file,
     validate_name,
 )
 from mlops_template.data.layout import (
@@ -34,13 +33,11 @@ from mlops_template.data.layout import (
     current_key,
     current_parts_folder,
     data_key,
-    file_format,
     manifest_key,
-    parts_folder,
 )
 from mlops_template.data.refs import known_datasets, resolve_ref
 from mlops_template.data.tables import parse_table, read_arrow
-from mlops_template.errors import DataError, IntegrityError, MlopsError, StorageError
+from mlops_template.errors import DataError, IntegrityError, StorageError
 from mlops_template.progress import activity
 
 logger = logging.getLogger(__name__)
@@ -122,39 +119,9 @@ class SnapshotStore:
         and the manifest written last; if a worker dies or a part fails, the
         folder is dropped and nothing is stored under `name`.
         """
-        from mlops_template.data import partitioned
+        from mlops_template.data.partitioned import store_frame
 
-        validate_name(name)
-        folder = partitioned.staging_folder(name)
-        try:
-            with activity(f"writing {name} ({ddf.npartitions:,} partitions)", total=ddf.npartitions) as advance:
-                parts, profile = partitioned.write_parts(self.storage, folder, ddf, advance)
-            digest = partitioned.parts_digest([part["digest"] for part in parts])
-            existing = self._complete(name, digest)
-            if existing is None or not self._intact(existing):
-                target = parts_folder(name, short_id(digest))
-                for part in parts:
-                    self.storage.move(f"{folder}/{part['file']}", f"{target}/{part['file']}")
-        except MlopsError:
-            raise
-        except Exception as exc:  # a worker's failure arrives as whatever it raised, or distributed's KilledWorker
-            raise DataError(
-                f"writing dataset '{name}' on the Dask workers failed ({type(exc).__name__}: {exc}); "
-                f"nothing was stored under '{name}'"
-            ) from exc
-        finally:
-            self.storage.delete(folder)
-        if existing is not None:
-            stored = Stored(existing, written=False)
-        else:
-            size = sum(part["bytes"] for part in parts)
-            snapshot = self._finish(
-                name, digest, "parquet", size, profile.summary(), run_id, step, None, partitions=parts
-            )
-            stored = Stored(snapshot, written=True)
-        if current:
-            self.set_current(stored.snapshot)
-        return stored
+        return store_frame(self, name, ddf, run_id=run_id, step=step, current=current)
 
     def add_file(
         self,
@@ -164,67 +131,10 @@ class SnapshotStore:
         run_id: str | None = None,
         step: str | None = None,
     ) -> Stored:
-        """Bring a local CSV or parquet file under versioning, stored byte for byte, and make it current.
+        """Bring a local CSV or parquet file under versioning, byte for byte, and make it current: `data.copies`."""
+        from mlops_template.data.copies import add_file
 
-        The file is read once: it streams to storage, hashed on the way, while a
-        second thread profiles it for the manifest. When a stored version of
-        `name` has the same size, the file is hashed first instead (a read-only,
-        memory-mapped pass), so an unchanged file is recognised without writing.
-        """
-        from concurrent.futures import ThreadPoolExecutor
-
-        validate_name(name)
-        path = Path(path)
-        fmt = file_format(path)
-        if not path.is_file():
-            raise StorageError(f"{path}: not found; give the path of a .csv or .parquet file")
-        before = path.stat()
-        folder = f"{PREFIX}/{name}"
-        if before.st_size in {n for k, n in self.storage.sizes(folder).items() if k.endswith(f".{fmt}")}:
-            with activity(f"hashing {path.name}"):
-                snapshot = self._complete(name, digest_file(path))
-            if snapshot is not None and self._intact(snapshot, repairing=False):
-                self.set_current(snapshot)
-                return Stored(snapshot, written=False)
-
-        current = current_key(name, fmt)
-        with ThreadPoolExecutor(1) as pool, ExitStack() as staged:
-            profiling = pool.submit(_profile_file, path, fmt)
-            try:
-                stage = staged.enter_context(self.storage.stage(folder))
-                # Where staging is in place (a local folder) the current copy is written in the same pass.
-                copy = (
-                    staged.enter_context(self.storage.stage("datasets", current))
-                    if self.storage.stages_in_place
-                    else None
-                )
-                with activity(f"storing {path.name}", total=before.st_size) as advance:
-                    digest, size = stream_file(path, stage.file, *([copy.file] if copy else []), advance=advance)
-                try:
-                    manifest = profiling.result()
-                except Exception as exc:
-                    raise StorageError(
-                        f"{path}: cannot be read as {fmt} ({exc}); is it a complete {fmt} file?"
-                    ) from exc
-                after = path.stat()
-                if (size, after.st_size, after.st_mtime_ns) != (before.st_size, before.st_size, before.st_mtime_ns):
-                    raise StorageError(f"{path}: changed while it was being added; add it again once it is complete")
-                snapshot = self._complete(name, digest)
-                written = snapshot is None
-                if snapshot is None or not self._intact(snapshot):
-                    stage.commit(data_key(name, short_id(digest), fmt))
-                if snapshot is None:
-                    snapshot = self._finish(name, digest, fmt, size, manifest, run_id, step, str(path.resolve()))
-                if copy is not None:
-                    copy.commit(current)
-            except BaseException:
-                profiling.cancel()
-                raise
-        if copy is None:
-            self.set_current(snapshot)
-        else:
-            self._drop_other_formats(snapshot)
-        return Stored(snapshot, written=written)
+        return add_file(self, path, name, run_id=run_id, step=step)
 
     def adopt(self, name: str, data: bytes, fmt: str, *, run_id: str | None, step: str | None) -> Snapshot:
         """The snapshot of bytes read from a dataset's current file, stored first if it is not yet.
@@ -322,43 +232,10 @@ class SnapshotStore:
         return self._complete(name, digest)
 
     def copy_from(self, source: SnapshotStore, snapshot: Snapshot) -> Stored:
-        """Bring a snapshot of another storage (another environment's) here, byte for byte, under the same id.
+        """Bring a snapshot of another storage (another environment's) here, under the same id: `data.copies`."""
+        from mlops_template.data.copies import copy_from
 
-        Nothing is written when it is here already. Otherwise its bytes stream
-        into a staged file, hashed on the way, and are published only if they
-        match the digest; the stored copy is then read back and hashed again,
-        and the manifest (the source's, unchanged) is written last, so an
-        interrupted copy leaves nothing listed.
-        """
-        here = self._complete(snapshot.name, snapshot.digest)
-        if here is not None and self._intact(here):
-            return Stored(snapshot, written=False)
-        if snapshot.partitioned:
-            for key, part in zip(snapshot.part_keys, snapshot.partitions, strict=True):
-                self._copy_file(source, key, part["digest"], part["bytes"], snapshot)
-        else:
-            self._copy_file(source, snapshot.key, snapshot.digest, snapshot.bytes, snapshot)
-        manifest = source.storage.read_bytes(manifest_key(snapshot.name, snapshot.id))
-        self.storage.write_bytes(manifest_key(snapshot.name, snapshot.id), manifest)
-        return Stored(snapshot, written=True)
-
-    def _copy_file(self, source: SnapshotStore, key: str, digest: str, size: int, snapshot: Snapshot) -> None:
-        """One file of a snapshot from another storage to the same key here, verified before and after it lands."""
-        with self.storage.stage(key.rsplit("/", 1)[0]) as stage:
-            with (
-                source.storage.open_read(key) as f,
-                activity(f"copying {snapshot.ref}", total=size) as advance,
-            ):
-                copied, _ = copy_hashing(f, stage.file, advance)
-            if copied != digest:
-                raise _tampered(source.storage.uri(key), snapshot)
-            stage.commit(key)
-        if self.stored_digest(key) != digest:
-            self.storage.delete(key)
-            raise IntegrityError(
-                f"{self.storage.uri(key)}: the copy of snapshot {snapshot.ref} does not match its digest once stored; "
-                "nothing was kept, check the storage and copy again"
-            )
+        return copy_from(self, source, snapshot)
 
     def set_current(self, snapshot: Snapshot) -> None:
         """Make `datasets/<name>` a copy of this snapshot (a server-side copy on S3, in-kernel locally).
@@ -405,8 +282,7 @@ class SnapshotStore:
             except FileNotFoundError as exc:
                 raise StorageError(f"{self.storage.uri(key)}: not found; was it removed meanwhile?") from exc
         with self.storage.open_read(key) as f, activity(f"hashing {key}") as advance:
-            digest, _ = copy_hashing(f, _Discard(), advance)
-        return digest
+            return digest_stream(f, advance)
 
     def _drop_other_formats(self, snapshot: Snapshot) -> None:
         """A dataset has one current copy: writing a CSV version removes a parquet one, a partitioned one both, and back."""
@@ -467,33 +343,19 @@ class SnapshotStore:
         with activity(f"reading {snapshot.ref}"):
             data = self.storage.read_bytes(snapshot.key)
         if digest_bytes(data) != snapshot.digest:
-            raise _tampered(self.storage.uri(snapshot.key), snapshot)
+            raise tampered(self.storage.uri(snapshot.key), snapshot)
         return data
 
     def read(self, ref: str | Snapshot) -> tuple[Snapshot, pd.DataFrame]:
         """A snapshot as one pandas DataFrame (a partitioned one's parts concatenated), verified against its id."""
         snapshot = ref if isinstance(ref, Snapshot) else self.resolve(ref)
         if snapshot.partitioned:
-            return snapshot, self._read_parts(snapshot)
+            from mlops_template.data.partitioned import read_parts_pandas
+
+            return snapshot, read_parts_pandas(self.storage, snapshot)
         data = self.read_bytes(snapshot)
         with activity(f"parsing {snapshot.ref} ({snapshot.rows:,} rows)"):
             return snapshot, parse_table(data, self.uri(snapshot))
-
-    def _read_parts(self, snapshot: Snapshot) -> pd.DataFrame:
-        import pyarrow as pa
-
-        from mlops_template.data.partitioned import check_part
-        from mlops_template.data.tables import read_arrow, to_pandas
-
-        tables = []
-        with activity(f"reading {snapshot.ref} ({snapshot.rows:,} rows)", total=snapshot.bytes) as advance:
-            for key, part in zip(snapshot.part_keys, snapshot.partitions, strict=True):
-                data = check_part(self.storage, key, part["digest"])
-                tables.append(read_arrow(data, "parquet"))
-                advance(len(data))
-        if not tables:
-            raise DataError(f"snapshot {snapshot.ref} has no parts")
-        return to_pandas(pa.concat_tables(tables))
 
     def read_dask(self, ref: str | Snapshot) -> tuple[Snapshot, DaskFrame]:
         """A snapshot as a Dask DataFrame: a partition per part (each verified by the worker reading it), or blocks of one file."""
@@ -504,75 +366,14 @@ class SnapshotStore:
             digests = [part["digest"] for part in snapshot.partitions]
             return snapshot, read_parts(self.storage, snapshot.part_keys, digests)
         if self.stored_digest(snapshot.key) != snapshot.digest:
-            raise _tampered(self.storage.uri(snapshot.key), snapshot)
+            raise tampered(self.storage.uri(snapshot.key), snapshot)
         return snapshot, read_file(self.storage, snapshot.key, snapshot.format)
 
     def get(self, ref: str | Snapshot, to: str | os.PathLike[str] | None = None) -> Path:
-        """Copy a snapshot to a local file, verified and fsynced on the way; nothing is left behind if it fails.
+        """Copy a snapshot to a local file (a folder for a partitioned one), verified: `data.copies`."""
+        from mlops_template.data.copies import get
 
-        `to` is a file path or an existing folder; default `./<name>-<id>.<format>`.
-        """
-        import tempfile
-
-        from mlops_template.storage.local import fsync_dir
-
-        snapshot = ref if isinstance(ref, Snapshot) else self.resolve(ref)
-        target = Path(to) if to is not None else Path.cwd()
-        if snapshot.partitioned:
-            return self._get_parts(snapshot, target if to is not None else target / f"{snapshot.name}-{snapshot.id}")
-        if target.is_dir() or str(to).endswith(("/", os.sep)):
-            target = target / f"{snapshot.name}-{snapshot.id}.{snapshot.format}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o644)
-        try:
-            with (
-                os.fdopen(fd, "wb") as out,
-                self.storage.open_read(snapshot.key) as source,
-                activity(f"copying {snapshot.ref} to {target.name}", total=snapshot.bytes) as advance,
-            ):
-                digest, _ = copy_hashing(source, out, advance)
-                out.flush()
-                os.fsync(out.fileno())
-            if digest != snapshot.digest:
-                raise _tampered(self.storage.uri(snapshot.key), snapshot)
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return target
-
-    def _get_parts(self, snapshot: Snapshot, target: Path) -> Path:
-        """A partitioned snapshot as a local folder of its parts (into `target`, or a new folder in it if it exists)."""
-        import shutil
-        import tempfile
-
-        from mlops_template.storage.local import fsync_dir
-
-        if target.is_dir():
-            target = target / f"{snapshot.name}-{snapshot.id}"
-        if target.exists():
-            raise StorageError(f"{target}: already exists; remove it or give another folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-        try:
-            for key, part in zip(snapshot.part_keys, snapshot.partitions, strict=True):
-                with (
-                    open(tmp / part["file"], "wb") as out,  # noqa: PTH123
-                    self.storage.open_read(key) as source,
-                    activity(f"copying {snapshot.ref} {part['file']}", total=part["bytes"]) as advance,
-                ):
-                    digest, _ = copy_hashing(source, out, advance)
-                    out.flush()
-                    os.fsync(out.fileno())
-                if digest != part["digest"]:
-                    raise _tampered(self.storage.uri(key), snapshot)
-            tmp.chmod(0o755)
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return get(self, ref, to)
 
 
 def open_snapshots(
@@ -589,21 +390,7 @@ def open_snapshots(
     return SnapshotStore(open_storage(env, check=check))
 
 
-def _profile_file(path: Path, fmt: str) -> dict:
-    from mlops_template.data.manifest import profile_file
-
-    with activity(f"profiling {path.name}"):
-        return profile_file(str(path), fmt)
-
-
-class _Discard:
-    """A sink that keeps nothing: hashing a stored file without writing it anywhere."""
-
-    def write(self, data) -> int:
-        return len(data)
-
-
-def _tampered(uri: str, snapshot: Snapshot) -> IntegrityError:
+def tampered(uri: str, snapshot: Snapshot) -> IntegrityError:
     return IntegrityError(
         f"{uri}: its bytes no longer match snapshot {snapshot.ref} (changed or corrupted since it was stored); "
         f"`mlops data verify {snapshot.name} --repair` restores it from an intact copy, if one is left"

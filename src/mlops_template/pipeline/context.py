@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.config.load import Config, Environment
-from mlops_template.data import engines
+from mlops_template.data import engines, raw
 from mlops_template.data.hashing import FORMATS, content_id
 from mlops_template.data.layout import Snapshot, current_key, current_parts_folder
+from mlops_template.data.raw import RAW_PREFIX
 from mlops_template.data.snapshots import SnapshotStore
-from mlops_template.data.tables import parse_table, read_table, write_table
+from mlops_template.data.tables import parse_table, write_table
 from mlops_template.errors import DataError, StorageError
 from mlops_template.models import registry
 from mlops_template.models.gate import Decision
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from mlops_template.models import flavors
-
-RAW_PREFIX = "raw"
-RAW_FORMATS = (".csv", ".parquet", ".jsonl", ".json")  # .json as JSON lines, one record a line
 
 
 @dataclass
@@ -84,8 +82,8 @@ class StepContext:
         """
         if self._engine is None:
             setting = self.environment.engine
-            raw = sum(self.storage.sizes(RAW_PREFIX).values()) if setting == engines.AUTO else 0
-            self._engine = engines.resolve_engine(setting, raw)
+            raw_bytes = sum(self.storage.sizes(RAW_PREFIX).values()) if setting == engines.AUTO else 0
+            self._engine = engines.resolve_engine(setting, raw_bytes)
         return self._engine
 
     def read(self, name: str, *, context: str = "input", engine: str = "pandas") -> pd.DataFrame | DaskFrame:
@@ -184,7 +182,7 @@ class StepContext:
         """Whether the storage holds raw input files under `raw/` (or this pipeline run already read some)."""
         if self.replay is not None:
             return self._replayed(RAW_PREFIX) is not None
-        return self._pinned_raw() is not None or bool(self._raw_keys())
+        return self._pinned_raw() is not None or bool(raw.raw_keys(self.storage))
 
     def read_raw(self, pattern: str = "*", *, engine: str = "pandas") -> pd.DataFrame | DaskFrame:
         """The CSV, parquet and JSON-lines files under the storage's `raw/` (those `pattern` matches), in name order.
@@ -200,7 +198,7 @@ class StepContext:
         pinned = self._pinned_raw()
         if pinned is not None:
             return self.read_snapshot(f"{RAW_PREFIX}:{pinned}", engine=engine)
-        keys = self._raw_keys(pattern)
+        keys = raw.raw_keys(self.storage, pattern)
         if not keys:
             where = f"{self.storage.uri(RAW_PREFIX)}/{'' if pattern == '*' else pattern}"
             raise StorageError(
@@ -210,10 +208,10 @@ class StepContext:
         if engine == engines.DASK:
             self.dask_client()
             stored = self.snapshots.write_dask(
-                RAW_PREFIX, self._raw_dask(keys), run_id=self.run_id, step=self.step, current=False
+                RAW_PREFIX, raw.read_dask(self.storage, keys), run_id=self.run_id, step=self.step, current=False
             )
         else:
-            df = self._raw_pandas(keys)
+            df = raw.read_pandas(self.storage, keys)
             stored = self.snapshots.write_table(RAW_PREFIX, df, run_id=self.run_id, step=self.step, current=False)
         snapshot_id = stored.snapshot.id
         if self.scope is not None:
@@ -222,47 +220,6 @@ class StepContext:
             return self.read_snapshot(f"{RAW_PREFIX}:{snapshot_id}", engine=engine)
         self._log_snapshot(stored.snapshot, df, "input")
         return df
-
-    def _raw_pandas(self, keys: list[str]) -> pd.DataFrame:
-        import pandas as pd
-
-        frames = [read_table(self.storage, k) if not k.endswith(_JSON) else self._json_lines(k) for k in keys]
-        for key, frame in zip(keys[1:], frames[1:], strict=True):
-            _same_columns(
-                self.storage.uri(keys[0]), list(frames[0].columns), self.storage.uri(key), list(frame.columns)
-            )
-        return pd.concat(frames, ignore_index=True)
-
-    def _json_lines(self, key: str) -> pd.DataFrame:
-        import io
-
-        import pandas as pd
-
-        return pd.read_json(io.BytesIO(self.storage.read_bytes(key)), lines=True)
-
-    def _raw_dask(self, keys: list[str]) -> DaskFrame:
-        """The raw files as one Dask frame, each read in blocks by the workers; refused when their columns differ."""
-        import dask.dataframe as dd
-
-        from mlops_template.data.partitioned import BLOCK
-
-        options = self.storage.fsspec_options()
-        frames = []
-        for key in keys:
-            uri = self.storage.uri(key)
-            try:
-                if key.endswith(".csv"):
-                    frames.append(dd.read_csv(uri, blocksize=BLOCK, storage_options=options, assume_missing=True))
-                elif key.endswith(".parquet"):
-                    frames.append(dd.read_parquet(uri, storage_options=options))
-                else:
-                    frames.append(dd.read_json(uri, lines=True, blocksize=BLOCK, storage_options=options))
-            except Exception as exc:  # noqa: BLE001 - each reader fails its own way; the file is what matters
-                raise DataError(f"{uri}: cannot be read ({type(exc).__name__}: {exc}); is it a complete file?") from exc
-        first = self.storage.uri(keys[0])
-        for key, frame in zip(keys[1:], frames[1:], strict=True):
-            _same_columns(first, list(frames[0].columns), self.storage.uri(key), list(frame.columns))
-        return dd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def _replayed(self, name: str) -> str | None:
         """In a reproduction, the snapshot id of `name` the reproduced step read."""
@@ -276,14 +233,6 @@ class StepContext:
         if "raw" not in self._pins:
             self._pins["raw"] = self.scope.pinned(RAW_PREFIX)
         return self._pins["raw"]
-
-    def _raw_keys(self, pattern: str = "*") -> list[str]:
-        import fnmatch
-
-        keys = [k for k in self.storage.list(RAW_PREFIX) if k.endswith(RAW_FORMATS)]
-        if pattern == "*":
-            return keys
-        return [k for k in keys if fnmatch.fnmatchcase(k.removeprefix(f"{RAW_PREFIX}/"), pattern)]
 
     def _read_current(self, name: str) -> tuple[str, bytes]:
         """The bytes of `datasets/<name>.parquet`, or of `.csv` for a CSV added with `mlops data add`."""
@@ -535,13 +484,3 @@ def _log_input(df: pd.DataFrame, uri: str, name: str, digest: str, context: str,
     from mlops_template.tracking.inputs import log_dataset
 
     log_dataset(df, source=uri, name=name, digest=digest, context=context, rows=rows)
-
-
-_JSON = (".jsonl", ".json")
-
-
-def _same_columns(first: str, first_columns: list[str], other: str, other_columns: list[str]) -> None:
-    if first_columns != other_columns:
-        from mlops_template.data.partitioned import columns_differ
-
-        raise columns_differ(first, first_columns, other, other_columns)
