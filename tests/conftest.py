@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(marker)
 
 
-MINIMAL_CONFIG = """\
+PROJECT_CONFIG = """\
 [project]
 name = "demo"
 package = "demo"
@@ -56,6 +56,8 @@ package = "demo"
 storage = "data"
 tracking_uri = "sqlite:///mlruns.db"
 """
+NO_FLOOR = "[model]\ngate = { min = false }\n"  # a gate on beat_champion alone: min is required
+MINIMAL_CONFIG = PROJECT_CONFIG + "\n" + NO_FLOOR
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -163,6 +165,9 @@ def tiny_project(tmp_path: Path, shared_db: str, monkeypatch: pytest.MonkeyPatch
 [project]
 name = "tiny-{uuid.uuid4().hex[:12]}"
 package = "tiny"
+
+[model]
+gate = {{ min = false }}
 
 [environments.local]
 storage = "{tmp_path / "storage"}"

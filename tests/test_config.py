@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import MINIMAL_CONFIG
+from conftest import MINIMAL_CONFIG, PROJECT_CONFIG
 
 from mlops_template.config.load import (
     Config,
@@ -132,7 +132,7 @@ def test_model_gate_values_and_int_min_becomes_float(config):
 
 
 def test_model_defaults_to_project_name_and_default_gate(write_config):
-    config = load_config(write_config())
+    config = load_config(write_config())  # gate = { min = false }: no floor
     assert config.model.name == "demo"
     assert config.model.gate == Gate(metric="f1", min=None, beat_champion=True)
     assert config.model.task == "classification"
@@ -140,14 +140,14 @@ def test_model_defaults_to_project_name_and_default_gate(write_config):
 
 
 def test_regression_task_defaults_the_gate_metric_to_r2(write_config):
-    config = load_config(write_config(MINIMAL_CONFIG + '[model]\ntask = "regression"\ngate = { min = 0.5 }\n'))
+    config = load_config(write_config(PROJECT_CONFIG + '[model]\ntask = "regression"\ngate = { min = 0.5 }\n'))
     assert (config.model.task, config.model.gate) == ("regression", Gate(metric="r2", min=0.5))
 
 
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ('task = "clustering"', "[model] task 'clustering' is unknown; valid: classification, regression"),
+        ('task = "clustering"\ngate = { min = 0.5 }', "[model] task 'clustering' is unknown; valid: classification, regression"),
         (
             'task = "regression"\ngate = { metric = "f1" }',
             '[model.gate] metric \'f1\' is a classification metric but task = "regression"; use e.g. "r2"',
@@ -165,7 +165,7 @@ def test_regression_task_defaults_the_gate_metric_to_r2(write_config):
 )
 def test_gate_metric_must_fit_the_task(write_config, model, message):
     with pytest.raises(ConfigError) as err:
-        load_config(write_config(MINIMAL_CONFIG + "[model]\n" + model + "\n"))
+        load_config(write_config(PROJECT_CONFIG + "[model]\n" + model + "\n"))
     assert message in str(err.value)
 
 
@@ -191,6 +191,9 @@ def test_absolute_paths_and_remote_uris_are_kept(write_config, tmp_path):
 [project]
 name = "demo"
 package = "demo"
+
+[model]
+gate = {{ min = false }}
 
 [environments.local]
 storage = "{tmp_path / "elsewhere"}"
@@ -371,8 +374,8 @@ def test_a_cpu_count_may_be_a_number(write_config):
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("min = 1", 'min = "high"', "[model.gate] min must be a number, got str 'high'"),
-        ("min = 1", "min = true", "[model.gate] min must be a number, got bool True"),
+        ("min = 1", 'min = "high"', "[model.gate] min must be a number or false, got str 'high'"),
+        ("min = 1", "min = true", "[model.gate] min must be a number or false, got bool True"),
         (
             "beat_champion = false",
             'beat_champion = "no"',
@@ -438,9 +441,34 @@ def test_invalid_toml_syntax_names_the_file_and_line(write_config):
 
 def test_on_champion_error_is_refuse_by_default_and_min_when_set(write_config):
     assert load_config(
-        write_config(MINIMAL_CONFIG + "[model]\ngate = { min = 0.5 }\n")
+        write_config(PROJECT_CONFIG + "[model]\ngate = { min = 0.5 }\n")
     ).model.gate.on_champion_error == ("refuse")
-    lenient = MINIMAL_CONFIG + '[model]\ngate = { min = 0.5, on_champion_error = "min" }\n'
+    lenient = PROJECT_CONFIG + '[model]\ngate = { min = 0.5, on_champion_error = "min" }\n'
     assert load_config(write_config(lenient)).model.gate.on_champion_error == "min"
-    message = config_error(write_config, MINIMAL_CONFIG + '[model]\ngate = { min = 0.5, on_champion_error = "pass" }\n')
+    message = config_error(write_config, PROJECT_CONFIG + '[model]\ngate = { min = 0.5, on_champion_error = "pass" }\n')
     assert "[model.gate] on_champion_error 'pass' is unknown; valid: min, refuse" in message
+
+
+def test_min_is_required_and_false_says_no_floor(write_config):
+    message = config_error(write_config, PROJECT_CONFIG + "[model]\ngate = { beat_champion = true }\n")
+    assert "[model] gate needs 'min'" in message and "`min = false`" in message
+    assert "[model] gate needs 'min'" in config_error(write_config, PROJECT_CONFIG)  # no [model] at all
+    assert load_config(write_config(PROJECT_CONFIG + "[model]\ngate = { min = false }\n")).model.gate.min is None
+    wrong = config_error(write_config, PROJECT_CONFIG + "[model]\ngate = { min = true }\n")
+    assert "[model.gate] min must be a number or false, got bool True" in wrong
+
+
+def test_an_environment_overrides_model_keys_but_not_name_or_task(write_config):
+    text = (
+        MINIMAL_CONFIG.replace("gate = { min = false }", 'gate = { min = 0.7, metric = "f1" }\ntrusted_types = ["a.B"]')
+        + '\n[environments.prod]\nstorage = "prod"\ntracking_uri = "sqlite:///prod.db"\n'
+        + '\n[environments.prod.model]\nallow_pickle = true\ntrusted_types = ["mypkg."]\ngate = { min = 0.9 }\n'
+    )
+    config = load_config(write_config(text))
+    local, prod = config.model_in("local"), config.model_in("prod")
+    assert (local.allow_pickle, local.trusted_types, local.gate.min) == (False, ("a.B",), 0.7)
+    assert (prod.allow_pickle, prod.trusted_types, prod.gate) == (True, ("mypkg.",), Gate(metric="f1", min=0.9))
+    renamed = text + 'name = "other"\n'
+    assert "unknown key 'name' in [environments.prod.model]" in config_error(write_config, renamed)
+    bad = text.replace('["mypkg."]', '["os.system()"]')
+    assert "[environments.prod.model] trusted_types holds 'os.system()'" in config_error(write_config, bad)

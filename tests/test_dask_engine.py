@@ -64,7 +64,8 @@ def same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 def environment(root: Path, storage: str, **settings: str):
     """The `local` environment of a project whose mlops.toml names `storage` and `settings` (e.g. dask_scheduler)."""
-    lines = ["[project]", 'name = "dasktest"', 'package = "dasktest"', "", "[environments.local]"]
+    lines = ["[project]", 'name = "dasktest"', 'package = "dasktest"', "", "[model]", "gate = { min = false }"]
+    lines += ["", "[environments.local]"]
     lines += [f'storage = "{storage}"', f'tracking_uri = "sqlite:///{root / "mlruns.db"}"']
     lines += [f'{key} = "{value}"' for key, value in settings.items()]
     root.mkdir(parents=True, exist_ok=True)
@@ -337,6 +338,7 @@ def project(tmp_path: Path, shared_db: str, cluster: Cluster, monkeypatch: pytes
     (root / "src" / package / "main.py").write_text(STEPS)
     (root / "mlops.toml").write_text(
         f'[project]\nname = "{package}"\npackage = "{package}"\n\n'
+        "[model]\ngate = { min = false }\n\n"
         f'[environments.local]\nstorage = "data"\ntracking_uri = "{shared_db}"\n'
         f'dask_scheduler = "{cluster.address}"\n',
         encoding="utf-8",

@@ -15,6 +15,9 @@ CONFIG = """\
 name = "engines"
 package = "engines"
 
+[model]
+gate = {{ min = false }}
+
 [environments.local]
 storage = "data"
 tracking_uri = "sqlite:///mlruns.db"

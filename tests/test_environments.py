@@ -130,6 +130,7 @@ def project(tmp_path: Path, accounts: dict[str, Account], stores: tuple[str, Pat
     root.mkdir()
     tables = [
         f'[project]\nname = "{name}"\npackage = "two_envs"\n',
+        "[model]\ngate = { min = false }\n",
         '[environments.local]\nstorage = "data"\ntracking_uri = "sqlite:///local.db"\n',
     ]
     for env, account in accounts.items():

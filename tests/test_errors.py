@@ -44,7 +44,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def configure(root: Path, **env: str) -> None:
-    lines = ["[project]", 'name = "broken"', 'package = "broken"', "", "[environments.local]", 'storage = "data"']
+    lines = ["[project]", 'name = "broken"', 'package = "broken"', "", "[model]", "gate = { min = false }", ""]
+    lines += ["[environments.local]", 'storage = "data"']
     lines += [f'{key} = "{value}"' for key, value in env.items()]
     (root / "mlops.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -335,7 +336,7 @@ def read_only_project() -> Iterator[tuple[Path, Path]]:
         "pipeline = Pipeline([explode])\n"
     )
     (root / "mlops.toml").write_text(
-        '[project]\nname = "pod"\npackage = "pod_pipeline"\n\n'
+        '[project]\nname = "pod"\npackage = "pod_pipeline"\n\n[model]\ngate = { min = false }\n\n'
         '[environments.local]\nstorage = "data"\ntracking_uri = "sqlite:///mlruns.db"\n'
     )
     writable = base / "writable"
@@ -421,7 +422,7 @@ def test_a_steps_table_for_a_step_the_pipeline_lacks_is_refused_before_anything_
         "pipeline = Pipeline([make_data])\n"
     )
     (root / "mlops.toml").write_text(
-        '[project]\nname = "typo"\npackage = "typo_pipeline"\n\n'
+        '[project]\nname = "typo"\npackage = "typo_pipeline"\n\n[model]\ngate = { min = false }\n\n'
         '[environments.local]\nstorage = "data"\ntracking_uri = "sqlite:///mlruns.db"\n\n'
         "[steps.make_dta.params]\nrows = 4\n"
     )

@@ -77,6 +77,7 @@ def project(tmp_path: Path, store: str) -> Callable[..., Path]:
         (root / "src" / package / "main.py").write_text(STEP)
         lines = [
             f'[project]\nname = "{package}"\npackage = "{package}"\n',
+            "[model]\ngate = { min = false }\n",
             f'[environments.local]\nstorage = "data"\ntracking_uri = "{store}"\n',
             "[environments.dev]",
             *(f'{key} = "{value}"' for key, value in {"storage": "data", "tracking_uri": store, **dev}.items()),

@@ -33,6 +33,7 @@ def project(tmp_path: Path, shared_db: str, monkeypatch: pytest.MonkeyPatch) -> 
     )
     (root / "mlops.toml").write_text(
         f'[project]\nname = "{package}"\npackage = "{package}"\n\n'
+        "[model]\ngate = { min = false }\n\n"
         f'[environments.local]\nstorage = "data"\ntracking_uri = "{shared_db}"\n'
     )
     return root

@@ -32,10 +32,11 @@ def table(n: int = 200, *, seed: int = 0, text: bool = False) -> pd.DataFrame:
     return df
 
 
-def configured(tiny_project, *, beat_champion: bool = True, min: float | None = None):
+def configured(tiny_project, *, beat_champion: bool = True, min: float | None = None, allow_pickle: bool = True):
+    """The tiny project's config with this gate; pyfunc models (the rules below) need allow_pickle."""
     config = load_config(tiny_project)
     gate = replace(config.model.gate, beat_champion=beat_champion, min=min)
-    return replace(config, model=replace(config.model, gate=gate))
+    return replace(config, model=replace(config.model, gate=gate, allow_pickle=allow_pickle))
 
 
 def client_of(config) -> MlflowClient:
@@ -153,7 +154,7 @@ def test_one_process_loads_a_version_once_but_verifies_its_files_every_time(tiny
     step, _ = train_step(lambda: trained.append(hist_gradient_boosting()) or trained[-1], table())
     loads = []
     real_load = registry_module.load_folder
-    monkeypatch.setattr(registry_module, "load_folder", lambda path: loads.append(path) or real_load(path))
+    monkeypatch.setattr(registry_module, "load_folder", lambda path, *a, **k: loads.append(path) or real_load(path, *a, **k))
     loaded = []
 
     def predict(ctx: StepContext) -> None:

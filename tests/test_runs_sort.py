@@ -37,6 +37,7 @@ def project(root: Path, name: str) -> str:
     uri = f"sqlite:///{root / 'mlruns.db'}"
     (root / "mlops.toml").write_text(
         f'[project]\nname = "{name}"\npackage = "{name.replace("-", "_")}"\n\n'
+        "[model]\ngate = { min = false }\n\n"
         f'[environments.local]\nstorage = "data"\ntracking_uri = "{uri}"\n',
         encoding="utf-8",
     )

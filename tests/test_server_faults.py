@@ -60,7 +60,7 @@ def project(root: Path, tracking_uri: str, **dev: str) -> Path:
     (root / "src" / "faulty" / "main.py").write_text(STEPS)
     extra = "".join(f"{key} = {value}\n" for key, value in dev.items())
     (root / "mlops.toml").write_text(
-        '[project]\nname = "faulty"\npackage = "faulty"\n\n'
+        '[project]\nname = "faulty"\npackage = "faulty"\n\n[model]\ngate = { min = false }\n\n'
         '[environments.local]\nstorage = "data"\ntracking_uri = "sqlite:///mlruns.db"\n\n'
         f'[environments.dev]\nstorage = "data"\ntracking_uri = "{tracking_uri}"\n{extra}'
     )

@@ -85,7 +85,7 @@ def runs(
     if as_json:
         print_json([r.to_json() for r in found])
         return
-    metric = sort or config.model.gate.metric
+    metric = sort or config.model_in(env.name).gate.metric
     table = Table(box=None)
     table.add_column("run", no_wrap=True, min_width=32)  # whole ids: they are what other commands take
     for heading in ("key", "started (UTC)", "status", "env", "steps", "commit", metric, "gate", "model"):

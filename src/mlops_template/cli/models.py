@@ -33,7 +33,7 @@ def models(environment: str | None, as_json: bool, project: Path | None) -> None
     from mlops_template.tracking.reader import open_reader
 
     config, env = load_environment(project, environment)
-    metric = config.model.gate.metric
+    metric = config.model_in(env.name).gate.metric
     with scope(), store_errors(env, registry=True):
         settle_on_contact(config, env)
         versions = list_versions(open_reader(config, env)[0], config.model.name, metric=metric)

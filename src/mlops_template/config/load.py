@@ -34,12 +34,16 @@ _ENVIRONMENT_KEYS = {
     "dask_scheduler": str,
     "tracking_timeout": int,
     "data": dict,
+    "model": dict,
 }
 _DATA_KEYS = {"engine": str}
 ENGINES = ("pandas", "dask", "auto")
 _STEP_KEYS = {"params": dict, "resources": dict}
-_MODEL_KEYS = {"name": str, "task": str, "gate": dict}
-_GATE_KEYS = {"metric": str, "min": float, "beat_champion": bool, "on_champion_error": str}
+_MODEL_KEYS = {"name": str, "task": str, "gate": dict, "trusted_types": list, "allow_pickle": bool}
+# What an environment may set for itself in [environments.<name>.model]: name and task are the project's, one model
+# across environments, so that promotion finds it and its metric means the same thing everywhere.
+_ENVIRONMENT_MODEL_KEYS = {k: v for k, v in _MODEL_KEYS.items() if k not in ("name", "task")}
+_GATE_KEYS = {"metric": str, "min": object, "beat_champion": bool, "on_champion_error": str}
 ON_CHAMPION_ERROR = ("refuse", "min")
 
 
@@ -77,7 +81,7 @@ class Gate:
     """
 
     metric: str = "f1"
-    min: float | None = None  # no threshold: only `beat_champion` applies
+    min: float | None = None  # `min = false` in the file: no threshold, only `beat_champion` applies
     beat_champion: bool = True
     # What a champion that cannot be loaded or scored means: "refuse" the candidate (fail closed), or let "min" decide.
     on_champion_error: str = "refuse"
@@ -85,9 +89,19 @@ class Gate:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """`[model]`, as one environment sees it (its `[environments.<name>.model]` over the project's).
+
+    `trusted_types` are the types, besides scikit-learn's, numpy's and scipy's,
+    a skops file may hold and still be loaded (`module.Class`, or `package.` for
+    a whole package); `allow_pickle` lets a model whose loading unpickles (a
+    pyfunc, cloudpickle) be logged and loaded.
+    """
+
     name: str
     task: str = "classification"
     gate: Gate = field(default_factory=Gate)
+    trusted_types: tuple[str, ...] = ()
+    allow_pickle: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,7 @@ class Config:
     environments: dict[str, Environment]
     model: ModelConfig
     params: dict[str, Any] = field(default_factory=dict)
+    environment_models: dict[str, ModelConfig] = field(default_factory=dict)  # those an environment overrides
     steps: dict[str, StepConfig] = field(default_factory=dict)
     default_environment: str = DEFAULT_ENVIRONMENT
     dag: DagSettings = field(default_factory=DagSettings)
@@ -127,6 +142,10 @@ class Config:
                 f"{choices(self.environments, name)} (add it under [environments.{name}])"
             )
         return _apply_overrides(self.environments[name], self.root)
+
+    def model_in(self, environment: str) -> ModelConfig:
+        """`[model]` as environment `environment` has it: its own `[environments.<name>.model]` keys over the project's."""
+        return self.environment_models.get(environment, self.model)
 
     def step(self, name: str) -> StepConfig:
         return self.steps.get(name, StepConfig())
@@ -173,7 +192,9 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
         )
 
     data_engine = _engine(_table(raw, "data", path), path, "data") or "auto"
-    environments = {}
+    model_table = _table(raw, "model", path)
+    _check_table(model_table, _MODEL_KEYS, path, "model")
+    environments, environment_models = {}, {}
     for env_name, table in _table(raw, "environments", path, required=True).items():
         where = f"environments.{env_name}"
         if not isinstance(table, dict):
@@ -184,9 +205,15 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
                 raise ConfigError(f"{path}: [{where}] needs '{key}'")
         if table.get("tracking_timeout", 60) < 10:
             raise ConfigError(f"{path}: [{where}] tracking_timeout must be at least 10 (seconds)")
-        fields = {k: v for k, v in table.items() if k != "data"}
+        fields = {k: v for k, v in table.items() if k not in ("data", "model")}
         engine = _engine(table.get("data", {}), path, f"{where}.data") or data_engine
         environments[env_name] = _resolve_paths(Environment(name=env_name, engine=engine, **fields), root)
+        if "model" in table:
+            own = table["model"]
+            _check_table(own, _ENVIRONMENT_MODEL_KEYS, path, f"{where}.model")
+            gate = {**model_table.get("gate", {}), **own.get("gate", {})}
+            merged = {**model_table, **own, "gate": gate}
+            environment_models[env_name] = _model(merged, project["name"], path, f"{where}.model")
     if not environments:
         raise ConfigError(f"{path}: [environments] is empty; add at least [environments.local]")
 
@@ -206,9 +233,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
         resources = parse_resources(table.get("resources", {}), path, f"{where}.resources")
         steps[step_name] = StepConfig(params=dict(table.get("params", {})), resources=resources)
 
-    model_table = _table(raw, "model", path)
-    _check_table(model_table, _MODEL_KEYS, path, "model")
-    model = _model(model_table, project["name"], path)
+    model = _model(model_table, project["name"], path, "model")
 
     return Config(
         root=root,
@@ -217,41 +242,74 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
         environments=environments,
         model=model,
         params=dict(_table(raw, "params", path)),
+        environment_models=environment_models,
         steps=steps,
         default_environment=default_env,
         dag=parse_dag(_table(raw, "dag", path), path),
     )
 
 
-def _model(table: dict[str, Any], project: str, path: Path) -> ModelConfig:
-    """`[model]`: the task decides the default gate metric; a metric must fit the task."""
+def _model(table: dict[str, Any], project: str, path: Path, where: str) -> ModelConfig:
+    """`[model]`: the task decides the default gate metric; a metric must fit the task; `min` is required."""
     from mlops_template.config.metrics import DEFAULT_METRIC, metric_problem
 
-    _check_table(table, _MODEL_KEYS, path, "model")
     task = table.get("task", "classification")
     if task not in DEFAULT_METRIC:
-        raise ConfigError(f"{path}: [model] task '{task}' is unknown; {choices(DEFAULT_METRIC, task)}")
+        raise ConfigError(f"{path}: [{where}] task '{task}' is unknown; {choices(DEFAULT_METRIC, task)}")
     gate_table = table.get("gate", {})
     if isinstance(gate_table, dict) and "higher_is_better" in gate_table:
         raise ConfigError(
-            f"{path}: [model.gate] remove 'higher_is_better': the metric's name gives its direction "
+            f"{path}: [{where}.gate] remove 'higher_is_better': the metric's name gives its direction "
             "(rmse, mae, mse: lower is better, and min is a ceiling; f1, r2 and scikit-learn scorers, "
             "which negate their losses as neg_*: higher)"
         )
-    _check_table(gate_table, _GATE_KEYS, path, "model.gate")
+    _check_table(gate_table, _GATE_KEYS, path, f"{where}.gate")
     on_error = gate_table.get("on_champion_error", "refuse")
     if on_error not in ON_CHAMPION_ERROR:
         raise ConfigError(
-            f"{path}: [model.gate] on_champion_error '{on_error}' is unknown; {choices(ON_CHAMPION_ERROR, on_error)} "
+            f"{path}: [{where}.gate] on_champion_error '{on_error}' is unknown; "
+            f"{choices(ON_CHAMPION_ERROR, on_error)} "
             "(refuse: a champion that cannot be scored refuses the candidate; min: then only min decides)"
         )
-    gate = Gate(**{k: float(v) if k == "min" else v for k, v in gate_table.items()})
-    if "metric" not in gate_table:
-        gate = replace(gate, metric=DEFAULT_METRIC[task])
-    problem = metric_problem(gate.metric, task)
+    metric = gate_table.get("metric", DEFAULT_METRIC[task])
+    problem = metric_problem(metric, task)
     if problem:
-        raise ConfigError(f"{path}: [model.gate] metric {problem}")
-    return ModelConfig(name=table.get("name", project), task=task, gate=gate)
+        raise ConfigError(f"{path}: [{where}.gate] metric {problem}")
+    rest = {k: v for k, v in gate_table.items() if k not in ("metric", "min")}
+    gate = Gate(metric=metric, min=_gate_min(gate_table, path, where), **rest)
+    return ModelConfig(
+        name=table.get("name", project),
+        task=task,
+        gate=gate,
+        trusted_types=_trusted_types(table.get("trusted_types", []), path, where),
+        allow_pickle=table.get("allow_pickle", False),
+    )
+
+
+def _gate_min(gate: dict[str, Any], path: Path, where: str) -> float | None:
+    """The gate's threshold; required, so that no model is registered for want of one: `min = false` means none."""
+    if "min" not in gate:
+        raise ConfigError(
+            f"{path}: [{where}] gate needs 'min': the score a model must reach (for rmse, mae, mse: the most it "
+            "may reach), e.g. gate = { min = 0.8 }, or `min = false` to register on beat_champion alone"
+        )
+    value = gate["min"]
+    if value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path}: [{where}.gate] min must be a number or false, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _trusted_types(value: list[Any], path: Path, where: str) -> tuple[str, ...]:
+    """`trusted_types`: dotted type names (`module.Class`), or a package with a trailing dot (`mypackage.`)."""
+    for name in value:
+        if not isinstance(name, str) or not all(part.isidentifier() for part in name.removesuffix(".").split(".")):
+            raise ConfigError(
+                f"{path}: [{where}] trusted_types holds {name!r}; list type names as `module.Class`, "
+                "or a whole package as `package.`"
+            )
+    return tuple(value)
 
 
 def _engine(table: dict[str, Any], path: Path, where: str) -> str | None:
@@ -288,7 +346,14 @@ def _check_table(table: dict[str, Any], schema: dict[str, type], path: Path, whe
 
 
 def _type_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}[kind]
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        dict: "a table",
+        list: "a list",
+    }[kind]
 
 
 def _resolve_paths(env: Environment, root: Path) -> Environment:

@@ -107,7 +107,7 @@ def compare(config: Config, env: Environment, name_a: str, name_b: str) -> RunDi
     return RunDiff(
         a=a,
         b=b,
-        metric=config.model.gate.metric,
+        metric=config.model_in(env.name).gate.metric,
         data=_data_changes(store, a, b),
         code=_code_change(config.root, a, b, diff_a, diff_b),
         params=_param_changes(a, b),

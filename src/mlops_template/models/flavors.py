@@ -1,10 +1,12 @@
-"""Log and load a model through the MLflow flavour of its library.
+"""Log and load a model through the MLflow flavour of its library, by the routes `models.trust` allows.
 
-scikit-learn estimators and pipelines are saved with skops, trusting exactly
-the types found in the saved file when they come from scikit-learn, numpy or
-scipy (anything else could run code on load and is refused). XGBoost and
-LightGBM use their own flavours; an `mlflow.pyfunc.PythonModel` the pyfunc
-flavour; anything else is logged by a callable the step hands over.
+scikit-learn estimators and pipelines (and LightGBM's scikit-learn models)
+are saved with skops, recording exactly the types found in the saved file,
+each of which must be trusted (anything else could run code on load and is
+refused). XGBoost and a LightGBM Booster use their own formats; an
+`mlflow.pyfunc.PythonModel` the pyfunc flavour, which unpickles and so is
+logged only where the environment allows pickle; anything else is logged by
+a callable the step hands over, and checked the same way once logged.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_template.errors import ModelError
 from mlops_template.models.pins import model_requirements
+from mlops_template.models.trust import LIGHTGBM_TYPES, SKOPS, Trust, route, unpickles
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow.models.model import ModelInfo
 
 SKLEARN, XGBOOST, LIGHTGBM, PYFUNC = "sklearn", "xgboost", "lightgbm", "pyfunc"
-_TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.")
 
 LogModel = Callable[[str], "ModelInfo"]
 
@@ -49,10 +51,13 @@ def log_model(
     input_example: pd.DataFrame,
     log_model: LogModel | None = None,
     pip_requirements: list[str] | None = None,
+    trust: Trust,
 ) -> ModelInfo:
-    """Log `model` on the active run as artifact `name`; `log_model(name)` logs it instead when given."""
-    import mlflow
+    """Log `model` on the active run as artifact `name`; `log_model(name)` logs it instead when given.
 
+    A model whose loading would unpickle is refused unless `trust` allows it:
+    before logging when its kind shows it, else as soon as it is logged.
+    """
     if log_model is not None:
         info = log_model(name)
         if not hasattr(info, "model_uri"):
@@ -60,12 +65,44 @@ def log_model(
                 f"log_model returned {type(info).__name__}, not the ModelInfo of the model it logged; "
                 "return what mlflow.<flavour>.log_model(..., name=name) returns"
             )
-        return info
+    else:
+        info = _log_by_flavour(
+            model, name=name, input_example=input_example, pip_requirements=pip_requirements, trust=trust
+        )
+    reason = unpickles(info.flavors)
+    if reason is not None:
+        try:
+            trust.refuse_pickle("the model logged", reason)
+        except ModelError:
+            _discard(info)
+            raise
+    return info
+
+
+def _discard(info: ModelInfo) -> None:
+    """Mark a logged model that is refused as failed, so that nothing takes it for a usable one."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    model_id = getattr(info, "model_id", None)
+    if model_id:
+        try:
+            mlflow.MlflowClient().delete_logged_model(model_id)
+        except MlflowException:  # the step fails either way; a leftover is marked by its failed run
+            pass
+
+
+def _log_by_flavour(
+    model: Any, *, name: str, input_example: pd.DataFrame, pip_requirements: list[str] | None, trust: Trust
+) -> ModelInfo:
+    import mlflow
+
     kind = flavor(model)
     requirements = pip_requirements or model_requirements(model)
     input_example = served_example(input_example)
     common = dict(name=name, input_example=input_example, pip_requirements=requirements)
     if kind == PYFUNC:
+        trust.refuse_pickle(f"the {type(model).__name__} to log", "an mlflow.pyfunc.PythonModel is cloudpickled")
         return mlflow.pyfunc.log_model(python_model=model, **common)
     signature = mlflow.models.infer_signature(input_example, model.predict(input_example))
     if kind == XGBOOST:
@@ -73,15 +110,18 @@ def log_model(
 
         return mlflow.xgboost.log_model(model, signature=signature, **common)
     if kind == LIGHTGBM:
+        import lightgbm
         import mlflow.lightgbm
 
+        if not isinstance(model, lightgbm.Booster):  # a scikit-learn model: skops, as scikit-learn's own
+            common.update(serialization_format=SKOPS, skops_trusted_types=trusted_types(model, trust, LIGHTGBM_TYPES))
         return mlflow.lightgbm.log_model(model, signature=signature, **common)
     if kind == SKLEARN:
         return mlflow.sklearn.log_model(
             model,
             signature=signature,
-            serialization_format="skops",
-            skops_trusted_types=trusted_types(model),
+            serialization_format=SKOPS,
+            skops_trusted_types=trusted_types(model, trust),
             **common,
         )
     raise ModelError(
@@ -103,46 +143,58 @@ def served_example(example: pd.DataFrame) -> pd.DataFrame:
     return example.astype(dict.fromkeys(integers, "float64")) if integers else example
 
 
-def trusted_types(model: Any) -> list[str]:
-    """The types skops must trust to load `model`; refuses any outside scikit-learn, numpy and scipy."""
+def trusted_types(model: Any, trust: Trust | None = None, extra: frozenset[str] = frozenset()) -> list[str]:
+    """The types skops must trust to load `model`; refuses any that `trust` does not (default: scikit-learn, numpy, scipy)."""
     import skops.io
 
     try:
         found = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     except Exception as exc:  # noqa: BLE001 - skops raises many types; the cause is kept
         raise ModelError(f"skops cannot save this {type(model).__name__} ({exc}); wrap it as a pyfunc") from exc
-    refused = sorted(t for t in found if not t.startswith(_TRUSTED_MODULES))
-    if refused:
-        raise ModelError(
-            f"the model holds types skops will not load without trusting their code: {', '.join(refused)}; "
-            "use scikit-learn, numpy and scipy types only, or pass log_model= (e.g. an XGBoost/LightGBM "
-            "flavour, or mlflow.pyfunc.log_model) to propose_model"
-        )
+    (trust or Trust()).refuse_types("the model", found, extra=extra)
     return found
 
 
-def load(path: str | Path) -> Any:
-    """Load a downloaded model folder with its native flavour when it has one, else as a pyfunc.
+def load(path: str | Path, trust: Trust, *, what: str = "the model") -> Any:
+    """Load a downloaded model folder by the route `trust` allows (`models.trust.route`), else refuse it.
 
-    Native models keep `predict_proba`, which probability scorers need.
+    Native models keep `predict_proba`, which probability scorers need. A
+    skops file is loaded trusting exactly the types checked; a model that
+    unpickles, only where `trust` allows it, through its flavour.
     """
+    import mlflow
+
+    how = route(path, trust, what=what)
+    try:
+        if how.kind == SKOPS:
+            import skops.io
+
+            return skops.io.load(how.file, trusted=list(how.types))
+        if how.kind == XGBOOST:
+            import mlflow.xgboost
+
+            return mlflow.xgboost.load_model(str(path))
+        if how.kind == LIGHTGBM:
+            import mlflow.lightgbm
+
+            return mlflow.lightgbm.load_model(str(path))
+        return _load_unpickling(path)
+    except ImportError as exc:
+        raise ModelError(f"{what} at {path} needs {exc.name}, which is not installed; install it") from exc
+
+
+def _load_unpickling(path: str | Path) -> Any:
+    """A model the environment allows to unpickle, through its flavour (native when it has one)."""
     import mlflow
     from mlflow.models import Model
 
     flavors = Model.load(str(Path(path) / "MLmodel")).flavors
-    try:
-        if SKLEARN in flavors:
-            import mlflow.sklearn
+    if SKLEARN in flavors:
+        import mlflow.sklearn
 
-            return mlflow.sklearn.load_model(str(path))
-        if XGBOOST in flavors:
-            import mlflow.xgboost
+        return mlflow.sklearn.load_model(str(path))
+    if LIGHTGBM in flavors:
+        import mlflow.lightgbm
 
-            return mlflow.xgboost.load_model(str(path))
-        if LIGHTGBM in flavors:
-            import mlflow.lightgbm
-
-            return mlflow.lightgbm.load_model(str(path))
-        return mlflow.pyfunc.load_model(str(path))
-    except ImportError as exc:
-        raise ModelError(f"the model at {path} needs {exc.name}, which is not installed; install it") from exc
+        return mlflow.lightgbm.load_model(str(path))
+    return mlflow.pyfunc.load_model(str(path))

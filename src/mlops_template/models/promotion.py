@@ -47,7 +47,9 @@ from mlops_template.models.copies import (
     version_tags,
 )
 from mlops_template.models.gate import Decision, decide, unseen_rows
+from mlops_template.models.isolation import Recorded, outputs_apart
 from mlops_template.models.origin import Origin, read_origin
+from mlops_template.models.trust import Trust, route
 from mlops_template.redact import redact
 from mlops_template.storage import open_storage
 from mlops_template.tracking.connect import connect, point_at
@@ -110,6 +112,7 @@ def promote_between(
     with tempfile.TemporaryDirectory(prefix="mlops-promote-") as tmp:
         with environ.activate(src):
             origin = read_origin(config, src, version, Path(tmp) / "model", need_heldout=evaluate is None)
+        route(origin.folder, _trust(config, tgt), what=f"{config.model.name} {origin.ref}")  # before any write
         with environ.activate(tgt):
             result = _into_target(config, tgt, origin, alias=alias, evaluate=evaluate, dry_run=dry_run)
     return replace(result, seconds=time.perf_counter() - started)
@@ -175,9 +178,12 @@ def _into_target(
     # Decided before anything is written, on the source's bytes of the snapshots (the digest makes them the
     # target's): a model the gate cannot judge leaves the target untouched.
     rows, gate_data = _rows(env, store, origin, evaluate)
+    rows = rows.reset_index(drop=True)
+    trust = _trust(config, env)
+    candidate = outputs_apart(origin.folder, rows, trust, what=f"{name} {origin.ref}")
 
     def judge(current: ModelVersion | None) -> Decision:
-        return _judge(config, client, store, origin, rows, gate_data, alias=alias, current=current)
+        return _judge(config, env, client, store, origin, rows, gate_data, candidate, alias=alias, current=current)
 
     decision = judge(registry.champion(client, name) if alias == registry.CHAMPION else None)
     result = Promotion(decision=decision, copied=[s.ref for s in missing], gate_data=gate_data, **common)
@@ -199,7 +205,7 @@ def _into_target(
         regate=judge,
         record=lambda again: tag_decision(client, run_id, model_id, again, gate_data),
         alias=alias,
-        beat_champion=config.model.gate.beat_champion,
+        beat_champion=config.model_in(env.name).gate.beat_champion,
         model_uri=f"models:/{model_id}",
         run_id=run_id,
         tags=version_tags(origin),
@@ -235,25 +241,36 @@ def _rows(env: Environment, store: SnapshotStore, origin: Origin, evaluate: str 
     return rows, snapshot.ref
 
 
+def _trust(config: Config, env: Environment) -> Trust:
+    return Trust.of(config.model_in(env.name), env.name)
+
+
 def _judge(
     config: Config,
+    env: Environment,
     client: MlflowClient,
     store: SnapshotStore,
     origin: Origin,
     rows: pd.DataFrame,
     gate_data: str,
+    model: Recorded,
     *,
     alias: str,
     current: ModelVersion | None,
 ) -> Decision:
-    """The target's gate on the copy: `min` on the rows it did not train on; for `champion`, beat the champion there."""
+    """The target's gate on the copy: `min` on the rows it did not train on; for `champion`, beat the champion there.
+
+    `model` is the copy's outputs on `rows`, computed apart; the target's
+    champion, its own registered model, is loaded here as the target trusts.
+    """
     from mlops_template.models.scoring import score
     from mlops_template.models.targets import check_target
 
-    gate, task = config.model.gate, config.model.task
+    settings = config.model_in(env.name)
+    gate, task = settings.gate, settings.task
     if alias != registry.CHAMPION:
         gate = replace(gate, beat_champion=False)
-    model, features = registry.load_folder(origin.folder)
+    features = registry.input_names(origin.folder)
     target = _target_column(rows, features, origin.params, gate_data)
     check_target(rows, target, task, table=gate_data)
     for snapshot in origin.training:
@@ -274,7 +291,7 @@ def _judge(
         rows,
         target,
         current=current,
-        load=lambda version: registry.load_version(client, config.model.name, version),
+        load=lambda version: registry.load_version(client, config.model.name, version, _trust(config, env)),
         candidate=model,
         candidate_features=features,
         read=lambda ref: store.read(ref)[1],

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_template.errors import IntegrityError, NoChampionError, TrackingError
 from mlops_template.models.journal import Pending
+from mlops_template.models.trust import Trust, route
 from mlops_template.tracking.tags import TAG_DATA_PREFIX, TAG_HELDOUT_DATA, TAG_MODEL_SHA256, TAG_TRAINING_DATA
 
 if TYPE_CHECKING:
@@ -329,32 +330,42 @@ class Champion:
         return predict(self.model, self.features(df))
 
 
-def load_champion(client: MlflowClient, name: str) -> Champion:
-    """The `champion` version, its files checked against the sha256 recorded at registration, loaded."""
+def load_champion(client: MlflowClient, name: str, trust: Trust) -> Champion:
+    """The `champion` version, its files checked against the sha256 recorded at registration, loaded as `trust` allows."""
     version = champion(client, name)
     if version is None:
         raise NoChampionError(
             f"model '{name}' has no '{CHAMPION}' version yet; "
             "train one first: `mlops run --step train_model` (it must pass the gate)"
         )
-    return load_version(client, name, version)
+    return load_version(client, name, version, trust)
 
 
-def load_version(client: MlflowClient, name: str, version: ModelVersion) -> Champion:
-    """Download one version into a temporary folder, verify its sha256, load it; the folder is removed."""
+def load_version(client: MlflowClient, name: str, version: ModelVersion, trust: Trust) -> Champion:
+    """Download one version into a temporary folder, verify its sha256, load it as `trust` allows; the folder is removed.
+
+    A version with no sha256 recorded is refused: its files could be anything.
+    """
     import mlflow
 
+    what = f"model '{name}' v{version.version}"
+    expected = version.tags.get(TAG_MODEL_SHA256)
+    if not expected:
+        raise IntegrityError(
+            f"{what} carries no {TAG_MODEL_SHA256}, so its files cannot be verified and it is not loaded; "
+            "register models through `mlops run` or `mlops promote`, which record it"
+        )
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
         path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=tmp))
-        expected = version.tags.get(TAG_MODEL_SHA256)
         actual = directory_sha256(path)
-        if expected and expected != actual:
+        if expected != actual:
             raise IntegrityError(
-                f"model '{name}' v{version.version}: files do not match the sha256 recorded at registration "
+                f"{what}: files do not match the sha256 recorded at registration "
                 f"({actual[:12]} != {expected[:12]}); the artifacts were changed, re-train or restore them"
             )
+        route(path, trust, what=what)  # checked in every process and environment, held or not
         if actual not in _loaded:
-            _keep(actual, load_folder(path))
+            _keep(actual, load_folder(path, trust, what=what))
         model, names = _loaded[actual]
     return Champion(name=name, version=str(version.version), model=model, feature_names=names, tags=dict(version.tags))
 
@@ -374,17 +385,18 @@ def _keep(sha256: str, loaded: tuple[Any, list[str] | None]) -> None:
 
 def remember(path: str | Path, sha256: str, model: Any) -> None:
     """Keep `model` as what the files at `path` (logged from it by this process, hashing to `sha256`) load to."""
-    _keep(sha256, (model, _input_names(path)))
+    _keep(sha256, (model, input_names(path)))
 
 
-def load_folder(path: str | Path) -> tuple[Any, list[str] | None]:
-    """A model folder (its `MLmodel` and files) loaded with its flavour, and the input columns its signature names."""
+def load_folder(path: str | Path, trust: Trust, *, what: str = "the model") -> tuple[Any, list[str] | None]:
+    """A model folder (its `MLmodel` and files) loaded as `trust` allows, and the input columns its signature names."""
     from mlops_template.models import flavors
 
-    return flavors.load(path), _input_names(path)
+    return flavors.load(path, trust, what=what), input_names(path)
 
 
-def _input_names(path: str | Path) -> list[str] | None:
+def input_names(path: str | Path) -> list[str] | None:
+    """The input columns a model folder's signature names, read from its MLmodel (no model code runs)."""
     from mlflow.models import Model
 
     signature = Model.load(str(Path(path) / "MLmodel")).signature

@@ -112,6 +112,8 @@ def _estimator(model: Any, y: Any, task: str) -> Any:
 
     if isinstance(model, BaseEstimator):  # XGBoost's and LightGBM's scikit-learn models are too
         return model
+    if getattr(model, "_estimator_type", None):  # outputs recorded from an estimator (`models.isolation.Recorded`)
+        return model
     return _Predictor(model, y, task)
 
 

@@ -7,9 +7,7 @@ laptop, against S3, or in a pod.
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.config.load import Config, Environment
@@ -20,19 +18,14 @@ from mlops_template.data.raw import RAW_PREFIX
 from mlops_template.data.snapshots import SnapshotStore
 from mlops_template.data.tables import parse_table, write_table
 from mlops_template.errors import DataError, StorageError
-from mlops_template.models import registry
 from mlops_template.models.gate import Decision
 from mlops_template.pipeline.coordination import RunScope
+from mlops_template.pipeline.proposal import Candidate, Proposals, refs
 from mlops_template.pipeline.replay import Replay
 from mlops_template.progress import activity
 from mlops_template.storage import Storage
 from mlops_template.tracking.tags import (
     TAG_DATA_PREFIX,
-    TAG_GATE,
-    TAG_GATE_REASON,
-    TAG_HELDOUT_DATA,
-    TAG_MODEL_SHA256,
-    TAG_MODEL_VERSION,
     TAG_OUTPUT_PREFIX,
     TAG_TRAINING_DATA,
 )
@@ -40,13 +33,10 @@ from mlops_template.tracking.tags import (
 if TYPE_CHECKING:
     import pandas as pd
     from dask.dataframe import DataFrame as DaskFrame
-    from mlflow.entities.model_registry import ModelVersion
-
-    from mlops_template.models import flavors
 
 
 @dataclass
-class StepContext:
+class StepContext(Proposals):
     """Everything one step may use. Built by the runner, one per step run."""
 
     step: str
@@ -65,7 +55,7 @@ class StepContext:
     _written: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _pins: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
     _training: dict[str, str] = field(default_factory=dict, init=False, repr=False)
-    _proposal: tuple[_Candidate, Decision] | None = field(default=None, init=False, repr=False)
+    _proposal: tuple[Candidate, Decision] | None = field(default=None, init=False, repr=False)
     _engine: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -259,7 +249,7 @@ class StepContext:
             _log_input(df, self.snapshots.uri(snapshot), snapshot.name, snapshot.id, context)
         mlflow.set_tag(TAG_DATA_PREFIX + snapshot.name, snapshot.id)
         if self._training:
-            mlflow.set_tag(TAG_TRAINING_DATA, _refs(self._training))
+            mlflow.set_tag(TAG_TRAINING_DATA, refs(self._training))
 
     # -- tracking --------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float]) -> None:
@@ -276,162 +266,6 @@ class StepContext:
         mlflow.log_figure(figure, file)
         if "matplotlib.pyplot" in sys.modules:  # pyplot keeps figures alive until closed
             sys.modules["matplotlib.pyplot"].close(figure)
-
-    # -- models ----------------------------------------------------------------
-    @property
-    def task(self) -> str:
-        """`[model] task`: "classification" or "regression"."""
-        return self.config.model.task
-
-    def propose_model(
-        self,
-        model: Any,
-        *,
-        train: pd.DataFrame,
-        heldout: pd.DataFrame,
-        target: str,
-        log_model: flavors.LogModel | None = None,
-        pip_requirements: list[str] | None = None,
-    ) -> Decision:
-        """Log a trained model, score it on the held-out rows and put it to the `[model] gate`.
-
-        `train` and `heldout` are stored as snapshots (`train`, `heldout`); the
-        task's metrics and the gate metric are computed here on `heldout`, and
-        the champion is scored on the same rows, less any it trained on. The
-        model is logged with its library's flavour (scikit-learn, XGBoost,
-        LightGBM, a pyfunc), or by `log_model(name)` for anything else.
-
-        Passed: once the step has returned without error, a registry version is
-        created (tagged with its data snapshots and its files' sha256), `champion`
-        moves to it (if someone moved it meanwhile, the gate decides again against
-        the new one) and the model is exported to `models/<name>/v<version>/`.
-        Failed, or the step fails later: nothing is registered. The decision is
-        tagged either way.
-        """
-        import mlflow
-
-        from mlops_template.models import flavors
-        from mlops_template.models.scoring import predict, reported_metrics, score
-        from mlops_template.models.targets import check_target
-
-        check_target(heldout, target, self.task, table="the held-out rows")
-        self._store("train", train, "training")
-        self._store("heldout", heldout, "heldout")
-        X, y = heldout.drop(columns=[target]), heldout[target]
-        with activity("logging the model to MLflow"):
-            info = flavors.log_model(
-                model,
-                name="model",
-                input_example=train.drop(columns=[target]).head(5),
-                log_model=log_model,
-                pip_requirements=pip_requirements,
-            )
-            if log_model is not None or flavors.flavor(model) == flavors.PYFUNC:
-                model = mlflow.pyfunc.load_model(info.model_uri)  # score what was logged
-        metric = self.config.model.gate.metric
-        with activity(f"scoring the model on {len(heldout):,} held-out rows"):
-            metrics = reported_metrics(self.task, y, predict(model, X))
-            value = metrics[metric] if metric in metrics else score(model, X, y, metric, task=self.task)
-        self.log_metrics({**metrics, metric: value})
-        candidate = _Candidate(info.model_uri, model, heldout, target, value)
-        with activity("putting the model to the gate"):
-            decision = self._decide(candidate, registry.champion(mlflow.MlflowClient(), self.config.model.name))
-        self._tag_decision(decision)
-        if decision.passed:
-            self._proposal = (candidate, decision)
-        else:
-            self.notes.append(f"gate failed: {decision.reason}; nothing registered")
-        return decision
-
-    def _decide(self, candidate: _Candidate, current: ModelVersion | None) -> Decision:
-        """The gate's decision about `candidate` against `current` (the champion, or None), on its held-out rows."""
-        import mlflow
-
-        from mlops_template.models.gate import decide
-
-        return decide(
-            self.config.model.gate,
-            candidate.value,
-            candidate.heldout,
-            candidate.target,
-            current=current,
-            load=lambda version: registry.load_version(mlflow.MlflowClient(), self.config.model.name, version),
-            candidate=candidate.model,
-            candidate_features=None,
-            read=lambda ref: self.snapshots.read(ref)[1],
-            task=self.task,
-        )
-
-    def _tag_decision(self, decision: Decision) -> None:
-        import mlflow
-
-        mlflow.set_tags({TAG_GATE: "passed" if decision.passed else "failed", TAG_GATE_REASON: decision.reason})
-
-    def _finish(self) -> None:
-        """Register the model that passed the gate: called by the runner once the step succeeded."""
-        if self._proposal is None:
-            return
-        if self.replay is not None and not self.replay.register:
-            self.notes.append("reproduction: nothing registered (--register registers it)")
-            return
-        import mlflow
-
-        candidate, decision = self._proposal
-        name = self.config.model.name
-        with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(candidate.model_uri, dst_path=tmp))
-            sha256 = registry.directory_sha256(local)
-            tags = {
-                TAG_MODEL_SHA256: sha256,
-                **{TAG_DATA_PREFIX + k: v for k, v in self._datasets.items()},
-                TAG_TRAINING_DATA: _refs(self._training),
-                TAG_HELDOUT_DATA: f"heldout:{self._datasets['heldout']}",
-            }
-            done = registry.register(
-                mlflow.MlflowClient(),
-                name,
-                decision,
-                regate=lambda current: self._decide(candidate, current),
-                record=self._tag_decision,
-                beat_champion=self.config.model.gate.beat_champion,
-                model_uri=candidate.model_uri,
-                run_id=self.run_id,
-                tags=tags,
-                export=(self.storage, local),
-            )
-            if done.version is not None:  # predict in this process takes it as it is, not loaded back
-                registry.remember(local, sha256, candidate.model)
-        if done.version is None:
-            self.notes.append(f"gate failed: {done.decision.reason}; nothing registered")
-        else:
-            self.notes.append(f"gate passed: {done.decision.reason}; {name} v{done.version} is champion")
-
-    def _abandon(self, error: BaseException) -> None:
-        """The step failed after its model passed the gate: record that nothing was registered."""
-        if self._proposal is None:
-            return
-        import mlflow
-
-        mlflow.set_tags(
-            {
-                TAG_GATE: "failed",
-                TAG_GATE_REASON: f"the step failed after the gate passed ({error}); nothing registered",
-            }
-        )
-
-    def load_champion(self) -> registry.Champion:
-        """The registry's champion, verified against its recorded sha256."""
-        import mlflow
-
-        client, name = mlflow.MlflowClient(), self.config.model.name
-        version = self.replay.model_versions.get(self.step) if self.replay is not None else None
-        if version is not None:  # a reproduction loads the version the reproduced step used
-            champion = registry.load_version(client, name, registry.version(client, name, version))
-        else:
-            champion = registry.load_champion(client, name)
-        mlflow.set_tag(TAG_MODEL_VERSION, champion.version)
-        self.notes.append(f"model {champion.name} v{champion.version}")
-        return champion
 
     def write_predictions(self, df: pd.DataFrame | DaskFrame) -> str:
         """Store predictions as `predictions/<pipeline-run-id>.parquet`; returns its URI.
@@ -462,21 +296,6 @@ class StepContext:
         _log_input(ddf._meta, uri, "predictions", short_id(manifest["digest"]), "output", manifest["rows"])
         self.notes.append(f"{manifest['rows']} predictions → {uri}/ ({len(manifest['parts'])} parts)")
         return uri
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """A logged model waiting for the gate: what it is scored with, on which rows, and its score."""
-
-    model_uri: str
-    model: Any
-    heldout: pd.DataFrame
-    target: str
-    value: float
-
-
-def _refs(snapshots: dict[str, str]) -> str:
-    return ",".join(f"{name}:{sid}" for name, sid in sorted(snapshots.items()))
 
 
 def _log_input(df: pd.DataFrame, uri: str, name: str, digest: str, context: str, rows: int | None = None) -> None:

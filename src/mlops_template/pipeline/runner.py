@@ -229,10 +229,14 @@ def _check_gate_metric(config: Config) -> None:
     """An unknown scorer name is found before the run starts, not after training."""
     from mlops_template.models.scoring import check_scorer
 
-    try:
-        check_scorer(config.model.gate.metric)
-    except ValueError as exc:
-        raise ConfigError(f"{config.path}: [model.gate] metric {exc}") from exc
+    for where, model in (
+        ("model", config.model),
+        *((f"environments.{e}.model", m) for e, m in config.environment_models.items()),
+    ):
+        try:
+            check_scorer(model.gate.metric)
+        except ValueError as exc:
+            raise ConfigError(f"{config.path}: [{where}.gate] metric {exc}") from exc
 
 
 def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResult:
