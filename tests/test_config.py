@@ -147,7 +147,10 @@ def test_regression_task_defaults_the_gate_metric_to_r2(write_config):
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ('task = "clustering"\ngate = { min = 0.5 }', "[model] task 'clustering' is unknown; valid: classification, regression"),
+        (
+            'task = "clustering"\ngate = { min = 0.5 }',
+            "[model] task 'clustering' is unknown; valid: classification, regression",
+        ),
         (
             'task = "regression"\ngate = { metric = "f1" }',
             '[model.gate] metric \'f1\' is a classification metric but task = "regression"; use e.g. "r2"',

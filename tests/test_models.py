@@ -154,7 +154,9 @@ def test_one_process_loads_a_version_once_but_verifies_its_files_every_time(tiny
     step, _ = train_step(lambda: trained.append(hist_gradient_boosting()) or trained[-1], table())
     loads = []
     real_load = registry_module.load_folder
-    monkeypatch.setattr(registry_module, "load_folder", lambda path, *a, **k: loads.append(path) or real_load(path, *a, **k))
+    monkeypatch.setattr(
+        registry_module, "load_folder", lambda path, *a, **k: loads.append(path) or real_load(path, *a, **k)
+    )
     loaded = []
 
     def predict(ctx: StepContext) -> None:

@@ -330,15 +330,18 @@ class Champion:
         return predict(self.model, self.features(df))
 
 
-def load_champion(client: MlflowClient, name: str, trust: Trust) -> Champion:
-    """The `champion` version, its files checked against the sha256 recorded at registration, loaded as `trust` allows."""
+def load_champion(client: MlflowClient, name: str, trust: Trust | None = None) -> Champion:
+    """The `champion` version, its files checked against the sha256 recorded at registration, loaded as `trust` allows.
+
+    With no `trust`, the strictest: scikit-learn, numpy and scipy types, nothing that unpickles.
+    """
     version = champion(client, name)
     if version is None:
         raise NoChampionError(
             f"model '{name}' has no '{CHAMPION}' version yet; "
             "train one first: `mlops run --step train_model` (it must pass the gate)"
         )
-    return load_version(client, name, version, trust)
+    return load_version(client, name, version, trust or Trust())
 
 
 def load_version(client: MlflowClient, name: str, version: ModelVersion, trust: Trust) -> Champion:
