@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_template.errors import ModelError
 from mlops_template.models.pins import model_requirements
-from mlops_template.models.trust import LIGHTGBM_TYPES, SKOPS, Trust, route, unpickles
+from mlops_template.models.trust import LIGHTGBM_BOOSTER, LIGHTGBM_TYPES, SKOPS, Trust, route, unpickles
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,10 +110,9 @@ def _log_by_flavour(
 
         return mlflow.xgboost.log_model(model, signature=signature, **common)
     if kind == LIGHTGBM:
-        import lightgbm
         import mlflow.lightgbm
 
-        if not isinstance(model, lightgbm.Booster):  # a scikit-learn model: skops, as scikit-learn's own
+        if f"{type(model).__module__}.{type(model).__qualname__}" != LIGHTGBM_BOOSTER:  # a scikit-learn model: skops
             common.update(serialization_format=SKOPS, skops_trusted_types=trusted_types(model, trust, LIGHTGBM_TYPES))
         return mlflow.lightgbm.log_model(model, signature=signature, **common)
     if kind == SKLEARN:
