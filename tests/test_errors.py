@@ -248,7 +248,8 @@ def test_the_traceback_goes_to_the_temp_folder_when_the_project_cannot_hold_it(t
     message = str(excinfo.value)
     assert message.startswith("step 'explode' failed: RuntimeError: boom (full log: ")
     log = log_path(message)
-    assert log.parent == temp_dir / "mlops-logs" and log.name.endswith("-explode.log")
+    assert log.parent == temp_dir / f"mlops-logs-{os.getuid()}" and log.name.endswith("-explode.log")
+    assert log.parent.stat().st_mode & 0o777 == 0o700  # other users of the machine cannot read it
     assert "Traceback" in log.read_text() and 'raise RuntimeError("boom")' in log.read_text()
 
 
@@ -388,7 +389,8 @@ def test_a_failing_step_in_a_read_only_project_logs_its_traceback_under_the_temp
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith("Error: step 'explode' failed: RuntimeError: boom in a read-only pod (full log: ")
     log = log_path(errors[0])
-    assert log.parent == writable / "tmp" / "mlops-logs" and log.name.endswith("-explode.log")
+    assert log.parent.parent == writable / "tmp" and log.name.endswith("-explode.log")
+    assert log.parent.name.startswith("mlops-logs-") and log.parent.stat().st_mode & 0o777 == 0o700
     assert 'raise RuntimeError("boom in a read-only pod")' in log.read_text()
     assert not (root / ".mlops").exists()
 

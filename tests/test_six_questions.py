@@ -289,6 +289,29 @@ def test_reproduce_v1_after_v2_matches_its_metrics_and_outputs_from_its_commit(s
     assert git(story.root, "worktree", "list").count("\n") == 0  # the temporary worktree is gone
 
 
+def test_reproduce_refuses_a_recorded_diff_changed_in_the_artifact_store(story):
+    from urllib.parse import unquote, urlparse
+
+    client = project_client(story.root)
+    pipeline = client.get_run(story.dirty)
+    steps = client.search_runs([pipeline.info.experiment_id], f"tags.`mlflow.parentRunId` = '{story.dirty}'")
+    runs = [pipeline, *steps]
+    files = [Path(unquote(urlparse(r.info.artifact_uri).path)) / "mlops" / "code.diff" for r in runs]
+    originals = {f: f.read_bytes() for f in files}
+    try:
+        for f, data in originals.items():  # the same size, other code: what reproduce would run
+            f.write_bytes(data.replace(b"sepal_quotient", b"sepal_quotienT"))
+        forget_package()
+        result = mlops("reproduce", story.dirty, root=story.root)
+    finally:
+        for f, data in originals.items():
+            f.write_bytes(data)
+    assert result.exit_code == 2  # an error, not a reproduction that came out different (1)
+    assert "its recorded diff (mlops/code.diff) does not match the sha256 taken when the run was made" in result.output
+    assert "so it is not applied" in result.output
+    assert git(story.root, "worktree", "list").count("\n") == 0
+
+
 def test_reproduce_a_dirty_run_applies_its_recorded_diff(story):
     forget_package()
     result = mlops("reproduce", story.dirty, "--json", root=story.root)

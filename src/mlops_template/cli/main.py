@@ -29,13 +29,16 @@ def entry() -> None:
 
 
 class _Group(click.Group):
-    """Prints an MlopsError as one red line (traceback only with --verbose) and exits 1."""
+    """Prints an MlopsError as one red line (traceback only with --verbose) and exits 1; every output redacted."""
 
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except MlopsError as exc:
-            fail(exc, verbose=bool(ctx.params.get("verbose")))
+        from mlops_template.redact import redacted_output
+
+        with redacted_output():
+            try:
+                return super().invoke(ctx)
+            except MlopsError as exc:
+                fail(exc, verbose=bool(ctx.params.get("verbose")))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -167,7 +167,10 @@ def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:
         except MlopsError as exc:
             fail(exc, verbose=verbose)
 
+    from mlops_template.redact import redacted_output
+
     try:
-        command.main(args=list(argv) if argv is not None else None, prog_name="main")
+        with redacted_output():
+            command.main(args=list(argv) if argv is not None else None, prog_name="main")
     finally:
         skip_final_gc()

@@ -32,12 +32,25 @@ from mlops_template.config.load import Config, StepConfig
 from mlops_template.errors import MlopsError, RunError, VcsError, choices
 from mlops_template.lineage.names import resolve_run
 from mlops_template.lineage.show import dataset_refs, load_run
-from mlops_template.pipeline.provenance import DIFF_ARTIFACT, ENVIRONMENT_ARTIFACT, NOT_RECORDED, installed_packages
+from mlops_template.pipeline.provenance import (
+    DIFF_ARTIFACT,
+    ENVIRONMENT_ARTIFACT,
+    NOT_RECORDED,
+    check_diff,
+    installed_packages,
+)
 from mlops_template.pipeline.replay import Replay
 from mlops_template.tracking.connect import connect
 from mlops_template.tracking.failures import store_errors
 from mlops_template.tracking.reader.mlflow import MlflowReader
-from mlops_template.tracking.tags import TAG_GIT_COMMIT, TAG_GIT_DIFF, TAG_GIT_DIRTY, TAG_MODEL_VERSION, TAG_STEP
+from mlops_template.tracking.tags import (
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIFF,
+    TAG_GIT_DIFF_SHA256,
+    TAG_GIT_DIRTY,
+    TAG_MODEL_VERSION,
+    TAG_STEP,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -205,6 +218,7 @@ def _plan(reader: MlflowReader, config: Config, run_id: str, latest: dict[str, R
         diff = reader.artifact(first.info.run_id, DIFF_ARTIFACT) if recorded != "0" else b""
         if diff is None:
             raise RunError(f"run {run_id}: its recorded diff ({DIFF_ARTIFACT}) is missing from its artifacts")
+        check_diff(run_id, diff, first.data.tags.get(TAG_GIT_DIFF_SHA256))
     environment = reader.artifact(first.info.run_id, ENVIRONMENT_ARTIFACT)
     return _Plan(
         originals=originals,

@@ -17,7 +17,7 @@ from mlops_template.config.load import Environment
 from mlops_template.errors import IntegrityError
 from mlops_template.models import registry
 from mlops_template.models.origin import Origin
-from mlops_template.redact import redact
+from mlops_template.redact import redact, redact_text
 from mlops_template.tracking.tags import (
     TAG_DATA_PREFIX,
     TAG_ENVIRONMENT,
@@ -155,7 +155,7 @@ def tag_decision(
     """The gate's decision and the rows it scored, as tags of the logged model and of its run."""
     tags = {
         TAG_GATE: "passed" if decision.passed else "failed",
-        TAG_GATE_REASON: decision.reason,
+        TAG_GATE_REASON: redact_text(decision.reason),
         TAG_GATE_DATA: gate_data,
     }
     if model_id:

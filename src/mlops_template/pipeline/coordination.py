@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mlops_template.errors import ConfigError, StorageError, TrackingError
+from mlops_template.redact import redact_text
 from mlops_template.tracking.tags import (
     TAG_HEARTBEAT,
     TAG_LOST,
@@ -259,7 +260,7 @@ def mark_lost(
         else:
             why = f"no heartbeat for {now - last:.0f} s (lease {lease:g} s): the process was killed or lost"
         marker = by if " " in by else f"attempt {by}"  # a run id: the attempt of the same step that found it
-        client.set_tag(run.info.run_id, TAG_LOST, f"{why}; marked FAILED by {marker}")
+        client.set_tag(run.info.run_id, TAG_LOST, redact_text(f"{why}; marked FAILED by {marker}"))
         client.set_terminated(run.info.run_id, "FAILED", end_time=int(last * 1000))
         lost.append(run.info.run_id)
     return lost

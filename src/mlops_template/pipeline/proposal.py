@@ -18,6 +18,7 @@ from mlops_template.models import registry
 from mlops_template.models.gate import Decision
 from mlops_template.models.trust import Trust
 from mlops_template.progress import activity
+from mlops_template.redact import redact_text
 from mlops_template.tracking.tags import (
     TAG_DATA_PREFIX,
     TAG_GATE,
@@ -165,7 +166,8 @@ class Proposals:
     def _tag_decision(self, decision: Decision) -> None:
         import mlflow
 
-        mlflow.set_tags({TAG_GATE: "passed" if decision.passed else "failed", TAG_GATE_REASON: decision.reason})
+        reason = redact_text(decision.reason)  # it may quote a champion's error
+        mlflow.set_tags({TAG_GATE: "passed" if decision.passed else "failed", TAG_GATE_REASON: reason})
 
     def _finish(self) -> None:
         """Register the model that passed the gate: called by the runner once the step succeeded."""
@@ -215,7 +217,7 @@ class Proposals:
         mlflow.set_tags(
             {
                 TAG_GATE: "failed",
-                TAG_GATE_REASON: f"the step failed after the gate passed ({error}); nothing registered",
+                TAG_GATE_REASON: redact_text(f"the step failed after the gate passed ({error}); nothing registered"),
             }
         )
 

@@ -5,14 +5,18 @@ every step run it starts (steps may run in different processes or pods):
 
 - tags `mlops.git_commit` / `mlops.git_dirty` (as before), `mlops.packages`
   (a short hash of every installed distribution and version), `mlops.python`,
-  `mlops.platform`, and `mlops.git_diff` (the bytes of the recorded diff);
+  `mlops.platform`, `mlops.git_diff` (the bytes of the recorded diff) and
+  `mlops.git_diff_sha256` (its hash, checked before `mlops reproduce` applies it);
 - the artifact `mlops/environment.json`: the packages, Python, platform, and
   the files that were untracked or withheld;
 - when the work tree is dirty, the artifact `mlops/code.diff`: the diff of
   tracked files against the commit (binary-safe, what `git apply` takes).
-  Files that look like secrets (`.env`, `*.pem`, `*credentials*`, `*.key`)
-  are never included (a warning names them); untracked files are listed by
-  name only; a diff over 1 MB is not stored (a warning says so).
+  Only what git tracks is recorded: untracked files are listed by name only.
+  Files that look like secrets (`.env*`, `*.pem`, `*.key`, `id_rsa`,
+  `.netrc`, `*credentials*`, …) are never included (a warning names them); a
+  diff in which a secret appears (a private key block, an AWS access key id,
+  the value of a secret variable) or over 1 MB is not stored at all (a
+  warning says which, never the secret).
 
 Packages come from `importlib.metadata`'s distribution folders, named
 `<name>-<version>.dist-info` by the wheel standard, so no metadata file is
@@ -33,10 +37,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template import vcs
-from mlops_template.errors import VcsError
+from mlops_template.errors import RunError, VcsError
 from mlops_template.tracking.tags import (
     TAG_GIT_COMMIT,
     TAG_GIT_DIFF,
+    TAG_GIT_DIFF_SHA256,
     TAG_GIT_DIRTY,
     TAG_PACKAGES,
     TAG_PLATFORM,
@@ -51,7 +56,16 @@ logger = logging.getLogger(__name__)
 ENVIRONMENT_ARTIFACT = "mlops/environment.json"
 DIFF_ARTIFACT = "mlops/code.diff"
 MAX_DIFF_BYTES = 1_000_000
-SECRET_PATTERNS = (".env", "*.pem", "*credentials*", "*.key")
+SECRET_PATTERNS = (
+    ".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*credentials*",
+    "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", ".netrc", "_netrc", ".pgpass", ".git-credentials",
+)  # fmt: skip
+TEMPLATES = (".example", ".sample", ".template", ".dist")  # `.env.example`: the names of the settings, no values
+# What a secret looks like inside a diff, by what it is (never shown).
+SECRET_CONTENT = (
+    ("a private key", rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"),
+    ("an AWS access key id", rb"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+)
 NOT_RECORDED = "not recorded"
 
 
@@ -89,13 +103,16 @@ class Provenance:
             diff = str(len(self.diff))
         else:
             diff = NOT_RECORDED if self.git.dirty else "none"
-        return {
+        tags = {
             **self.git.tags,
             TAG_PACKAGES: self.packages_hash,
             TAG_PYTHON: self.python,
             TAG_PLATFORM: self.platform,
             TAG_GIT_DIFF: diff,
         }
+        if self.diff:
+            tags[TAG_GIT_DIFF_SHA256] = hashlib.sha256(self.diff).hexdigest()
+        return tags
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -196,7 +213,7 @@ def _normalise(name: str) -> str:
 def is_secret(path: str) -> bool:
     """Whether a file's name looks like it holds credentials; such files never leave the machine in a diff."""
     name = posixpath.basename(path)
-    return any(fnmatch.fnmatch(name, pattern) for pattern in SECRET_PATTERNS)
+    return not name.endswith(TEMPLATES) and any(fnmatch.fnmatch(name, pattern) for pattern in SECRET_PATTERNS)
 
 
 def _uncommitted(root: Path) -> tuple[bytes | None, list[str], list[str], str | None]:
@@ -226,7 +243,43 @@ def _uncommitted(root: Path) -> tuple[bytes | None, list[str], list[str], str | 
         problem = f"the diff is {len(diff):,} bytes, over the {MAX_DIFF_BYTES:,} byte cap"
         logger.warning("this run's uncommitted changes are not recorded: %s; commit them to record the code", problem)
         return None, untracked, withheld, problem
+    secret = secret_in(diff)
+    if secret:
+        problem = f"the diff holds {secret}"
+        logger.warning(
+            "this run's uncommitted changes are not recorded: %s; take it out of the tracked files (the run "
+            "cannot be reproduced until they are committed without it)",
+            problem,
+        )
+        return None, untracked, withheld, problem
     return diff, untracked, withheld, None
+
+
+def secret_in(diff: bytes) -> str | None:
+    """What kind of secret `diff` holds (a private key, an AWS key id, a secret variable's value), or None."""
+    import re
+
+    from mlops_template.redact import secret_values
+
+    for what, pattern in SECRET_CONTENT:
+        if re.search(pattern, diff):
+            return what
+    if any(value.encode() in diff for value in secret_values()):
+        return "the value of a secret environment variable"
+    return None
+
+
+def check_diff(run_id: str, diff: bytes, expected: str | None) -> None:
+    """The recorded diff is applied (and its code run) only if its bytes are those hashed when the run was made."""
+    if not diff:
+        return
+    actual = hashlib.sha256(diff).hexdigest()
+    if actual != expected:
+        found = f"{actual[:12]} != {expected[:12]}" if expected else f"no {TAG_GIT_DIFF_SHA256} was recorded"
+        raise RunError(
+            f"run {run_id}: its recorded diff ({DIFF_ARTIFACT}) does not match the sha256 taken when the run was made "
+            f"({found}), so it is not applied; restore the artifact, or reproduce a run made from committed code"
+        )
 
 
 def git_state(root: Path) -> CodeVersion:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import time
 import traceback
@@ -34,7 +35,7 @@ from mlops_template.pipeline.coordination import (
 )
 from mlops_template.pipeline.provenance import Provenance, capture
 from mlops_template.pipeline.replay import Replay
-from mlops_template.redact import redacted_repr
+from mlops_template.redact import redact_text, redacted_repr
 from mlops_template.storage import open_storage
 from mlops_template.tracking.connect import connect
 from mlops_template.tracking.failures import describe_failure, server_lost, store_errors, store_failures
@@ -276,7 +277,7 @@ def _attempt_step(step, params, config, env, attempt: _Attempt, report, run, sta
         if attempt.parent.joined:
             settle(attempt.client, attempt.experiment_id, attempt.parent)
     if params:
-        mlflow.log_params(params)
+        mlflow.log_params({key: redact_text(str(value)) for key, value in params.items()})
     ctx = StepContext(
         step=step.name,
         params=params,
@@ -316,11 +317,11 @@ def _record_failure(ctx: StepContext, exc: BaseException, config: Config, run_id
     import mlflow
 
     secondary = (MlopsError, *store_failures())
-    text = "".join(traceback.format_exception(exc))
+    text = redact_text("".join(traceback.format_exception(exc)))
     try:
         ctx._abandon(exc)
     except secondary as other:
-        text += f"\nRecording that nothing was registered also failed: {_first_line(other)}\n"
+        text += redact_text(f"\nRecording that nothing was registered also failed: {_first_line(other)}\n")
     try:
         where = f"full log: {_save_traceback(config, run_id, step, text)}"
     except OSError as other:
@@ -334,25 +335,36 @@ def _record_failure(ctx: StepContext, exc: BaseException, config: Config, run_id
 
 
 def _save_traceback(config: Config, run_id: str, step: str, text: str) -> Path:
-    """Write a failed step's traceback to `.mlops/logs/<run>-<step>.log` in the project and return its path.
+    """Write a failed step's (redacted) traceback to `.mlops/logs/<run>-<step>.log` in the project; its path.
 
     Where the project folder is read-only (a pod running a read-only image),
-    it goes under the temp folder instead: `mlops-logs/` there, or a fresh
-    folder of its own if another user owns that one. Raises OSError only when
-    none of them can be written.
+    it goes under the temp folder instead, into `mlops-logs-<uid>/` that only
+    this user may read, or a fresh folder of its own if that one is not
+    private. Raises OSError only when none of them can be written.
     """
     name = f"{run_id}-{step}.log"
-    folders = [config.root / ".mlops" / "logs", Path(tempfile.gettempdir()) / "mlops-logs"]
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text(text, encoding="utf-8")
-        except OSError:
-            continue
+    try:
+        folder = config.root / ".mlops" / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
         return folder / name
-    path = Path(tempfile.mkdtemp(prefix="mlops-logs-")) / name
-    path.write_text(text, encoding="utf-8")
-    return path
+    except OSError:
+        pass
+    folder = _private_folder(Path(tempfile.gettempdir()) / f"mlops-logs-{os.getuid()}")
+    (folder / name).write_text(text, encoding="utf-8")
+    return folder / name
+
+
+def _private_folder(folder: Path) -> Path:
+    """`folder`, made readable by this user only; a fresh one instead if someone else owns it or may read it."""
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        found = folder.lstat()
+        if stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o077:
+            return folder
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="mlops-logs-"))  # mkdtemp makes it 0700
 
 
 def _first_line(exc: BaseException) -> str:

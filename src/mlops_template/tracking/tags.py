@@ -15,6 +15,7 @@ TAG_STEPS = "mlops.steps"
 TAG_GIT_COMMIT = "mlops.git_commit"
 TAG_GIT_DIRTY = "mlops.git_dirty"
 TAG_GIT_DIFF = "mlops.git_diff"  # bytes of mlops/code.diff, "none" when clean, "not recorded" when withheld
+TAG_GIT_DIFF_SHA256 = "mlops.git_diff_sha256"  # of mlops/code.diff: reproduce applies only those bytes
 TAG_PACKAGES = "mlops.packages"
 TAG_PYTHON = "mlops.python"
 TAG_PLATFORM = "mlops.platform"
