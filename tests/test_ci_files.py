@@ -134,9 +134,50 @@ def test_jenkinsfile_sets_the_dags_image_tag_from_main_with_a_bound_token(projec
     assert BINDING in stage
     # The same requests as the workflow's step, for the commit just built.
     [github] = [s for s in steps(workflow["jobs"]["image"]) if s.get("name", "").startswith("Point the DAG")]
-    for request in ("curl -fsS -X PATCH", "/api/v2/variables/", "|| curl -fsS -X POST", "Authorization: Bearer"):
+    for request in ('airflow PATCH "variables/$', "|| airflow POST variables", "Authorization: Bearer", "-H @-"):
         assert request in github["run"] and request in stage
     assert '"$(git rev-parse HEAD)"' in stage and "$AIRFLOW_API_TOKEN" in stage
+
+
+def sh_script(stage: str) -> str:
+    """The shell script of a Jenkins stage's `sh '''...'''` step."""
+    return re.search(r"sh '''\n(.*?)'''", stage, re.DOTALL).group(1)
+
+
+@pytest.mark.parametrize("ci", ["github", "jenkins"])
+def test_the_airflow_token_reaches_curl_on_stdin_and_never_on_its_command_line(project, workflow, tmp_path, ci):
+    """Each CI file's script, run with a curl that records its arguments and input; the first request fails."""
+    if ci == "github":
+        [step] = [s for s in steps(workflow["jobs"]["image"]) if s.get("name", "").startswith("Point the DAG")]
+        script = step["run"]
+    else:
+        script = sh_script(jenkins_stages((project / "Jenkinsfile").read_text())["Point the DAG at the image"])
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "curl").write_text(
+        '#!/bin/sh\nprintf \'%s\\n\' "$*" >> "$CALLS"\ncat >> "$CALLS"\n'
+        'case "$*" in *PATCH*) exit 22;; esac\n'  # the Variable does not exist yet: PATCH fails, POST follows
+    )
+    (fake / "curl").chmod(0o755)
+    token = "airflow-token-0123456789"
+    env = {
+        "PATH": f"{fake}:/usr/bin:/bin",
+        "CALLS": str(tmp_path / "calls"),
+        "AIRFLOW_API_URL": "http://airflow.example",
+        "AIRFLOW_API_TOKEN": token,
+        "VARIABLE": "shipped_image_tag",
+        "AIRFLOW_IMAGE_TAG_VARIABLE": "shipped_image_tag",
+        "GITHUB_SHA": "a" * 40,
+    }
+    done = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", script], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    argv = [line for line in calls if line.startswith("-fsS")]
+    assert len(argv) == 2 and "PATCH" in argv[0] and "POST" in argv[1]
+    assert all(token not in line and "-H @-" in line for line in argv)  # never on a command line
+    assert calls.count(f"Authorization: Bearer {token}") == 2  # on stdin, each time
 
 
 def test_jenkinsfile_holds_no_credential(project):
