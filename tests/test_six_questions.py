@@ -204,6 +204,24 @@ def test_diff_json_carries_the_same(story):
     assert d["packages"] == []  # one interpreter made both runs
 
 
+def test_diff_takes_a_commit_tag_that_is_an_option_for_no_commit_and_runs_nothing_with_it(story):
+    client = project_client(story.root)
+    pipeline = client.get_run(story.v1)
+    runs = [pipeline, *client.search_runs([pipeline.info.experiment_id], f"tags.`mlflow.parentRunId` = '{story.v1}'")]
+    written = story.root.parent / "written-by-git"
+    try:
+        for run in runs:  # what anyone who may write tags can set
+            client.set_tag(run.info.run_id, "mlops.git_commit", f"--output={written}")
+        result = mlops("diff", story.v1, story.v2, "--json", root=story.root)
+    finally:
+        for run in runs:
+            client.set_tag(run.info.run_id, "mlops.git_commit", run.data.tags["mlops.git_commit"])
+    assert result.exit_code == 0, result.output
+    code = json.loads(result.output)["code"]
+    assert code["files"] is None and f"'--output={written}' is not a commit SHA" in code["problem"]
+    assert not written.exists()
+
+
 def test_diff_compares_the_rows_each_training_held_out_and_predicts_input_apart(story):
     d = json.loads(mlops("diff", story.v1, story.v2, "--json", root=story.root).output)
     client = project_client(story.root)
