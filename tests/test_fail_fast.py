@@ -1,4 +1,6 @@
-"""A store that cannot be used ends `mlops run` within seconds, before any run is recorded, with one line.
+"""A store that cannot be used ends `mlops run` before any run is recorded, with one line.
+
+How fast it gives up is measured by `benchmarks/fail_fast.py`, not here.
 
 Each case is a real failure, met by `mlops run` in a process of its own: a
 port nobody listens on, HTTP servers on loopback that are not MLflow or not
@@ -16,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -30,7 +31,6 @@ from stack import PASSWORD_ROLE, PASSWORD_ROLE_PASSWORD
 from mlops_template.cli.main import main
 from mlops_template.config.load import load_config
 
-LIMIT_SECONDS = 10.0
 MLOPS = str(Path(sys.executable).parent / "mlops")
 
 STEP = """\
@@ -88,8 +88,8 @@ def project(tmp_path: Path, store: str) -> Callable[..., Path]:
     return make
 
 
-def mlops_run(root: Path, **variables: str) -> tuple[subprocess.CompletedProcess, float]:
-    """`mlops run -e dev` with no AWS credentials but `variables`; its result and how long it took."""
+def mlops_run(root: Path, **variables: str) -> subprocess.CompletedProcess:
+    """`mlops run -e dev` with no AWS credentials but `variables`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "MLOPS_"))}
     env |= {
         "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -100,22 +100,19 @@ def mlops_run(root: Path, **variables: str) -> tuple[subprocess.CompletedProcess
         "AWS_EC2_METADATA_DISABLED": "true",
         **variables,
     }
-    started = time.perf_counter()
-    result = subprocess.run(
+    return subprocess.run(
         [MLOPS, "run", "-e", "dev", "--project", str(root)], env=env, capture_output=True, text=True, timeout=120
     )
-    return result, time.perf_counter() - started
 
 
-def one_line_failure(result: subprocess.CompletedProcess, seconds: float) -> str:
-    """The command failed in time with one error line naming the environment, nothing else, and no traceback."""
+def one_line_failure(result: subprocess.CompletedProcess) -> str:
+    """The command failed with one error line naming the environment, nothing else, and no traceback."""
     assert result.returncode != 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: environment 'dev': ")
-    assert seconds < LIMIT_SECONDS, f"took {seconds:.1f} s: {lines[0]}"
     return lines[0]
 
 
@@ -170,7 +167,7 @@ UNAUTHORIZED = (401, "application/json", b'{"error": "login"}')
 def test_a_tracking_server_nobody_runs(project, store):
     port = free_port()
     root = project(tracking_uri=f"https://ml:t0ken-s3cret@127.0.0.1:{port}")
-    line = one_line_failure(*mlops_run(root))
+    line = one_line_failure(mlops_run(root))
     assert "t0ken-s3cret" not in line
     assert f"tracking server https://ml:***@127.0.0.1:{port} is unreachable (" in line
     assert line.endswith("start it or fix tracking_uri in mlops.toml / MLFLOW_TRACKING_URI")
@@ -179,7 +176,7 @@ def test_a_tracking_server_nobody_runs(project, store):
 @pytest.mark.parametrize("web_server", [UNAVAILABLE], indirect=True)
 def test_a_tracking_url_that_answers_but_is_not_mlflow(project, web_server):
     """MLflow itself would retry a 503 for minutes."""
-    line = one_line_failure(*mlops_run(project(tracking_uri=web_server)))
+    line = one_line_failure(mlops_run(project(tracking_uri=web_server)))
     assert line == (
         f"Error: environment 'dev': tracking server {web_server} does not answer as an MLflow server "
         "(HTTP 503, text/html); point tracking_uri in mlops.toml / MLFLOW_TRACKING_URI at one"
@@ -196,9 +193,7 @@ def test_a_tracking_url_that_answers_but_is_not_mlflow(project, web_server):
 )
 def test_other_answers_of_a_tracking_url_fail_as_fast_in_process(project, web_server, problem):
     root = project(tracking_uri=web_server)
-    started = time.perf_counter()
     result = CliRunner().invoke(main, ["runs", "-e", "dev", "--project", str(root)])
-    assert time.perf_counter() - started < LIMIT_SECONDS
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.startswith(f"Error: environment 'dev': tracking server {web_server} {problem}")
 
@@ -207,9 +202,7 @@ def test_a_database_nobody_runs_fails_without_the_drivers_retries(project):
     """MLflow's own engine retries a database that refuses connections for minutes."""
     port = free_port()
     root = project(tracking_uri=f"postgresql+psycopg2://ml:db-s3cret@127.0.0.1:{port}/mlflow")
-    started = time.perf_counter()
     result = CliRunner().invoke(main, ["runs", "-e", "dev", "--project", str(root)])
-    assert time.perf_counter() - started < LIMIT_SECONDS
     assert result.exit_code == 1 and "Traceback" not in result.output and "db-s3cret" not in result.output
     assert result.output.startswith(
         f"Error: environment 'dev': tracking store postgresql+psycopg2://ml:***@127.0.0.1:{port}/mlflow "
@@ -221,7 +214,7 @@ def test_a_database_nobody_runs_fails_without_the_drivers_retries(project):
 def test_a_postgresql_uri_as_users_write_it_tracks_with_the_installed_driver(project, postgres):
     database = postgres.create_database()
     root = project(tracking_uri=database.replace("postgresql+psycopg2://", "postgresql://"))
-    result, _ = mlops_run(root)
+    result = mlops_run(root)
     assert result.returncode == 0, result.stderr
     client = store_client(database)
     experiment = client.get_experiment_by_name(load_config(root).name)
@@ -232,23 +225,23 @@ def test_a_database_login_without_its_password_fails_in_one_line_without_the_eng
     """MLflow retries creating its engine for about 100 s whatever the reason; the login is tried once first."""
     database = postgres.create_database(owner=PASSWORD_ROLE)
     root = project(tracking_uri=database)
-    line = one_line_failure(*mlops_run(root))
+    line = one_line_failure(mlops_run(root))
     assert f"tracking store {database} refused the login (OperationalError: " in line
     assert "give the user's password in the URI through MLFLOW_TRACKING_URI" in line
 
     wrong = database.replace(f"{PASSWORD_ROLE}@", f"{PASSWORD_ROLE}:not-the-pw@")
-    line = one_line_failure(*mlops_run(root, MLFLOW_TRACKING_URI=wrong))
+    line = one_line_failure(mlops_run(root, MLFLOW_TRACKING_URI=wrong))
     assert "not-the-pw" not in line and f"{PASSWORD_ROLE}:***@" in line
 
     right = database.replace(f"{PASSWORD_ROLE}@", f"{PASSWORD_ROLE}:{PASSWORD_ROLE_PASSWORD}@")
-    result, _ = mlops_run(root, MLFLOW_TRACKING_URI=right)
+    result = mlops_run(root, MLFLOW_TRACKING_URI=right)
     assert result.returncode == 0, result.stderr
     assert PASSWORD_ROLE_PASSWORD not in result.stdout + result.stderr
 
 
 def test_a_database_driver_that_is_not_installed_is_named_with_the_fix(project, postgres):
     uri = f"postgresql+pg8000://postgres@127.0.0.1:{postgres.port}/postgres"
-    line = one_line_failure(*mlops_run(project(tracking_uri=uri)))
+    line = one_line_failure(mlops_run(project(tracking_uri=uri)))
     assert "needs the database driver 'pg8000', which is not installed; pip install pg8000" in line
     assert "write postgresql://" in line
 
@@ -260,7 +253,7 @@ def test_a_bucket_that_does_not_exist(project, store, s3_endpoint):
     before = count_runs(store)
     bucket = f"missing-{uuid.uuid4().hex[:8]}"
     root = project(storage=f"s3://{bucket}/demo", s3_endpoint_url=s3_endpoint)
-    line = one_line_failure(*mlops_run(root, **S3_KEYS))
+    line = one_line_failure(mlops_run(root, **S3_KEYS))
     assert line == (
         f"Error: environment 'dev': storage s3://{bucket}/demo: bucket '{bucket}' does not exist at the S3 endpoint "
         f"{s3_endpoint}; create it (aws s3 mb s3://{bucket}) or fix storage in mlops.toml / MLOPS_STORAGE"
@@ -272,7 +265,7 @@ def test_a_bucket_that_exists_runs_and_is_recorded(project, store, s3_endpoint, 
     """The same project and store with the bucket there: the probe lets it through and the run is counted."""
     before = count_runs(store)
     root = project(storage=f"s3://{s3_bucket}/demo", s3_endpoint_url=s3_endpoint)
-    result, _ = mlops_run(root, **S3_KEYS)
+    result = mlops_run(root, **S3_KEYS)
     assert result.returncode == 0, result.stderr
     assert count_runs(store) == before + 2  # the pipeline run and its step
 
@@ -287,7 +280,7 @@ def iam_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_credentials_the_store_refuses(project, store, iam_endpoint):
     before = count_runs(store)
     root = project(storage="s3://any-bucket/demo", s3_endpoint_url=iam_endpoint)
-    line = one_line_failure(*mlops_run(root, **S3_KEYS))
+    line = one_line_failure(mlops_run(root, **S3_KEYS))
     assert line == (
         f"Error: environment 'dev': storage s3://any-bucket/demo: access denied by the S3 endpoint {iam_endpoint} "
         "(InvalidAccessKeyId); fix the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in use, or set aws_profile in "
@@ -300,7 +293,7 @@ def test_credentials_the_store_refuses(project, store, iam_endpoint):
 def test_no_credentials_at_all(project, store, s3_endpoint):
     before = count_runs(store)
     root = project(storage="s3://any-bucket/demo", s3_endpoint_url=s3_endpoint)
-    line = one_line_failure(*mlops_run(root))
+    line = one_line_failure(mlops_run(root))
     assert "storage s3://any-bucket/demo: no AWS credentials found" in line
     assert line.endswith("fix the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in use, or set aws_profile in mlops.toml")
     assert count_runs(store) == before
@@ -310,7 +303,7 @@ def test_an_s3_endpoint_nobody_listens_on(project, store):
     before = count_runs(store)
     endpoint = f"http://127.0.0.1:{free_port()}"
     root = project(storage="s3://any-bucket/demo", s3_endpoint_url=endpoint)
-    line = one_line_failure(*mlops_run(root, **S3_KEYS))
+    line = one_line_failure(mlops_run(root, **S3_KEYS))
     assert f"storage s3://any-bucket/demo: cannot reach the S3 endpoint {endpoint} (" in line
     assert "Connection refused" in line
     assert line.endswith("start it or fix s3_endpoint_url in mlops.toml / AWS_ENDPOINT_URL_S3")
@@ -321,7 +314,7 @@ def test_an_s3_endpoint_nobody_listens_on(project, store):
 def test_an_s3_endpoint_that_is_not_s3(project, store, web_server):
     before = count_runs(store)
     root = project(storage="s3://any-bucket/demo", s3_endpoint_url=web_server)
-    line = one_line_failure(*mlops_run(root, **S3_KEYS))
+    line = one_line_failure(mlops_run(root, **S3_KEYS))
     assert line == (
         f"Error: environment 'dev': storage s3://any-bucket/demo: {web_server} does not answer as S3 (HTTP 404); "
         "fix s3_endpoint_url in mlops.toml / AWS_ENDPOINT_URL_S3"
@@ -333,11 +326,9 @@ def test_data_add_to_a_bucket_that_does_not_exist(project, s3_endpoint, aws_cred
     bucket = f"missing-{uuid.uuid4().hex[:8]}"
     root = project(storage=f"s3://{bucket}/demo", s3_endpoint_url=s3_endpoint)
     (tmp_path / "rows.csv").write_text("a,b\n1,2\n")
-    started = time.perf_counter()
     result = CliRunner().invoke(
         main, ["data", "add", str(tmp_path / "rows.csv"), "--name", "rows", "-e", "dev", "--project", str(root)]
     )
-    assert time.perf_counter() - started < LIMIT_SECONDS
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip() == (
         f"Error: environment 'dev': storage s3://{bucket}/demo: bucket '{bucket}' does not exist at the S3 endpoint "

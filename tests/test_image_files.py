@@ -25,6 +25,7 @@ BIN = Path(sys.executable).parent  # the test venv's commands: hadolint, uv
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ["build_image.sh", "run_image.sh", "run_image_cloud.sh"]
 # A container engine that cannot run: a script that reached it would fail with another message.
+BASH = shutil.which("bash") or "bash"
 NO_ENGINE = {"CONTAINER_ENGINE": "/nonexistent/engine"}
 
 
@@ -35,7 +36,7 @@ def project(tmp_path_factory) -> Path:
 
 def bash(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AWS_"))} | (env or {})
-    return subprocess.run(["bash", *args], cwd=project, env=environment, capture_output=True, text=True, timeout=120)
+    return subprocess.run([BASH, *args], cwd=project, env=environment, capture_output=True, text=True, timeout=120)
 
 
 # -- Dockerfile ---------------------------------------------------------------------------------------
@@ -116,11 +117,31 @@ def test_shellcheck_passes_on_every_script(project):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("script", [*SCRIPTS, "_engine.sh"])
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_scripts_stop_at_the_first_error(project, script):
     text = (project / "scripts" / script).read_text()
-    assert "set -euo pipefail" in text or script == "_engine.sh"  # a sourced helper runs under its caller's settings
-    assert text.startswith("#!/usr/bin/env bash\n") or script == "_engine.sh"
+    assert "set -euo pipefail" in text
+    assert text.startswith("#!/usr/bin/env bash\n")
+
+
+ENGINE_HELPER = 'set -euo pipefail; source scripts/_engine.sh; find_engine; echo "$ENGINE $IMAGE_NAME $PROJECT_DIR"'
+
+
+def test_the_sourced_engine_helper_takes_the_named_engine_and_names_the_project(project, tmp_path):
+    done = bash(project, "-c", ENGINE_HELPER, env={"CONTAINER_ENGINE": "/opt/bin/podman"})
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"/opt/bin/podman boxed {project}\n"
+
+
+def test_the_sourced_engine_helper_stops_its_caller_with_one_line_when_no_engine_is_installed(project, tmp_path):
+    bare = tmp_path / "bin"  # a PATH with what the helper needs and no docker or podman
+    bare.mkdir()
+    (bare / "dirname").symlink_to(shutil.which("dirname"))
+    done = bash(project, "-c", ENGINE_HELPER + "; echo reached", env={"PATH": str(bare), "CONTAINER_ENGINE": ""})
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (
+        "error: neither docker nor podman is installed; install one, or name it with CONTAINER_ENGINE\n"
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
