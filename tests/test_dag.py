@@ -241,9 +241,62 @@ def test_pod_dag_loads_in_airflow_and_asks_for_what_mlops_toml_says(project, air
         tasks["make_data"]["pod"]["spec"]["containers"][0]["resources"].values()
     )
 
+    for step in STEPS:
+        assert restricted_violations(tasks[step]["pod"]) == [], step
+        [mount] = tasks[step]["pod"]["spec"]["containers"][0]["volumeMounts"]
+        assert mount["mountPath"] == "/tmp"  # the one writable folder on a read-only root
+
     everything = text + json.dumps(seen)
     for name, value in SECRETS.items():
         assert value not in everything, f"{name}'s value leaked"
+
+    # A deployment whose CI never set the Variable: each task fails rendering, naming it; no pod is asked for.
+    unset = inspect(airflow_bin, airflow_home, dag_file, run_id, **SECRETS)["dags"][NAME]["tasks"]
+    assert unset["predict"]["pod"]["spec"]["containers"][0]["image"] == f"registry.example.com/churn-dag-batch:{COMMIT}"
+    for step in STEPS[:3]:  # predict names an image of its own, with its tag
+        assert "pod" not in unset[step]
+        assert unset[step]["render_error"] == (
+            f"RuntimeError: Airflow Variable {NAME}_image_tag is not set, so the pods have no image tag; push an "
+            f"image from CI (it sets the Variable) or run: airflow variables set {NAME}_image_tag <commit SHA>"
+        )
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """The rules of Kubernetes' restricted Pod Security Standard (v1.30) a pod breaks, by name."""
+    spec = pod["spec"]
+    pod_context = spec.get("securityContext") or {}
+    broken = []
+    if any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")):
+        broken.append("host namespaces")
+    allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim"}
+    allowed_volumes |= {"projected", "secret", "name"}
+    if any(set(v) - allowed_volumes for v in spec.get("volumes") or []):
+        broken.append("volume types")
+    pod_seccomp = (pod_context.get("seccompProfile") or {}).get("type")
+    for container in spec["containers"] + (spec.get("initContainers") or []):
+        context = container.get("securityContext") or {}
+        if context.get("privileged"):
+            broken.append("privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            broken.append("allowPrivilegeEscalation")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []) or set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            broken.append("capabilities")
+        if not (context.get("runAsNonRoot") or pod_context.get("runAsNonRoot")):
+            broken.append("runAsNonRoot")
+        if 0 in (context.get("runAsUser"), pod_context.get("runAsUser")):
+            broken.append("runAsUser")
+        seccomp = (context.get("seccompProfile") or {}).get("type") or pod_seccomp
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            broken.append("seccompProfile")
+        if any(port.get("hostPort") for port in container.get("ports") or []):
+            broken.append("hostPort")
+    return broken
+
+
+def test_the_restricted_check_finds_what_a_default_pod_breaks():
+    bare = {"spec": {"containers": [{"name": "base"}]}}
+    assert restricted_violations(bare) == ["allowPrivilegeEscalation", "capabilities", "runAsNonRoot", "seccompProfile"]
 
 
 def test_dag_file_passes_ruff_with_the_project_settings_and_the_defaults(project):
@@ -401,8 +454,8 @@ def run_dag(airflow_bin: Path, home: Path, dag_file: Path) -> dict:
 
 @pytest.fixture
 def local_project(rendered: Path, tmp_path: Path) -> Path:
-    """This test's copy of the rendered project with its local DAG."""
-    root = Path(shutil.copytree(rendered, tmp_path / NAME, symlinks=True))
+    """This test's copy of the rendered project with its local DAG, in a folder whose name a shell must quote."""
+    root = Path(shutil.copytree(rendered, tmp_path / "my proj & co's" / NAME, symlinks=True))
     toml = root / "mlops.toml"
     toml.write_text(replace_table(toml.read_text(), "[dag]", 'retries = 1\nretry_delay = "1s"'))
     done = mlops(root, "dag", "--local")

@@ -105,7 +105,7 @@ def engine_env(project: Path, tmp_path_factory) -> dict[str, str]:
             "(or set MLOPS_SKIP_IMAGE_TEST=1 to skip the image test)"
         )
     shell, conf = podman_notes(project / "README.md")
-    assert "export BUILDAH_ISOLATION=chroot" in shell and "export CONTAINERS_CONF=" in shell
+    assert "export BUILDAH_ISOLATION=chroot" in shell and 'export CONTAINERS_CONF="$HOME/' in shell  # not the project
     conf_file = tmp_path_factory.mktemp("podman") / "containers.conf"
     # Host networking: the cloud check's S3 server listens on the host's loopback only.
     conf_file.write_text(conf.replace("[containers]\n", '[containers]\nnetns = "host"\n'), encoding="utf-8")
@@ -251,6 +251,48 @@ print(json.dumps({"installed": sorted([d.metadata["Name"], d.version] for d in d
     installed = {canonicalize_name(name): version for name, version in seen["installed"]}
     assert installed == locked
     assert installed["mlops-template"] == "0.1.0" and "pytest" not in installed  # the vendored wheel; no test extra
+
+
+def test_another_base_image_is_named_by_build_arg_and_one_that_is_not_there_fails_the_build(built, engine_env, project):
+    mirror = "localhost/mirror/python:3.11-slim-bookworm"  # a registry mirror's copy of the official base
+    ok(run(["podman", "tag", base_image.NAME, mirror], project, engine_env))
+    try:
+        done = run(
+            ["bash", "scripts/build_image.sh", "--image", f"{NAME}-mirror"],
+            project,
+            engine_env | {"BASE_IMAGE": mirror},
+        )
+        assert f"built {NAME}-mirror:{built[0]}" in ok(done)
+        missing = run(
+            ["bash", "scripts/build_image.sh", "--image", f"{NAME}-nowhere"],
+            project,
+            engine_env | {"BASE_IMAGE": "localhost/nowhere/python:0"},
+        )
+        assert missing.code != 0 and "localhost/nowhere/python:0" in missing.output
+    finally:
+        run(
+            ["podman", "rmi", "--force", f"{NAME}-mirror:{built[0]}", f"{NAME}-mirror:latest", mirror],
+            project,
+            engine_env,
+        )
+
+
+def test_the_image_runs_on_a_read_only_root_writing_only_under_tmp(built, engine_env, project):
+    code = """
+import json, os, tempfile
+import matplotlib
+try:
+    open("/home/mlops/written", "w")  # the image user's own folder: only a read-only root refuses it
+    root = "writable"
+except OSError as exc:
+    root = type(exc).__name__
+print(json.dumps({"root": root, "home": os.environ["HOME"], "tmp": tempfile.gettempdir(), "mpl": matplotlib.get_configdir()}))
+"""
+    command = ["podman", "run", "--rm", "--read-only", "--tmpfs", "/tmp", "--entrypoint", "python", f"{NAME}:latest"]
+    seen = json.loads(ok(run([*command, "-c", code], project, engine_env)).strip().splitlines()[-1])
+    assert seen == {"root": "OSError", "home": "/tmp", "tmp": "/tmp", "mpl": "/tmp/matplotlib"}
+    for script in ("run_image.sh", "run_image_cloud.sh"):  # run as pods run it (the first run below went so)
+        assert '"$ENGINE" run --rm --read-only --tmpfs /tmp ' in (project / "scripts" / script).read_text()
 
 
 # -- running it ---------------------------------------------------------------------------------------

@@ -61,10 +61,10 @@ def instructions(stage: str) -> list[tuple[str, str]]:
 
 def test_dockerfile_builds_in_two_stages_from_the_plain_tag_and_runs_as_a_fixed_user(project):
     text = (project / "Dockerfile").read_text()
-    _, builder, final = re.split(r"^FROM ", text, flags=re.MULTILINE)
-    assert builder.startswith("python:3.11-slim-bookworm AS builder\n") and final.startswith(
-        "python:3.11-slim-bookworm\n"
-    )
+    head, builder, final = re.split(r"^FROM ", text, flags=re.MULTILINE)
+    # Both stages on one base: the official plain tag unless BASE_IMAGE names another (a mirror's copy).
+    assert "\nARG BASE_IMAGE=python:3.11-slim-bookworm\n" in head
+    assert builder.startswith("${BASE_IMAGE} AS builder\n") and final.startswith("${BASE_IMAGE}\n")
     # The builder: uv from pip in a venv of its own, at the version that wrote the lock (CI installs it too).
     assert re.search(
         r'python3 -m venv /opt/uv\s*\\\s*&& /opt/uv/bin/pip install --no-cache-dir "uv==\$\{UV_VERSION\}"', builder

@@ -151,7 +151,7 @@ def test_no_template_syntax_is_left(rendered):
         if path.is_file() and ".git" not in parts and "vendor" not in parts:
             text = path.read_text(encoding="utf-8").replace("${{", "")  # GitHub Actions' own expressions stay
             if parts[0] == "dags":  # Airflow's own templates, rendered when the DAG runs
-                text = text.replace("{{ run_id }}", "").replace("{{ var.value.get(", "")
+                text = text.replace("{{ run_id }}", "").replace("{{ image_tag() }}", "")
             if parts[0] == "scripts":  # the container engine's own Go template (image inspect --format)
                 text = text.replace("'{{ index .Config.Labels ", "")
             assert "{{" not in text and "{%" not in text and "{#" not in text, path
@@ -346,3 +346,12 @@ def test_a_failure_after_rendering_leaves_nothing_behind(tmp_path, monkeypatch, 
     assert result.exit_code == 1
     assert "git could not record the new project" in result.output and "disk quota exceeded" in result.output
     assert (list(target.iterdir()) == []) if existed else not target.exists()
+
+
+def test_the_next_hint_quotes_a_path_as_a_shell_reads_it(tmp_path):
+    target = tmp_path / "my proj & co's" / "churn"
+    result = CliRunner().invoke(main, ["new", "churn", "--directory", str(target), "--no-lock"])
+    assert result.exit_code == 0, result.output
+    [hint] = [line for line in result.output.splitlines() if line.startswith("Next: ")]
+    command = hint.removeprefix("Next: ")
+    assert shlex.split(command) == ["cd", str(target), "&&", "mlops", "run"]

@@ -267,6 +267,43 @@ def test_rendered_project_tests_pass(tmp_path):
     assert not (project / "mlruns.db").exists() and not (project / "data" / "datasets").exists()
 
 
+def test_rendered_project_tests_pass_on_the_teams_own_table_and_target(tmp_path):
+    """As its README says: a table in data/raw/, the target in mlops.toml, committed; its own pytest stays green."""
+    from test_own_data import churn_table
+
+    project = new_project("own-table", directory=tmp_path / "own-table", lock=False)
+    churn_table(3000).to_csv(project / "data" / "raw" / "customers.csv", index=False)  # more than the sample
+    toml = project / "mlops.toml"
+    text, found = re.subn(r'(?m)^target = "species"', 'target = "churned"', toml.read_text())
+    assert found == 1
+    toml.write_text(text)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run([*git, "commit", "-qam", "our target"], cwd=project, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "PYTEST_"))}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    result = run_in(project, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], env=env)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "7 passed" in result.stdout
+
+
+def test_show_points_each_run_at_its_own_predictions_when_another_wrote_the_same_bytes(trained_copy):
+    import json
+
+    project = trained_copy
+    for _ in range(2):  # the same champion on the same held-out rows: byte-identical predictions
+        assert run_cli("run", "--project", str(project), "--step", "predict").exit_code == 0
+    parents, _ = pipeline_runs(project_client(project), "iris-e2e")
+    written = []
+    for parent in parents[-2:]:
+        shown = json.loads(run_cli("show", parent.info.run_id, "--json", "--project", str(project)).output)
+        [step] = [s for s in shown["steps"] if s["name"] == "predict"]
+        [predictions] = [w for w in step["writes"] if w["name"] == "predictions"]
+        written.append((predictions["id"], predictions["uri"], parent.info.run_id))
+    (id_a, source_a, run_a), (id_b, source_b, run_b) = written
+    assert id_a == id_b and source_a != source_b
+    assert source_a.endswith(f"{run_a}.parquet") and source_b.endswith(f"{run_b}.parquet")
+
+
 def test_runs_lists_pipeline_runs_newest_first_with_gate_and_version(trained_copy):
     project = trained_copy
     assert run_cli("run", "--project", str(project), "--step", "make_data").exit_code == 0

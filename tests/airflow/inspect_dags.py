@@ -34,7 +34,12 @@ def main(folder: str, run_id: str, output: str) -> None:
                 "execution_timeout": task.execution_timeout.total_seconds() if task.execution_timeout else None,
             }
             if isinstance(task, KubernetesPodOperator):
-                task.render_template_fields(context)
+                try:
+                    task.render_template_fields(context)
+                except Exception as exc:  # noqa: BLE001 - what a task whose templates cannot render fails with
+                    entry["render_error"] = f"{type(exc).__name__}: {exc}"
+                    tasks[task.task_id] = entry
+                    continue
                 pod = task.build_pod_request_obj(dry_run=True)
                 entry["pod"] = ApiClient().sanitize_for_serialization(pod)
             else:

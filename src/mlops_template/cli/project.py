@@ -19,12 +19,16 @@ from mlops_template.cli.output import console
 @click.option("--no-lock", is_flag=True, help="Write no uv.lock (it needs a package registry).")
 def new(name: str, directory: Path | None, package: str | None, no_lock: bool) -> None:
     """Render a new project NAME, ready to run (`cd NAME && mlops run`)."""
+    import shlex
+
+    from rich.markup import escape
+
     from mlops_template.scaffold.new import new_project
 
     target = new_project(name, directory=directory, package=package, lock=not no_lock)
     out = console()
     out.print(f"Created project [bold]{name}[/] in {target}")
-    out.print(f"Next: [bold]cd {target} && mlops run[/]")
+    out.print(f"Next: [bold]cd {escape(shlex.quote(str(target)))} && mlops run[/]")  # as a shell reads it
 
 
 @click.command()

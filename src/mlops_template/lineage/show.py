@@ -32,6 +32,7 @@ from mlops_template.tracking.tags import (
     TAG_GIT_DIRTY,
     TAG_MODEL_VERSION,
     TAG_OUTPUT_PREFIX,
+    TAG_OUTPUT_URI_PREFIX,
     TAG_PACKAGES,
     TAG_PARENT,
     TAG_PIPELINE_RUN,
@@ -253,8 +254,10 @@ def dataset_refs(run: Run) -> tuple[list[DataRef], list[DataRef]]:
     for entry in run.inputs.dataset_inputs if run.inputs else []:
         dataset = entry.dataset
         context = {t.key: t.value for t in entry.tags}.get(TAG_DATA_CONTEXT, "input")
-        ref = DataRef(dataset.name, dataset.digest, _rows(dataset.profile), _source(dataset.source), context)
         written = run.data.tags.get(TAG_OUTPUT_PREFIX + dataset.name) == dataset.digest or context == "output"
+        # Where this run wrote it: MLflow shows the first run's source for the same bytes.
+        source = run.data.tags.get(TAG_OUTPUT_URI_PREFIX + dataset.name) if written else None
+        ref = DataRef(dataset.name, dataset.digest, _rows(dataset.profile), source or _source(dataset.source), context)
         (writes if written else reads)[dataset.name] = ref
     return sorted(reads.values(), key=lambda r: r.name), sorted(writes.values(), key=lambda r: r.name)
 

@@ -27,6 +27,7 @@ from mlops_template.storage import Storage
 from mlops_template.tracking.tags import (
     TAG_DATA_PREFIX,
     TAG_OUTPUT_PREFIX,
+    TAG_OUTPUT_URI_PREFIX,
     TAG_TRAINING_DATA,
 )
 
@@ -299,7 +300,15 @@ class StepContext(Proposals):
 
 
 def _log_input(df: pd.DataFrame, uri: str, name: str, digest: str, context: str, rows: int | None = None) -> None:
-    """Log a dataset on the active run: digest = our content id, source = the stored file (or folder of parts)."""
+    """Log a dataset on the active run: digest = our content id, source = the stored file (or folder of parts).
+
+    MLflow keeps one dataset per name and digest, with the source it was first
+    logged with; an output's own location is tagged on the run as well.
+    """
+    import mlflow
+
     from mlops_template.tracking.inputs import log_dataset
 
     log_dataset(df, source=uri, name=name, digest=digest, context=context, rows=rows)
+    if context == "output":
+        mlflow.set_tag(TAG_OUTPUT_URI_PREFIX + name, uri)

@@ -23,7 +23,13 @@ from mlops_template.config.load import Config, Environment
 from mlops_template.config.resources import check_image, split_tag
 from mlops_template.errors import ConfigError, VcsError, choices
 from mlops_template.pipeline.loader import check_step_tables
-from mlops_template.scheduler.render import HASH_PREFIX, body_digest, render_cluster, render_local, tag_variable
+from mlops_template.scheduler.render import (
+    HASH_PREFIX,
+    TAG_MACRO,
+    body_digest,
+    render_cluster,
+    render_local,
+)
 from mlops_template.vcs import head_commit
 
 logger = logging.getLogger(__name__)
@@ -135,7 +141,7 @@ def _images(
     if image is not None:
         default: str | None = check_image(image, "--image")
     elif config.dag.repository is not None:
-        default = f"{config.dag.repository}:{{{{ var.value.get('{tag_variable(config)}') }}}}"
+        default = f"{config.dag.repository}:{TAG_MACRO}"
     elif all(own.values()):
         default = None
     else:

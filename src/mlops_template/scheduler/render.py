@@ -31,6 +31,13 @@ def tag_variable(config: Config) -> str:
     return f"{config.name}_image_tag"
 
 
+# What a pod's image tag is when it comes from that Variable: a macro of the DAG that fails the task,
+# before any pod, while the Variable is unset (Airflow's own `var.value.get` would give "NOTSET").
+TAG_MACRO = "{{ image_tag() }}"
+# The uid the image's user has (Dockerfile: ARG UID), named by every pod's security context.
+POD_UID = 10001
+
+
 def body_digest(body: str) -> str:
     """The hash on a DAG file's hash line: of everything but that line."""
     return hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]
@@ -148,24 +155,26 @@ def render_cluster(
         _datetime_import(settings),
         "",
         "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator",
-        "from airflow.sdk import DAG",
+    ]
+    macros = any(TAG_MACRO in (image or "") for image in [default, *images.values()])
+    body += [
+        "from airflow.sdk import DAG, Variable" if macros else "from airflow.sdk import DAG",
         "from kubernetes.client import models as k8s",
         "",
     ]
-    if default is not None and "{{" in default:
-        body += [
-            f"# The image's tag is the Airflow Variable {tag_variable(config)}: CI sets it to the full commit SHA",
-            "# of the image it built and pushed (scripts/build_image.sh --push), so this file never goes stale.",
-        ]
+    if macros:
+        body += _image_tag_function(config)
     if default is not None:
         body.append(f"IMAGE = {json.dumps(default)}")
+    dag = _dag_call(config, settings, f"{config.name} pipeline: one Kubernetes pod per step")
+    if macros:
+        dag.kwargs["user_defined_macros"] = {"image_tag": _Code("image_tag")}
     body += [
         "# Every pod of one DAG run joins one MLflow pipeline run, keyed by the DAG run's id.",
         *_expr(_plan_arguments(steps, env), 0, "ARGUMENTS = "),
+        *_restricted_pods(),
         "",
-        *_expr(
-            _dag_call(config, settings, f"{config.name} pipeline: one Kubernetes pod per step"), 0, "with ", " as dag:"
-        ),
+        *_expr(dag, 0, "with ", " as dag:"),
     ]
     for step in steps:
         resources = config.step(step).resources
@@ -196,12 +205,77 @@ def render_cluster(
                 _Call("k8s.V1Toleration", **{k: v for k, v in vars(t).items() if v is not None})
                 for t in resources.tolerations
             ]
+        kwargs["security_context"] = _Code("POD_SECURITY")
+        kwargs["container_security_context"] = _Code("CONTAINER_SECURITY")
+        kwargs["volumes"] = _Code("[TMP_VOLUME]")
+        kwargs["volume_mounts"] = _Code("[TMP_MOUNT]")
         kwargs["labels"] = {"app.kubernetes.io/part-of": config.name, "mlops/step": step}
         kwargs["get_logs"] = True
         kwargs["on_finish_action"] = "delete_pod"
         body += _expr(_Call("KubernetesPodOperator", **kwargs), 4, f"{_var(step)} = ")
     body.append(_chain(steps))
     return _header(comments, body)
+
+
+def _image_tag_function(config: Config) -> list[str]:
+    """The DAG's `image_tag` macro: the Variable CI sets, or the task fails naming it (no pod asks for NOTSET)."""
+    variable = tag_variable(config)
+    message = [
+        f"Airflow Variable {variable} is not set, so the pods have no image tag; ",
+        "push an image from CI (it sets the Variable) or run: ",
+        f"airflow variables set {variable} <commit SHA>",
+    ]
+    return [
+        f"# The image's tag is the Airflow Variable {variable}: CI sets it to the full commit SHA",
+        "# of the image it built and pushed (scripts/build_image.sh --push), so this file never goes stale.",
+        "",
+        "",
+        "def image_tag() -> str:",
+        f'    """The Variable {variable}; unset, the task fails here, before its pod is made."""',
+        f"    tag = Variable.get({json.dumps(variable)}, default=None)",
+        "    if not tag:",
+        "        raise RuntimeError(",
+        *(f"            {json.dumps(part)}" for part in message),
+        "        )",
+        "    return tag",
+        "",
+        "",
+    ]
+
+
+def _restricted_pods() -> list[str]:
+    """Module constants every pod takes: the restricted Pod Security Standard, and a writable /tmp on a read-only root."""
+    return [
+        "# Pods a namespace enforcing the restricted Pod Security Standard admits: the image's own non-root",
+        "# user, no privilege escalation, no capabilities, the runtime's seccomp profile; the root filesystem",
+        "# read-only, with /tmp (logs, MLflow's and matplotlib's temporary files) an emptyDir.",
+        *_expr(
+            _Call(
+                "k8s.V1PodSecurityContext",
+                run_as_non_root=True,
+                run_as_user=POD_UID,
+                run_as_group=POD_UID,
+                fs_group=POD_UID,
+                seccomp_profile=_Call("k8s.V1SeccompProfile", type="RuntimeDefault"),
+            ),
+            0,
+            "POD_SECURITY = ",
+        ),
+        *_expr(
+            _Call(
+                "k8s.V1SecurityContext",
+                allow_privilege_escalation=False,
+                capabilities=_Call("k8s.V1Capabilities", drop=["ALL"]),
+                read_only_root_filesystem=True,
+                run_as_non_root=True,
+                run_as_user=POD_UID,
+            ),
+            0,
+            "CONTAINER_SECURITY = ",
+        ),
+        *_expr(_Call("k8s.V1Volume", name="tmp", empty_dir=_Call("k8s.V1EmptyDirVolumeSource")), 0, "TMP_VOLUME = "),
+        *_expr(_Call("k8s.V1VolumeMount", name="tmp", mount_path="/tmp"), 0, "TMP_MOUNT = "),
+    ]
 
 
 def _image_commit(image: str | None) -> str | None:
@@ -248,15 +322,16 @@ def render_local(config: Config, steps: list[str], env: Environment, *, python: 
         "from airflow.sdk import DAG",
         "",
         f"PROJECT = {json.dumps(root)}",
-        f"PYTHON = {json.dumps(python)}",
+        "# `mlops run` in the project's interpreter, each word quoted as bash reads it (paths may hold",
+        "# spaces, & or quotes).",
+        *_expr([_shell_word(w) for w in [python, "-m", "mlops_template", "run", "--project", root]], 0, "MLOPS = "),
         "# Every task of one DAG run joins one MLflow pipeline run, keyed by the DAG run's id.",
         *_expr([_shell_word(w) for w in _plan_arguments(steps, env)], 0, "ARGUMENTS = "),
         "",
         "",
         "def command(step: str) -> str:",
         '    """The shell command of one step: `mlops run` in the interpreter of the project."""',
-        '    mlops = [PYTHON, "-m", "mlops_template", "run", "--project", PROJECT]',
-        '    return " ".join(["exec", *mlops, "--step", step, *ARGUMENTS])',
+        '    return " ".join(["exec", *MLOPS, "--step", step, *ARGUMENTS])',
         "",
         "",
         *_expr(
@@ -271,10 +346,10 @@ def render_local(config: Config, steps: list[str], env: Environment, *, python: 
         call = _Call("BashOperator", task_id=step, bash_command=command, cwd=_Code("PROJECT"))
         body += _expr(call, 4, f"{_var(step)} = ")
     body.append(_chain(steps))
-    if any(c in root + python for c in " '\"$`\\"):
+    if any(marker in root + python for marker in ("{{", "{%", "{#")):  # Airflow renders bash_command as Jinja
         raise ConfigError(
-            f"the project folder or interpreter path has characters a shell command cannot carry safely ({root!r}, "
-            f"{python!r}); move the project to a plain path"
+            f"the project folder or interpreter path holds a Jinja marker ({{{{, {{% or {{#), which Airflow would "
+            f"render in the task's command ({root!r}, {python!r}); move the project to a path without one"
         )
     return _header(comments, body)
 

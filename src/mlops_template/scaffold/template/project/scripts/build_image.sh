@@ -50,9 +50,13 @@ fi
 [ -f uv.lock ] || die "uv.lock is missing: the image installs exactly what it pins; run UV_PYTHON_DOWNLOADS=never uv lock, commit it, build again"
 
 find_engine
+# BASE_IMAGE: another base than the official python:3.11-slim-bookworm (a registry mirror's copy).
+base=()
+[ -z "${BASE_IMAGE:-}" ] || base=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 # The commit as a label given here, not a build argument: a layer cache that ignores
 # argument values would otherwise keep an older commit's label.
-"$ENGINE" build --label org.opencontainers.image.revision="$tag" --tag "$IMAGE_NAME:$tag" --tag "$IMAGE_NAME:latest" .
+"$ENGINE" build "${base[@]}" --label org.opencontainers.image.revision="$tag" \
+  --tag "$IMAGE_NAME:$tag" --tag "$IMAGE_NAME:latest" .
 echo "built $IMAGE_NAME:$tag and $IMAGE_NAME:latest"
 
 if [ -n "$push" ]; then

@@ -37,7 +37,8 @@ find_engine
 as_caller
 commit_env "$image"
 mkdir -p data .mlops
-"$ENGINE" run --rm "${CALLER[@]}" "${COMMIT_ENV[@]}" \
+# A read-only root with a writable /tmp, as a pod runs it.
+"$ENGINE" run --rm --read-only --tmpfs /tmp "${CALLER[@]}" "${COMMIT_ENV[@]}" \
   --volume "$PROJECT_DIR:$PROJECT_DIR" \
   --volume "$PROJECT_DIR/.mlops:/app/.mlops" \
   --env HOME=/tmp \

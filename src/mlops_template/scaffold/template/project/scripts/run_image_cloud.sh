@@ -70,4 +70,5 @@ done < <(compgen -e)
 find_engine
 as_caller
 commit_env "$image"
-"$ENGINE" run --rm "${CALLER[@]}" "${options[@]}" "${COMMIT_ENV[@]}" "$image" "$@"
+# A read-only root with a writable /tmp, as a pod runs it.
+"$ENGINE" run --rm --read-only --tmpfs /tmp "${CALLER[@]}" "${options[@]}" "${COMMIT_ENV[@]}" "$image" "$@"
