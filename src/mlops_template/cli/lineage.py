@@ -154,6 +154,10 @@ def _print_report(r: RunReport) -> None:
             for ref in refs:
                 rows = f"{ref.rows:,} rows" if ref.rows is not None else "? rows"
                 out.print(f"    {label:<8} {escape(ref.name)}:{ref.id}  {rows}  {escape(ref.uri)}")
+        for dataset, q in s.queries.items():
+            params = ", ".join(f"{k}={v}" for k, v in q.get("params", {}).items()) or "no params"
+            line = f"{q.get('file')} (sha256 {str(q.get('sha256'))[:12]}) on '{q.get('connection')}', {params}"
+            out.print(f"    query    {escape(dataset)} ← {escape(line)}")
         if s.gate:
             out.print(f"    gate     {s.gate}: {escape(s.gate_reason or '')}")
         if s.model_version:

@@ -7,6 +7,7 @@ and what would be valid, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ _ENVIRONMENT_KEYS = {
     "tracking_timeout": int,
     "data": dict,
     "model": dict,
+    "connections": dict,
 }
 _DATA_KEYS = {"engine": str}
 ENGINES = ("pandas", "dask", "auto")
@@ -65,6 +67,8 @@ class Environment:
     dask_scheduler: str | None = None  # unset: a LocalCluster per process, when a step first asks for Dask
     tracking_timeout: int = 60  # seconds a tracking server that stopped answering may hold a step
     engine: str = "auto"  # [data] engine, or this environment's [environments.<name>.data] engine
+    # [environments.<name>.connections]: name -> SQLAlchemy URL, `${VAR}` read from the environment when used
+    connections: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_remote_storage(self) -> bool:
@@ -205,9 +209,12 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
                 raise ConfigError(f"{path}: [{where}] needs '{key}'")
         if table.get("tracking_timeout", 60) < 10:
             raise ConfigError(f"{path}: [{where}] tracking_timeout must be at least 10 (seconds)")
-        fields = {k: v for k, v in table.items() if k not in ("data", "model")}
+        fields = {k: v for k, v in table.items() if k not in ("data", "model", "connections")}
         engine = _engine(table.get("data", {}), path, f"{where}.data") or data_engine
-        environments[env_name] = _resolve_paths(Environment(name=env_name, engine=engine, **fields), root)
+        connections = _connections(table.get("connections", {}), path, f"{where}.connections")
+        environments[env_name] = _resolve_paths(
+            Environment(name=env_name, engine=engine, connections=connections, **fields), root
+        )
         if "model" in table:
             own = table["model"]
             _check_table(own, _ENVIRONMENT_MODEL_KEYS, path, f"{where}.model")
@@ -310,6 +317,24 @@ def _trusted_types(value: list[Any], path: Path, where: str) -> tuple[str, ...]:
                 "or a whole package as `package.`"
             )
     return tuple(value)
+
+
+def _connections(table: dict[str, Any], path: Path, where: str) -> tuple[tuple[str, str], ...]:
+    """`[environments.<name>.connections]`: SQLAlchemy URLs by name; a password goes in as `${VARIABLE}`."""
+    for name, url in table.items():
+        if not isinstance(url, str) or "://" not in url:
+            raise ConfigError(
+                f"{path}: [{where}] {name} must be a SQLAlchemy URL string such as "
+                f'"duckdb:///warehouse.duckdb" or "postgresql+psycopg2://user:${{PASSWORD}}@host/db", got {url!r}'
+            )
+        userinfo = url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[0]
+        password = userinfo.partition(":")[2]
+        if password and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", password):
+            raise ConfigError(
+                f"{path}: [{where}] {name} holds a password; passwords stay out of mlops.toml: write "
+                f"${{{name.upper()}_PASSWORD}} in its place and set that variable where the pipeline runs"
+            )
+    return tuple(sorted(table.items()))
 
 
 def _engine(table: dict[str, Any], path: Path, where: str) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from mlops_template.tracking.tags import (
     TAG_PLATFORM,
     TAG_PYTHON,
     TAG_REPRODUCES,
+    TAG_SQL_PREFIX,
     TAG_STEP,
     TAG_STEPS,
 )
@@ -82,6 +83,7 @@ class StepReport:
     gate: str | None = None
     gate_reason: str | None = None
     model_version: str | None = None  # the registered version this step loaded (predict)
+    queries: dict[str, dict[str, Any]] = field(default_factory=dict)  # SQL sources by dataset: file, sha256, ...
 
 
 @dataclass
@@ -244,7 +246,20 @@ def _step_report(run: Run, attempts_made: int) -> StepReport:
         gate=tags.get(TAG_GATE),
         gate_reason=tags.get(TAG_GATE_REASON),
         model_version=tags.get(TAG_MODEL_VERSION),
+        queries=_queries(tags),
     )
+
+
+def _queries(tags: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The SQL queries a step ran, by the dataset their result became (tags `mlops.sql.<name>`)."""
+    found = {}
+    for key, value in sorted(tags.items()):
+        if key.startswith(TAG_SQL_PREFIX):
+            try:
+                found[key.removeprefix(TAG_SQL_PREFIX)] = json.loads(value)
+            except ValueError:
+                continue
+    return found
 
 
 def dataset_refs(run: Run) -> tuple[list[DataRef], list[DataRef]]:

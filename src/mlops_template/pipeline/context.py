@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.config.load import Config, Environment
@@ -28,6 +29,7 @@ from mlops_template.tracking.tags import (
     TAG_DATA_PREFIX,
     TAG_OUTPUT_PREFIX,
     TAG_OUTPUT_URI_PREFIX,
+    TAG_SQL_PREFIX,
     TAG_TRAINING_DATA,
 )
 
@@ -211,6 +213,55 @@ class StepContext(Proposals):
             return self.read_snapshot(f"{RAW_PREFIX}:{snapshot_id}", engine=engine)
         self._log_snapshot(stored.snapshot, df, "input")
         return df
+
+    def read_sql(
+        self,
+        query: str | Path,
+        *,
+        connection: str,
+        params: dict[str, Any] | None = None,
+        name: str | None = None,
+        allow_empty: bool = False,
+        engine: str = "pandas",
+    ) -> pd.DataFrame | DaskFrame:
+        """The result of the query file `query` (relative to the project) on the environment's `connection`.
+
+        `params` bind as `:name` in the query. The result is kept as a snapshot
+        named `name` (default: the file's stem) and pinned to the pipeline run,
+        so a retried step reads it rather than the live tables; the step run
+        records the query's file, sha256, connection name and parameters
+        (`mlops show`). No rows is an error unless `allow_empty=True`.
+        """
+        import json
+
+        import mlflow
+
+        from mlops_template.data import sql
+
+        engine = self._check_engine(engine)
+        found = sql.read_query(self.config.root, query, connection, params or {})
+        name = name or found.path.stem
+        snapshot_id = self._replayed(name) or (self.scope.pinned(name) if self.scope is not None else None)
+        if snapshot_id is None:
+            url = sql.connection_url(self.config, self.environment, connection)
+            with activity(f"querying '{connection}' ({found.relative})"):
+                with sql.result_file(url, found, environment=self.environment.name) as (path, rows):
+                    if rows == 0 and not allow_empty:
+                        raise DataError(
+                            f"query {found.relative} on connection '{connection}' returned no rows "
+                            f"(params {found.record()['params']}); check the parameters and the tables, or pass "
+                            "allow_empty=True to read_sql"
+                        )
+                    import pyarrow.parquet as pq
+
+                    stored = self.snapshots.write_table(
+                        name, pq.read_table(path), run_id=self.run_id, step=self.step, current=False
+                    )
+            snapshot_id = stored.snapshot.id
+            if self.scope is not None:
+                snapshot_id = self.scope.pin(name, snapshot_id, self.run_id)  # another attempt may have been first
+        mlflow.set_tag(TAG_SQL_PREFIX + name, json.dumps(found.record(), sort_keys=True))
+        return self.read_snapshot(f"{name}:{snapshot_id}", engine=engine)
 
     def _replayed(self, name: str) -> str | None:
         """In a reproduction, the snapshot id of `name` the reproduced step read."""

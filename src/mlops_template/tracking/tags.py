@@ -27,6 +27,7 @@ TAG_LAUNCHED_BY = "mlops.launched_by"
 # Step runs
 TAG_STEP = "mlops.step"
 TAG_OUTPUT_PREFIX = "mlops.output."
+TAG_SQL_PREFIX = "mlops.sql."  # + dataset name: JSON of the query that made it (file, sha256, connection, params)
 TAG_OUTPUT_URI_PREFIX = "mlops.output_uri."  # + name: where this run wrote it (MLflow keeps one source per digest)
 TAG_HEARTBEAT = "mlops.heartbeat"
 TAG_LOST = "mlops.lost"

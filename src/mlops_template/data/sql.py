@@ -1,0 +1,199 @@
+"""SQL sources: a query file run on a connection an environment names, its result streamed into parquet.
+
+A connection is a SQLAlchemy URL under `[environments.<name>.connections]`
+(`duckdb:///warehouse.duckdb`, `postgresql+psycopg2://ml:${WAREHOUSE_PASSWORD}@db/sales`);
+`${VAR}` is read from the process environment when the connection is used, so
+no password sits in `mlops.toml`, and every message shows the URL redacted. A
+database file named by a relative URL lives in the project folder, and must
+exist (an empty new database would answer every query wrongly).
+
+A query binds its parameters as `:name` in every dialect; one it names that is
+not given, or one given that it does not name, is refused before the database
+is asked. The result comes in chunks of `CHUNK_ROWS` rows, each written as a
+parquet part, so no fetch holds it whole; the parts are joined into one parquet
+file with their types unified (a column empty in the first chunk takes the
+type of a later one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_template.errors import ConfigError, DataError, choices
+from mlops_template.redact import redact, redact_text
+
+if TYPE_CHECKING:
+    from mlops_template.config.load import Config, Environment
+
+CHUNK_ROWS = 50_000
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_FILE_DIALECTS = ("duckdb", "sqlite")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query file, read: its path in the project, its text and sha256, and the parameters bound to it."""
+
+    path: Path
+    relative: str  # as the run records it: relative to the project
+    text: str
+    sha256: str
+    connection: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """What a run records of it: the file, its sha256, the connection's name (never its URL), the parameters."""
+        return {
+            "file": self.relative,
+            "sha256": self.sha256,
+            "connection": self.connection,
+            "params": {k: redact_text(str(v)) for k, v in sorted(self.params.items())},
+        }
+
+
+def read_query(root: Path, query: str | os.PathLike[str], connection: str, params: Mapping[str, Any]) -> Query:
+    """The query file `query` (relative to the project folder `root`), checked against the parameters given."""
+    from sqlalchemy import text
+
+    path = Path(query)
+    path = path if path.is_absolute() else root / path
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(
+            f"query file {path} cannot be read ({exc.strerror or exc}); put the query there, or fix the path "
+            "(relative to the project folder)"
+        ) from exc
+    sql = data.decode("utf-8")
+    named = set(text(sql).compile().params)
+    missing, extra = sorted(named - set(params)), sorted(set(params) - named)
+    if missing or extra:
+        parts = [f"it names {', '.join(':' + m for m in missing)}, not given" if missing else ""]
+        parts.append(f"{', '.join(extra)} given but not named in it (as :name)" if extra else "")
+        raise DataError(f"query {_shown(root, path)}: {'; '.join(p for p in parts if p)}; pass params={{...}} to match")
+    return Query(path, _shown(root, path), sql, hashlib.sha256(data).hexdigest(), connection, dict(params))
+
+
+def connection_url(config: Config, env: Environment, name: str) -> str:
+    """The URL of connection `name` in `env`, its `${VAR}`s filled in and a relative database file made absolute."""
+    known = dict(env.connections)
+    if name not in known:
+        elsewhere = sorted(e for e, other in config.environments.items() if name in dict(other.connections))
+        where = (
+            f"; it is defined for {', '.join(elsewhere)} only: add it under [environments.{env.name}.connections]"
+            if elsewhere
+            else f"; {choices(known, name)}"
+            if known
+            else f"; add it under [environments.{env.name}.connections]"
+        )
+        raise ConfigError(f"environment '{env.name}' has no connection '{name}'{where}")
+    url = _VARIABLE.sub(lambda m: _variable(m.group(1), env.name, name), known[name])
+    dialect = url.split(":", 1)[0].split("+", 1)[0]
+    if dialect in _FILE_DIALECTS:
+        url = _database_file(url, config.root, env.name, name)
+    return url
+
+
+def _variable(variable: str, environment: str, connection: str) -> str:
+    value = os.environ.get(variable)
+    if value is None:
+        raise ConfigError(
+            f"environment '{environment}': connection '{connection}' reads ${{{variable}}}, which is not set; "
+            f"export {variable} where the pipeline runs (a Kubernetes Secret in [dag] secrets for pods)"
+        )
+    return value
+
+
+def _database_file(url: str, root: Path, environment: str, connection: str) -> str:
+    """A file database's URL with its path absolute (relative ones are the project's); it must exist."""
+    head, _, rest = url.partition(":///")
+    if not rest or rest.startswith(":memory:"):
+        return url
+    path_part, sep, query = rest.partition("?")
+    path = Path(path_part) if path_part.startswith("/") else root / path_part
+    if not path.is_file():
+        raise DataError(
+            f"environment '{environment}': connection '{connection}' names the database file {path}, which does "
+            "not exist; create it, or fix the path (relative to the project folder)"
+        )
+    return f"{head}:///{path}{sep}{query}"
+
+
+@contextmanager
+def result_file(url: str, query: Query, *, environment: str) -> Iterator[tuple[Path, int]]:
+    """Run `query` on `url`; a parquet file of its result and its row count, removed when the block ends."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory(prefix="mlops-sql-") as tmp:
+        parts = _fetch(url, query, Path(tmp), environment=environment)
+        schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+        joined, rows = Path(tmp) / "result.parquet", 0
+        with pq.ParquetWriter(joined, schema) as writer:
+            for batch in ds.dataset([str(p) for p in parts], schema=schema, format="parquet").to_batches():
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        yield joined, rows
+
+
+def _fetch(url: str, query: Query, folder: Path, *, environment: str) -> list[Path]:
+    """The result in parquet parts of at most CHUNK_ROWS rows each (one, empty, for no rows)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sqlalchemy import create_engine, exc, text
+
+    where = f"environment '{environment}': connection '{query.connection}' ({redact(url)})"
+    parts: list[Path] = []
+    try:
+        engine = create_engine(url)
+    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
+        raise ConfigError(
+            f"{where}: not a URL SQLAlchemy can use ({_first_line(error)}); fix it in mlops.toml"
+        ) from error
+    try:
+        with engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, max_row_buffer=CHUNK_ROWS).execute(
+                text(query.text), query.params
+            )
+            columns = list(result.keys())
+            for rows in result.partitions(CHUNK_ROWS):
+                part = folder / f"part-{len(parts):05d}.parquet"
+                frame = pd.DataFrame.from_records(rows, columns=columns)
+                pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), part)
+                parts.append(part)
+            if not parts:
+                part = folder / "part-00000.parquet"
+                pq.write_table(pa.Table.from_pandas(pd.DataFrame(columns=columns), preserve_index=False), part)
+                parts.append(part)
+    except exc.ProgrammingError as error:
+        raise DataError(f"query {query.relative} failed on {where}: {_first_line(error)}; fix the query") from error
+    except exc.DBAPIError as error:
+        raise DataError(
+            f"{where} failed: {_first_line(error)}; check that the database is reachable and the credentials are right"
+        ) from error
+    finally:
+        engine.dispose()
+    return parts
+
+
+def _first_line(error: BaseException) -> str:
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return redact_text(lines[0] if lines else type(original).__name__)
+
+
+def _shown(root: Path, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
