@@ -267,3 +267,17 @@ def data_verify(name: str | None, repair: bool, environment: str | None, project
             out.print(f"All {len(findings)} intact.")
     if problems:
         raise SystemExit(1)
+
+
+@data.command("schema")
+@click.argument("ref", metavar="NAME")
+@env_option
+@project_option
+def data_schema(ref: str, environment: str | None, project: Path | None) -> None:
+    """Print a pandera schema module inferred from NAME's current snapshot (or NAME:ID), to edit into src/<package>/schemas.py."""
+    from mlops_template.data.validation import infer_module
+
+    store = _snapshots(project, environment, check=True)
+    snapshot = store.resolve(ref) if ":" in ref else store.current(ref)
+    _, df = store.read(snapshot)
+    click.echo(infer_module(df, snapshot.name), nl=False)

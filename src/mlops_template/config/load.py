@@ -38,7 +38,8 @@ _ENVIRONMENT_KEYS = {
     "model": dict,
     "connections": dict,
 }
-_DATA_KEYS = {"engine": str}
+_DATA_KEYS = {"engine": str, "validation": str}
+VALIDATION = ("error", "warn", "off")
 ENGINES = ("pandas", "dask", "auto")
 _STEP_KEYS = {"params": dict, "resources": dict}
 _MODEL_KEYS = {"name": str, "task": str, "gate": dict, "trusted_types": list, "allow_pickle": bool}
@@ -67,6 +68,7 @@ class Environment:
     dask_scheduler: str | None = None  # unset: a LocalCluster per process, when a step first asks for Dask
     tracking_timeout: int = 60  # seconds a tracking server that stopped answering may hold a step
     engine: str = "auto"  # [data] engine, or this environment's [environments.<name>.data] engine
+    validation: str = "error"  # [data] validation: what a table failing its schema does (error, warn, off)
     # [environments.<name>.connections]: name -> SQLAlchemy URL, `${VAR}` read from the environment when used
     connections: tuple[tuple[str, str], ...] = ()
 
@@ -196,6 +198,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
         )
 
     data_engine = _engine(_table(raw, "data", path), path, "data") or "auto"
+    data_validation = _validation(_table(raw, "data", path), path, "data") or "error"
     model_table = _table(raw, "model", path)
     _check_table(model_table, _MODEL_KEYS, path, "model")
     environments, environment_models = {}, {}
@@ -211,9 +214,10 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
             raise ConfigError(f"{path}: [{where}] tracking_timeout must be at least 10 (seconds)")
         fields = {k: v for k, v in table.items() if k not in ("data", "model", "connections")}
         engine = _engine(table.get("data", {}), path, f"{where}.data") or data_engine
+        validation = _validation(table.get("data", {}), path, f"{where}.data") or data_validation
         connections = _connections(table.get("connections", {}), path, f"{where}.connections")
         environments[env_name] = _resolve_paths(
-            Environment(name=env_name, engine=engine, connections=connections, **fields), root
+            Environment(name=env_name, engine=engine, validation=validation, connections=connections, **fields), root
         )
         if "model" in table:
             own = table["model"]
@@ -335,6 +339,14 @@ def _connections(table: dict[str, Any], path: Path, where: str) -> tuple[tuple[s
                 f"${{{name.upper()}_PASSWORD}} in its place and set that variable where the pipeline runs"
             )
     return tuple(sorted(table.items()))
+
+
+def _validation(table: dict[str, Any], path: Path, where: str) -> str | None:
+    """`[data] validation`: what a table failing its schema does: error (the default), warn, or off."""
+    value = table.get("validation")
+    if value is not None and value not in VALIDATION:
+        raise ConfigError(f"{path}: [{where}] validation '{value}' is unknown; {choices(VALIDATION, value)}")
+    return value
 
 
 def _engine(table: dict[str, Any], path: Path, where: str) -> str | None:

@@ -17,7 +17,7 @@ from mlops_template.data.hashing import FORMATS, content_id
 from mlops_template.data.layout import Snapshot, current_key, current_parts_folder
 from mlops_template.data.raw import RAW_PREFIX
 from mlops_template.data.snapshots import SnapshotStore
-from mlops_template.data.tables import parse_table, write_table
+from mlops_template.data.tables import parse_table, to_pandas, write_table
 from mlops_template.errors import DataError, StorageError
 from mlops_template.models.gate import Decision
 from mlops_template.pipeline.coordination import RunScope
@@ -161,6 +161,7 @@ class StepContext(Proposals):
         import mlflow
 
         current = self.replay is None  # a reproduction leaves every dataset's current version as it was
+        df = self._check_schema(name, df)
         if engines.is_dask(df):
             self.dask_client()
             stored = self.snapshots.write_dask(name, df, run_id=self.run_id, step=self.step, current=current)
@@ -200,11 +201,10 @@ class StepContext(Proposals):
         df = None
         if engine == engines.DASK:
             self.dask_client()
-            stored = self.snapshots.write_dask(
-                RAW_PREFIX, raw.read_dask(self.storage, keys), run_id=self.run_id, step=self.step, current=False
-            )
+            ddf = self._check_schema(RAW_PREFIX, raw.read_dask(self.storage, keys))
+            stored = self.snapshots.write_dask(RAW_PREFIX, ddf, run_id=self.run_id, step=self.step, current=False)
         else:
-            df = raw.read_pandas(self.storage, keys)
+            df = self._check_schema(RAW_PREFIX, raw.read_pandas(self.storage, keys))
             stored = self.snapshots.write_table(RAW_PREFIX, df, run_id=self.run_id, step=self.step, current=False)
         snapshot_id = stored.snapshot.id
         if self.scope is not None:
@@ -254,14 +254,49 @@ class StepContext(Proposals):
                         )
                     import pyarrow.parquet as pq
 
-                    stored = self.snapshots.write_table(
-                        name, pq.read_table(path), run_id=self.run_id, step=self.step, current=False
-                    )
+                    table = pq.read_table(path)
+                    self._check_schema(name, to_pandas(table))
+                    stored = self.snapshots.write_table(name, table, run_id=self.run_id, step=self.step, current=False)
             snapshot_id = stored.snapshot.id
             if self.scope is not None:
                 snapshot_id = self.scope.pin(name, snapshot_id, self.run_id)  # another attempt may have been first
         mlflow.set_tag(TAG_SQL_PREFIX + name, json.dumps(found.record(), sort_keys=True))
         return self.read_snapshot(f"{name}:{snapshot_id}", engine=engine)
+
+    def _check_schema(self, name: str, df: pd.DataFrame | DaskFrame) -> pd.DataFrame | DaskFrame:
+        """`df` checked against the project's schema for `name` (`<package>.schemas`), as `[data] validation` says.
+
+        Failed under `error`: the step stops with the summary and nothing is
+        stored; under `warn`: a warning, and it is stored. The failing rows go
+        into the step run's artifact `schema/<name>.failures.csv`. A Dask frame
+        is checked partition by partition by the workers as they write it.
+        """
+        from mlops_template.data import validation
+
+        mode = self.environment.validation
+        schema = validation.load_schemas(self.config.package).get(name) if mode != "off" else None
+        if schema is None:
+            return df
+        if engines.is_dask(df):
+            if mode == "warn":
+                self.notes.append(f"schema of '{name}' not checked: warn mode checks pandas tables only")
+                return df
+            return df.map_partitions(validation.validated_part, schema, name, meta=df._meta)
+        failure = validation.check(df, schema, name)
+        if failure is None:
+            return df
+        import mlflow
+
+        artifact = f"schema/{name}.failures.csv"
+        mlflow.log_text(failure.report.to_csv(index=False), artifact)
+        if mode == "warn":
+            self.log.warning("%s (failing rows: %s)", failure.summary, artifact)
+            self.notes.append(f"schema of '{name}' failed, stored anyway ([data] validation = \"warn\")")
+            return df
+        raise DataError(
+            f"{failure.summary}; nothing was stored under '{name}' (failing rows: artifact {artifact} of this step "
+            f"run); fix the data, or the schema in {self.config.package}.schemas"
+        )
 
     def _replayed(self, name: str) -> str | None:
         """In a reproduction, the snapshot id of `name` the reproduced step read."""
