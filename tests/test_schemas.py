@@ -198,3 +198,16 @@ def test_a_query_result_is_checked_against_the_schema_named_after_the_query(root
     with pytest.raises(StepError, match=r"column 'plan' fails isin\(\['basic', 'pro'\]\) on 1 row; nothing was stored"):
         run_pipeline(Pipeline([query]), load_config(root))
     assert stored(root) == []
+
+
+def test_a_schema_named_after_no_dataset_is_named_with_the_nearest_after_the_run(root, caplog):
+    package = load_config(root).package
+    (root / "src" / package / "schemas.py").write_text(SCHEMAS.replace("customers = ", "custmers = "))
+    sys.modules.pop(f"{package}.schemas", None)
+    with caplog.at_level("WARNING", logger="mlops_template"):
+        run_pipeline(Pipeline([writing(GOOD.assign(age=[25, 31, 999]))]), load_config(root))  # nothing checks it
+    assert stored(root)
+    assert f"{package}.schemas: schema 'custmers' is named after no dataset, so it checks nothing; did you mean" in (
+        caplog.text
+    )
+    assert "'customers'" in caplog.text

@@ -204,3 +204,16 @@ def test_a_variable_the_url_reads_must_be_set_and_a_literal_password_is_refused(
     write_config(root, connections='pg = "postgresql+psycopg2://ml:hunter2@127.0.0.1:1/x"\n')
     with pytest.raises(ConfigError, match=r"pg holds a password; passwords stay out of mlops.toml: write \$\{PG_"):
         load_config(root)
+
+
+def test_an_athena_url_is_accepted_and_its_dialect_loads_without_calling_aws(root, monkeypatch):
+    from sqlalchemy import create_engine
+
+    athena = "awsathena+rest://@athena.${AWS_REGION}.amazonaws.com:443/sales?s3_staging_dir=s3://acme-athena/results/"
+    write_config(root, connections=f'athena = "{athena}"\n')
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    config = load_config(root)
+    url = sql.connection_url(config, config.environment("local"), "athena")
+    assert url == athena.replace("${AWS_REGION}", "eu-west-1")
+    engine = create_engine(url)  # PyAthena's dialect (the `athena` extra); nothing is connected yet
+    assert engine.dialect.name == "awsathena"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,25 @@ def load_schemas(package: str) -> dict[str, Any]:
     except Exception as exc:
         raise ConfigError(f"{name} cannot be imported ({type(exc).__name__}: {exc}); fix the schema module") from exc
     return {key: value for key, value in vars(module).items() if isinstance(value, pa.DataFrameSchema)}
+
+
+def unused_schemas(package: str, datasets: Callable[[], list[str]]) -> list[str]:
+    """A warning for each schema named after no dataset the storage holds, once a run has written them: a typo.
+
+    `datasets` lists the storage's dataset names; it is called only when the project has schemas.
+    """
+    from mlops_template.errors import choices
+
+    schemas = load_schemas(package)
+    if not schemas:
+        return []
+    names = datasets()
+    return [
+        f"{package}.{SCHEMAS_MODULE}: schema '{name}' is named after no dataset, so it checks nothing; "
+        f"{choices(names, name)} (name each schema after the dataset it checks)"
+        for name in schemas
+        if name not in names
+    ]
 
 
 def check(df: pd.DataFrame, schema: Any, dataset: str) -> Failure | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import tempfile
@@ -196,6 +197,12 @@ def run_pipeline(
         with store_errors(env):
             sweep_lost(client, experiment_id, lease, parent.run_id)  # step runs of other processes that died
             result.status = settle(client, experiment_id, parent)
+        if env.validation != "off":
+            from mlops_template.data.snapshots import SnapshotStore
+            from mlops_template.data.validation import unused_schemas
+
+            for warning in unused_schemas(config.package, SnapshotStore(storage).names):
+                logging.getLogger("mlops_template").warning(warning)
     return result
 
 

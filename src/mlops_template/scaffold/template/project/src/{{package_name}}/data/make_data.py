@@ -1,17 +1,24 @@
 """Obtain the raw data and clean it."""
 
+from pathlib import Path
+
 import pandas as pd
 from mlops_template import StepContext, check_target
 
 
 def make_data(ctx: StepContext) -> None:
+    p = ctx.params
     # ctx.engine: "pandas", or "dask" when the raw data is large ([data] engine in mlops.toml).
-    raw = ctx.read_raw(engine=ctx.engine) if ctx.has_raw() else bundled_iris()
-    target = ctx.params["target"]
+    if p.get("query"):  # a database instead of files: [steps.make_data.params] query, connection (README)
+        raw = ctx.read_sql(p["query"], connection=p["connection"], params=p.get("query_params", {}), engine=ctx.engine)
+    else:
+        raw = ctx.read_raw(engine=ctx.engine) if ctx.has_raw() else bundled_iris()
+    target = p["target"]
     check_target(raw, target, ctx.task, table="the raw data")  # a wrong target or task: one clear line
     ctx.write("processed", clean(raw, target=target))
     # Row counts from the snapshots' manifests, so a Dask table is not computed again to count it.
-    read = len(raw) if isinstance(raw, pd.DataFrame) else ctx.snapshot("raw").rows
+    source = Path(p["query"]).stem if p.get("query") else "raw"  # what read_sql or read_raw kept it as
+    read = len(raw) if isinstance(raw, pd.DataFrame) else ctx.snapshot(source).rows
     kept = ctx.snapshot("processed").rows
     ctx.log.info("%d rows kept, %d duplicate or unlabelled dropped", kept, read - kept)
 
