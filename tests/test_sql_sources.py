@@ -217,3 +217,20 @@ def test_an_athena_url_is_accepted_and_its_dialect_loads_without_calling_aws(roo
     assert url == athena.replace("${AWS_REGION}", "eu-west-1")
     engine = create_engine(url)  # PyAthena's dialect (the `athena` extra); nothing is connected yet
     assert engine.dialect.name == "awsathena"
+
+
+def test_a_dask_read_has_the_workers_read_the_result_from_storage(root, monkeypatch):
+    from mlops_template.data import engines
+
+    monkeypatch.setattr(sql, "CHUNK_ROWS", 2)
+    results: list = []
+    try:
+        run_pipeline(Pipeline([reading(results, engine="dask")]), load_config(root))
+        [ddf] = results
+        assert engines.is_dask(ddf)
+        df = ddf.compute().reset_index(drop=True)
+    finally:
+        engines.close_clients()
+    assert df["id"].tolist() == [2, 3, 4] and df["age"].tolist() == [31, 47, 52]
+    staged = [p for p in (root / "storage" / "snapshots" / "customers").glob(".parts-*")]
+    assert staged == []  # the result's staging copy is gone

@@ -137,7 +137,8 @@ def result_file(url: str, query: Query, *, environment: str) -> Iterator[tuple[P
     with tempfile.TemporaryDirectory(prefix="mlops-sql-") as tmp:
         parts = _fetch(url, query, Path(tmp), environment=environment)
         schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
-        joined, rows = Path(tmp) / "result.parquet", 0
+        (Path(tmp) / "result").mkdir()  # a folder of the result alone, which can be uploaded whole
+        joined, rows = Path(tmp) / "result" / "result.parquet", 0
         with pq.ParquetWriter(joined, schema) as writer:
             for batch in ds.dataset([str(p) for p in parts], schema=schema, format="parquet").to_batches():
                 writer.write_batch(batch)

@@ -16,7 +16,7 @@ from mlops_template.data import engines, raw
 from mlops_template.data.hashing import FORMATS, content_id
 from mlops_template.data.layout import Snapshot, current_key, current_parts_folder
 from mlops_template.data.raw import RAW_PREFIX
-from mlops_template.data.snapshots import SnapshotStore
+from mlops_template.data.snapshots import SnapshotStore, Stored
 from mlops_template.data.tables import parse_table, to_pandas, write_table
 from mlops_template.errors import DataError, StorageError
 from mlops_template.models.gate import Decision
@@ -252,16 +252,35 @@ class StepContext(Proposals):
                             f"(params {found.record()['params']}); check the parameters and the tables, or pass "
                             "allow_empty=True to read_sql"
                         )
-                    import pyarrow.parquet as pq
-
-                    table = pq.read_table(path)
-                    self._check_schema(name, to_pandas(table))
-                    stored = self.snapshots.write_table(name, table, run_id=self.run_id, step=self.step, current=False)
+                    stored = self._store_result(name, path, engine)
             snapshot_id = stored.snapshot.id
             if self.scope is not None:
                 snapshot_id = self.scope.pin(name, snapshot_id, self.run_id)  # another attempt may have been first
         mlflow.set_tag(TAG_SQL_PREFIX + name, json.dumps(found.record(), sort_keys=True))
         return self.read_snapshot(f"{name}:{snapshot_id}", engine=engine)
+
+    def _store_result(self, name: str, path: Path, engine: str) -> Stored:
+        """A query's result file kept as a snapshot (not made current), checked against its schema first.
+
+        For Dask the file is put in the storage's staging area and the workers
+        read it from there in row groups, so the step's process never holds it.
+        """
+        import pyarrow.parquet as pq
+
+        from mlops_template.data import partitioned
+
+        if engine != engines.DASK:
+            table = pq.read_table(path)
+            self._check_schema(name, to_pandas(table))
+            return self.snapshots.write_table(name, table, run_id=self.run_id, step=self.step, current=False)
+        self.dask_client()
+        staging = partitioned.staging_folder(name)
+        self.storage.upload_dir(path.parent, staging)  # the folder holds the result file alone
+        try:
+            ddf = self._check_schema(name, partitioned.read_file(self.storage, f"{staging}/{path.name}", "parquet"))
+            return self.snapshots.write_dask(name, ddf, run_id=self.run_id, step=self.step, current=False)
+        finally:
+            self.storage.delete(staging)
 
     def _check_schema(self, name: str, df: pd.DataFrame | DaskFrame) -> pd.DataFrame | DaskFrame:
         """`df` checked against the project's schema for `name` (`<package>.schemas`), as `[data] validation` says.
