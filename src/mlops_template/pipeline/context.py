@@ -8,28 +8,27 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.config.load import Config, Environment
-from mlops_template.data import engines, raw
+from mlops_template.data import engines
 from mlops_template.data.hashing import FORMATS, content_id
 from mlops_template.data.layout import Snapshot, current_key, current_parts_folder
 from mlops_template.data.raw import RAW_PREFIX
-from mlops_template.data.snapshots import SnapshotStore, Stored
-from mlops_template.data.tables import parse_table, to_pandas, write_table
+from mlops_template.data.snapshots import SnapshotStore
+from mlops_template.data.tables import parse_table, write_table
 from mlops_template.errors import DataError, StorageError
 from mlops_template.models.gate import Decision
 from mlops_template.pipeline.coordination import RunScope
 from mlops_template.pipeline.proposal import Candidate, Proposals, refs
 from mlops_template.pipeline.replay import Replay
+from mlops_template.pipeline.sources import Sources
 from mlops_template.progress import activity
 from mlops_template.storage import Storage
 from mlops_template.tracking.tags import (
     TAG_DATA_PREFIX,
     TAG_OUTPUT_PREFIX,
     TAG_OUTPUT_URI_PREFIX,
-    TAG_SQL_PREFIX,
     TAG_TRAINING_DATA,
 )
 
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class StepContext(Proposals):
+class StepContext(Proposals, Sources):
     """Everything one step may use. Built by the runner, one per step run."""
 
     step: str
@@ -172,163 +171,9 @@ class StepContext(Proposals):
         mlflow.set_tag(TAG_OUTPUT_PREFIX + name, stored.snapshot.id)  # what later steps of this pipeline run read
         return stored.snapshot.id
 
-    def has_raw(self) -> bool:
-        """Whether the storage holds raw input files under `raw/` (or this pipeline run already read some)."""
-        if self.replay is not None:
-            return self._replayed(RAW_PREFIX) is not None
-        return self._pinned_raw() is not None or bool(raw.raw_keys(self.storage))
-
-    def read_raw(self, pattern: str = "*", *, engine: str = "pandas") -> pd.DataFrame | DaskFrame:
-        """The CSV, parquet and JSON-lines files under the storage's `raw/` (those `pattern` matches), in name order.
-
-        `pattern` is a glob relative to `raw/` (`"events/2024-*.csv"`); every
-        file must have the same columns. `engine="dask"` reads them in blocks on
-        the Dask workers (a large CSV file in 64 MB pieces) instead of into this
-        process. What was read is kept as a snapshot named `raw`, so a later run
-        can be reproduced even after the raw files change, and pinned to the
-        pipeline run: a retried step reads that snapshot, whatever `raw/` holds by then.
-        """
-        engine = self._check_engine(engine)
-        pinned = self._pinned_raw()
-        if pinned is not None:
-            return self.read_snapshot(f"{RAW_PREFIX}:{pinned}", engine=engine)
-        keys = raw.raw_keys(self.storage, pattern)
-        if not keys:
-            where = f"{self.storage.uri(RAW_PREFIX)}/{'' if pattern == '*' else pattern}"
-            raise StorageError(
-                f"no .csv, .parquet or .jsonl files match {where}; add some, fix the pattern, or drop read_raw()"
-            )
-        df = None
-        if engine == engines.DASK:
-            self.dask_client()
-            ddf = self._check_schema(RAW_PREFIX, raw.read_dask(self.storage, keys))
-            stored = self.snapshots.write_dask(RAW_PREFIX, ddf, run_id=self.run_id, step=self.step, current=False)
-        else:
-            df = self._check_schema(RAW_PREFIX, raw.read_pandas(self.storage, keys))
-            stored = self.snapshots.write_table(RAW_PREFIX, df, run_id=self.run_id, step=self.step, current=False)
-        snapshot_id = stored.snapshot.id
-        if self.scope is not None:
-            snapshot_id = self.scope.pin(RAW_PREFIX, snapshot_id, self.run_id)  # another attempt may have been first
-        if df is None or snapshot_id != stored.snapshot.id:  # Dask reads the stored parts, not the files again
-            return self.read_snapshot(f"{RAW_PREFIX}:{snapshot_id}", engine=engine)
-        self._log_snapshot(stored.snapshot, df, "input")
-        return df
-
-    def read_sql(
-        self,
-        query: str | Path,
-        *,
-        connection: str,
-        params: dict[str, Any] | None = None,
-        name: str | None = None,
-        allow_empty: bool = False,
-        engine: str = "pandas",
-    ) -> pd.DataFrame | DaskFrame:
-        """The result of the query file `query` (relative to the project) on the environment's `connection`.
-
-        `params` bind as `:name` in the query. The result is kept as a snapshot
-        named `name` (default: the file's stem) and pinned to the pipeline run,
-        so a retried step reads it rather than the live tables; the step run
-        records the query's file, sha256, connection name and parameters
-        (`mlops show`). No rows is an error unless `allow_empty=True`.
-        """
-        import json
-
-        import mlflow
-
-        from mlops_template.data import sql
-
-        engine = self._check_engine(engine)
-        found = sql.read_query(self.config.root, query, connection, params or {})
-        name = name or found.path.stem
-        snapshot_id = self._replayed(name) or (self.scope.pinned(name) if self.scope is not None else None)
-        if snapshot_id is None:
-            url = sql.connection_url(self.config, self.environment, connection)
-            with activity(f"querying '{connection}' ({found.relative})"):
-                with sql.result_file(url, found, environment=self.environment.name) as (path, rows):
-                    if rows == 0 and not allow_empty:
-                        raise DataError(
-                            f"query {found.relative} on connection '{connection}' returned no rows "
-                            f"(params {found.record()['params']}); check the parameters and the tables, or pass "
-                            "allow_empty=True to read_sql"
-                        )
-                    stored = self._store_result(name, path, engine)
-            snapshot_id = stored.snapshot.id
-            if self.scope is not None:
-                snapshot_id = self.scope.pin(name, snapshot_id, self.run_id)  # another attempt may have been first
-        mlflow.set_tag(TAG_SQL_PREFIX + name, json.dumps(found.record(), sort_keys=True))
-        return self.read_snapshot(f"{name}:{snapshot_id}", engine=engine)
-
-    def _store_result(self, name: str, path: Path, engine: str) -> Stored:
-        """A query's result file kept as a snapshot (not made current), checked against its schema first.
-
-        For Dask the file is put in the storage's staging area and the workers
-        read it from there in row groups, so the step's process never holds it.
-        """
-        import pyarrow.parquet as pq
-
-        from mlops_template.data import partitioned
-
-        if engine != engines.DASK:
-            table = pq.read_table(path)
-            self._check_schema(name, to_pandas(table))
-            return self.snapshots.write_table(name, table, run_id=self.run_id, step=self.step, current=False)
-        self.dask_client()
-        staging = partitioned.staging_folder(name)
-        self.storage.upload_dir(path.parent, staging)  # the folder holds the result file alone
-        try:
-            ddf = self._check_schema(name, partitioned.read_file(self.storage, f"{staging}/{path.name}", "parquet"))
-            return self.snapshots.write_dask(name, ddf, run_id=self.run_id, step=self.step, current=False)
-        finally:
-            self.storage.delete(staging)
-
-    def _check_schema(self, name: str, df: pd.DataFrame | DaskFrame) -> pd.DataFrame | DaskFrame:
-        """`df` checked against the project's schema for `name` (`<package>.schemas`), as `[data] validation` says.
-
-        Failed under `error`: the step stops with the summary and nothing is
-        stored; under `warn`: a warning, and it is stored. The failing rows go
-        into the step run's artifact `schema/<name>.failures.csv`. A Dask frame
-        is checked partition by partition by the workers as they write it.
-        """
-        from mlops_template.data import validation
-
-        mode = self.environment.validation
-        schema = validation.load_schemas(self.config.package).get(name) if mode != "off" else None
-        if schema is None:
-            return df
-        if engines.is_dask(df):
-            if mode == "warn":
-                self.notes.append(f"schema of '{name}' not checked: warn mode checks pandas tables only")
-                return df
-            return df.map_partitions(validation.validated_part, schema, name, meta=df._meta)
-        failure = validation.check(df, schema, name)
-        if failure is None:
-            return df
-        import mlflow
-
-        artifact = f"schema/{name}.failures.csv"
-        mlflow.log_text(failure.report.to_csv(index=False), artifact)
-        if mode == "warn":
-            self.log.warning("%s (failing rows: %s)", failure.summary, artifact)
-            self.notes.append(f"schema of '{name}' failed, stored anyway ([data] validation = \"warn\")")
-            return df
-        raise DataError(
-            f"{failure.summary}; nothing was stored under '{name}' (failing rows: artifact {artifact} of this step "
-            f"run); fix the data, or the schema in {self.config.package}.schemas"
-        )
-
     def _replayed(self, name: str) -> str | None:
         """In a reproduction, the snapshot id of `name` the reproduced step read."""
         return self.replay.reads_of(self.step).get(name) if self.replay is not None else None
-
-    def _pinned_raw(self) -> str | None:
-        if self.replay is not None:
-            return self._replayed(RAW_PREFIX)
-        if self.scope is None:
-            return None
-        if "raw" not in self._pins:
-            self._pins["raw"] = self.scope.pinned(RAW_PREFIX)
-        return self._pins["raw"]
 
     def _read_current(self, name: str) -> tuple[str, bytes]:
         """The bytes of `datasets/<name>.parquet`, or of `.csv` for a CSV added with `mlops data add`."""
