@@ -211,3 +211,23 @@ def test_a_schema_named_after_no_dataset_is_named_with_the_nearest_after_the_run
         caplog.text
     )
     assert "'customers'" in caplog.text
+
+
+def test_a_dask_table_is_checked_per_partition_by_the_workers(root):
+    import dask.dataframe as dd
+
+    from mlops_template.data import engines
+
+    package = load_config(root).package
+    bad = dd.from_pandas(GOOD.assign(age=[25, 131, 47]), npartitions=2)
+    try:
+        with pytest.raises(StepError) as raised:
+            run_pipeline(Pipeline([writing(bad)]), load_config(root))
+        message = str(raised.value)
+        assert "column 'age' fails in_range(0, 120) on 1 row" in message and "\n" not in message
+        assert [p for p in stored(root) if p.is_file() or any(p.rglob("*.*"))] == []  # no part, no manifest
+        write_config(root, package, '[data]\nvalidation = "warn"\n')  # the workers log it, the table is stored
+        run_pipeline(Pipeline([writing(bad)]), load_config(root))
+        assert stored(root)
+    finally:
+        engines.close_clients()

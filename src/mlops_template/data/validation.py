@@ -89,12 +89,19 @@ def check(df: pd.DataFrame, schema: Any, dataset: str) -> Failure | None:
     return None
 
 
-def validated_part(part: pd.DataFrame, schema: Any, dataset: str) -> pd.DataFrame:
-    """A Dask partition, checked by the worker that holds it: a failure stops the write with its summary."""
+def validated_part(part: pd.DataFrame, schema: Any, dataset: str, warn: bool = False) -> pd.DataFrame:
+    """A Dask partition, checked by the worker that holds it: a failure stops the write with its summary.
+
+    With `warn`, the worker logs the summary instead (on its own stderr) and the partition is kept.
+    """
+    import logging
+
     from mlops_template.errors import DataError
 
     failure = check(part, schema, dataset)
-    if failure is not None:
+    if failure is not None and warn:
+        logging.getLogger("mlops_template").warning("%s (one partition; stored anyway)", failure.summary)
+    elif failure is not None:
         raise DataError(failure.summary)
     return part
 

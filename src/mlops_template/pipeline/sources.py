@@ -165,10 +165,7 @@ class Sources:
         if schema is None:
             return df
         if engines.is_dask(df):
-            if mode == "warn":
-                self.notes.append(f"schema of '{name}' not checked: warn mode checks pandas tables only")
-                return df
-            return df.map_partitions(validation.validated_part, schema, name, meta=df._meta)
+            return df.map_partitions(validation.validated_part, schema, name, mode == "warn", meta=df._meta)
         failure = validation.check(df, schema, name)
         if failure is None:
             return df
