@@ -140,7 +140,8 @@ def result_file(url: str, query: Query, *, environment: str) -> Iterator[tuple[P
         (Path(tmp) / "result").mkdir()  # a folder of the result alone, which can be uploaded whole
         joined, rows = Path(tmp) / "result" / "result.parquet", 0
         with pq.ParquetWriter(joined, schema) as writer:
-            for batch in ds.dataset([str(p) for p in parts], schema=schema, format="parquet").to_batches():
+            joined_parts = ds.dataset([str(p) for p in parts], schema=schema, format="parquet")
+            for batch in joined_parts.to_batches(batch_readahead=0, fragment_readahead=0):  # one batch held at a time
                 writer.write_batch(batch)
                 rows += batch.num_rows
         yield joined, rows
@@ -163,6 +164,8 @@ def _fetch(url: str, query: Query, folder: Path, *, environment: str) -> list[Pa
         ) from error
     try:
         with engine.connect() as connection:
+            if engine.dialect.name == "duckdb":
+                return _duckdb_parts(connection, query, folder, where)
             result = connection.execution_options(stream_results=True, max_row_buffer=CHUNK_ROWS).execute(
                 text(query.text), query.params
             )
@@ -185,6 +188,48 @@ def _fetch(url: str, query: Query, folder: Path, *, environment: str) -> list[Pa
     finally:
         engine.dispose()
     return parts
+
+
+def _duckdb_parts(connection: Any, query: Query, folder: Path, where: str) -> list[Path]:
+    """DuckDB's result as Arrow batches from its streaming execution: its cursor would materialise it whole first."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sqlalchemy import text
+
+    compiled = text(query.text).compile(dialect=connection.dialect)  # :name becomes DuckDB's $1, $2, ...
+    bound = compiled.construct_params(query.params)
+    arguments = [bound[name] for name in compiled.positiontup or []]
+    database = connection.connection.driver_connection  # duckdb_engine's wrapper: DuckDB's own connection calls
+    parts: list[Path] = []
+    try:
+        reader = database.sql(compiled.string, params=arguments or None).to_arrow_reader(CHUNK_ROWS)
+        schema = _widened(reader.schema)
+        for batch in reader:
+            part = folder / f"part-{len(parts):05d}.parquet"
+            pq.write_table(pa.Table.from_batches([batch]).cast(schema), part)
+            parts.append(part)
+        if not parts:
+            part = folder / "part-00000.parquet"
+            pq.write_table(schema.empty_table(), part)
+            parts.append(part)
+    except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as error:
+        raise DataError(f"query {query.relative} failed on {where}: {_first_line(error)}; fix the query") from error
+    except duckdb.Error as error:
+        raise DataError(f"{where} failed: {_first_line(error)}; check the database file") from error
+    return parts
+
+
+def _widened(schema: Any) -> Any:
+    """Integers as int64 and floats as float64, as every other driver's rows give them through pandas."""
+    import pyarrow as pa
+
+    def wide(kind: Any) -> Any:
+        if pa.types.is_integer(kind):
+            return pa.int64()
+        return pa.float64() if pa.types.is_floating(kind) else kind
+
+    return pa.schema([field.with_type(wide(field.type)) for field in schema])
 
 
 def _first_line(error: BaseException) -> str:

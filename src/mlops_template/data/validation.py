@@ -113,6 +113,8 @@ def _failure(dataset: str, cases: pd.DataFrame) -> Failure:
     for (column, check_name), group in labelled.groupby(["column", "check"], sort=False):
         if not column:  # a check of the table itself: a column missing, or one the schema does not know
             table_wide.append(f"{check_name} {_cases(group)}")
+        elif group["index"].isna().all():  # a check of the column as a whole (its dtype): what it found instead
+            by_column.append((len(labelled), f"column '{column}' fails {check_name} {_cases(group)}"))
         else:
             rows = group["index"].nunique()
             by_column.append((rows, f"column '{column}' fails {check_name} on {rows} row{'s' if rows != 1 else ''}"))
