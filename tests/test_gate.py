@@ -12,7 +12,7 @@ import pytest
 from mlops_template.config.load import Gate
 from mlops_template.config.metrics import better, higher_is_better, metric_problem, metric_task
 from mlops_template.models.gate import Comparison, evaluate_gate, unseen_rows
-from mlops_template.models.registry import directory_sha256
+from mlops_template.models.model_files import sha256 as directory_sha256
 from mlops_template.models.scoring import check_scorer, score
 
 F1 = Gate(metric="f1", min=0.8, beat_champion=True)

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from mlops_template import load_config, read_predictions
 from mlops_template.cli.main import main
 from mlops_template.data.hashing import content_id
-from mlops_template.models.registry import directory_sha256
+from mlops_template.models.model_files import sha256 as directory_sha256
 from mlops_template.scaffold.new import new_project
 
 

@@ -20,7 +20,7 @@ from conftest import TRAINED_NAME, copy_project, store_client
 
 from mlops_template.cli.main import main
 from mlops_template.cli.models import REFUSED
-from mlops_template.models.registry import directory_sha256
+from mlops_template.models.model_files import sha256 as directory_sha256
 
 NAME = TRAINED_NAME  # the session's trained project, copied
 PROD = '[environments.prod]\nstorage = "prod/data"\ntracking_uri = "sqlite:///prod/mlruns.db"\n\n'

@@ -21,7 +21,7 @@ from stack import MLFLOW_OVERRIDES, MlflowServer, running_mlflow_servers
 from test_team_stack import api, bucket_keys, s3
 
 from mlops_template.cli.main import main
-from mlops_template.models.registry import directory_sha256
+from mlops_template.models.model_files import sha256 as directory_sha256
 from mlops_template.scaffold.new import new_project
 
 NAME = "promostack"

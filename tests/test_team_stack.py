@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 from stack import MlflowServer, client_env
 
-from mlops_template.models.registry import directory_sha256
+from mlops_template.models.model_files import sha256 as directory_sha256
 from mlops_template.scaffold.new import new_project
 
 NAME = "teamp"

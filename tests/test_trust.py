@@ -69,7 +69,7 @@ def stored_folder(root: Path, version: str, env: str = "local") -> Path:
 
 def retag_sha256(root: Path, version: str, env: str = "local") -> None:
     """What someone with registry write access can do: record the sha256 of the files as they are now."""
-    from mlops_template.models.registry import directory_sha256
+    from mlops_template.models.model_files import sha256 as directory_sha256
 
     sha = directory_sha256(stored_folder(root, version, env))
     client(root, env).set_model_version_tag("trust", version, "mlops.model_sha256", sha)

@@ -23,3 +23,28 @@ def check_keys(table: Any, allowed: Iterable[str], path: Path, where: str) -> No
     for key in table:
         if key not in allowed:
             raise ConfigError(f"{path}: unknown key '{key}' {place}; {choices(allowed, key)}")
+
+
+def check_table(table: dict[str, Any], schema: dict[str, type], path: Path, where: str) -> None:
+    """`check_keys`, and each value of the type `schema` gives it (`float` takes integers; `object` anything)."""
+    check_keys(table, schema, path, where)
+    for key, value in table.items():
+        expected = schema[key]
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if expected is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise ConfigError(
+                f"{path}: [{where}] {key} must be {type_name(expected)}, got {type(value).__name__} {value!r}"
+            )
+
+
+def type_name(kind: type) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        dict: "a table",
+        list: "a list",
+    }[kind]

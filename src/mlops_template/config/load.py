@@ -7,15 +7,15 @@ and what would be valid, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mlops_template.config.dag import DagSettings, parse_dag
+from mlops_template.config.data import ENGINES, parse_connections, parse_engine, parse_validation
 from mlops_template.config.environ import user_value
-from mlops_template.config.keys import check_keys
+from mlops_template.config.keys import check_keys, check_table
 from mlops_template.config.resources import Resources, parse_resources
 from mlops_template.errors import ConfigError, choices
 from mlops_template.redact import redacted_repr
@@ -38,9 +38,6 @@ _ENVIRONMENT_KEYS = {
     "model": dict,
     "connections": dict,
 }
-_DATA_KEYS = {"engine": str, "validation": str}
-VALIDATION = ("error", "warn", "off")
-ENGINES = ("pandas", "dask", "auto")
 _STEP_KEYS = {"params": dict, "resources": dict}
 _MODEL_KEYS = {"name": str, "task": str, "gate": dict, "trusted_types": list, "allow_pickle": bool}
 # What an environment may set for itself in [environments.<name>.model]: name and task are the project's, one model
@@ -187,7 +184,7 @@ def load_config(root: Path | str | None = None) -> Config:
 def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
     check_keys(raw, _TOP_KEYS, path, "")
     project = _table(raw, "project", path, required=True)
-    _check_table(project, _PROJECT_KEYS, path, "project")
+    check_table(project, _PROJECT_KEYS, path, "project")
     for key in ("name", "package"):
         if key not in project:
             raise ConfigError(f"{path}: [project] needs '{key}'; add `{key} = \"...\"`")
@@ -197,31 +194,31 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
             "use letters, digits and underscores"
         )
 
-    data_engine = _engine(_table(raw, "data", path), path, "data") or "auto"
-    data_validation = _validation(_table(raw, "data", path), path, "data") or "error"
+    data_engine = parse_engine(_table(raw, "data", path), path, "data") or "auto"
+    data_validation = parse_validation(_table(raw, "data", path), path, "data") or "error"
     model_table = _table(raw, "model", path)
-    _check_table(model_table, _MODEL_KEYS, path, "model")
+    check_table(model_table, _MODEL_KEYS, path, "model")
     environments, environment_models = {}, {}
     for env_name, table in _table(raw, "environments", path, required=True).items():
         where = f"environments.{env_name}"
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{where}] must be a table")
-        _check_table(table, _ENVIRONMENT_KEYS, path, where)
+        check_table(table, _ENVIRONMENT_KEYS, path, where)
         for key in ("storage", "tracking_uri"):
             if key not in table:
                 raise ConfigError(f"{path}: [{where}] needs '{key}'")
         if table.get("tracking_timeout", 60) < 10:
             raise ConfigError(f"{path}: [{where}] tracking_timeout must be at least 10 (seconds)")
         fields = {k: v for k, v in table.items() if k not in ("data", "model", "connections")}
-        engine = _engine(table.get("data", {}), path, f"{where}.data") or data_engine
-        validation = _validation(table.get("data", {}), path, f"{where}.data") or data_validation
-        connections = _connections(table.get("connections", {}), path, f"{where}.connections")
+        engine = parse_engine(table.get("data", {}), path, f"{where}.data") or data_engine
+        validation = parse_validation(table.get("data", {}), path, f"{where}.data") or data_validation
+        connections = parse_connections(table.get("connections", {}), path, f"{where}.connections")
         environments[env_name] = _resolve_paths(
             Environment(name=env_name, engine=engine, validation=validation, connections=connections, **fields), root
         )
         if "model" in table:
             own = table["model"]
-            _check_table(own, _ENVIRONMENT_MODEL_KEYS, path, f"{where}.model")
+            check_table(own, _ENVIRONMENT_MODEL_KEYS, path, f"{where}.model")
             gate = {**model_table.get("gate", {}), **own.get("gate", {})}
             merged = {**model_table, **own, "gate": gate}
             environment_models[env_name] = _model(merged, project["name"], path, f"{where}.model")
@@ -240,7 +237,7 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
         where = f"steps.{step_name}"
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [{where}] must be a table")
-        _check_table(table, _STEP_KEYS, path, where)
+        check_table(table, _STEP_KEYS, path, where)
         resources = parse_resources(table.get("resources", {}), path, f"{where}.resources")
         steps[step_name] = StepConfig(params=dict(table.get("params", {})), resources=resources)
 
@@ -274,7 +271,7 @@ def _model(table: dict[str, Any], project: str, path: Path, where: str) -> Model
             "(rmse, mae, mse: lower is better, and min is a ceiling; f1, r2 and scikit-learn scorers, "
             "which negate their losses as neg_*: higher)"
         )
-    _check_table(gate_table, _GATE_KEYS, path, f"{where}.gate")
+    check_table(gate_table, _GATE_KEYS, path, f"{where}.gate")
     on_error = gate_table.get("on_champion_error", "refuse")
     if on_error not in ON_CHAMPION_ERROR:
         raise ConfigError(
@@ -323,41 +320,6 @@ def _trusted_types(value: list[Any], path: Path, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _connections(table: dict[str, Any], path: Path, where: str) -> tuple[tuple[str, str], ...]:
-    """`[environments.<name>.connections]`: SQLAlchemy URLs by name; a password goes in as `${VARIABLE}`."""
-    for name, url in table.items():
-        if not isinstance(url, str) or "://" not in url:
-            raise ConfigError(
-                f"{path}: [{where}] {name} must be a SQLAlchemy URL string such as "
-                f'"duckdb:///warehouse.duckdb" or "postgresql+psycopg2://user:${{PASSWORD}}@host/db", got {url!r}'
-            )
-        userinfo = url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[0]
-        password = userinfo.partition(":")[2]
-        if password and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", password):
-            raise ConfigError(
-                f"{path}: [{where}] {name} holds a password; passwords stay out of mlops.toml: write "
-                f"${{{name.upper()}_PASSWORD}} in its place and set that variable where the pipeline runs"
-            )
-    return tuple(sorted(table.items()))
-
-
-def _validation(table: dict[str, Any], path: Path, where: str) -> str | None:
-    """`[data] validation`: what a table failing its schema does: error (the default), warn, or off."""
-    value = table.get("validation")
-    if value is not None and value not in VALIDATION:
-        raise ConfigError(f"{path}: [{where}] validation '{value}' is unknown; {choices(VALIDATION, value)}")
-    return value
-
-
-def _engine(table: dict[str, Any], path: Path, where: str) -> str | None:
-    """`[data] engine`: pandas, dask, or auto (Dask when the raw data is large for this machine)."""
-    _check_table(table, _DATA_KEYS, path, where)
-    engine = table.get("engine")
-    if engine is not None and engine not in ENGINES:
-        raise ConfigError(f"{path}: [{where}] engine '{engine}' is unknown; {choices(ENGINES, engine)}")
-    return engine
-
-
 def _table(raw: dict[str, Any], key: str, path: Path, *, required: bool = False) -> dict[str, Any]:
     if key not in raw:
         if required:
@@ -367,30 +329,6 @@ def _table(raw: dict[str, Any], key: str, path: Path, *, required: bool = False)
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: '{key}' must be a table ([{key}]), not {type(value).__name__}")
     return value
-
-
-def _check_table(table: dict[str, Any], schema: dict[str, type], path: Path, where: str) -> None:
-    check_keys(table, schema, path, where)
-    for key, value in table.items():
-        expected = schema[key]
-        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-        if expected is float:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok:
-            raise ConfigError(
-                f"{path}: [{where}] {key} must be {_type_name(expected)}, got {type(value).__name__} {value!r}"
-            )
-
-
-def _type_name(kind: type) -> str:
-    return {
-        str: "a string",
-        int: "an integer",
-        float: "a number",
-        bool: "true or false",
-        dict: "a table",
-        list: "a list",
-    }[kind]
 
 
 def _resolve_paths(env: Environment, root: Path) -> Environment:

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +27,7 @@ from mlops_template import vcs
 from mlops_template.config.environ import scope
 from mlops_template.config.load import Config, StepConfig
 from mlops_template.errors import MlopsError, RunError, VcsError, choices
+from mlops_template.lineage.checkout import pipeline_at, worktree
 from mlops_template.lineage.names import resolve_run
 from mlops_template.lineage.show import dataset_refs, load_run
 from mlops_template.pipeline.provenance import (
@@ -56,7 +54,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-    from mlops_template.pipeline.pipeline import Pipeline
     from mlops_template.pipeline.runner import OnStep
 
 logger = logging.getLogger(__name__)
@@ -144,9 +141,9 @@ def reproduce(
         repo = _repository(config.root)
         _check_commit(repo, plan.commit, named.pipeline.info.run_id)
     order = list(plan.originals)
-    with _worktree(repo, plan.commit, plan.diff) as tree:
+    with worktree(repo, plan.commit, plan.diff) as tree:
         code_root = tree / config.root.resolve().relative_to(repo)
-        with _pipeline_at(config, code_root) as pipeline:
+        with pipeline_at(config, code_root) as pipeline:
             replay = Replay(named.pipeline.info.run_id, code_root, plan.reads, plan.models, register)
             result = run_pipeline(
                 pipeline,
@@ -292,57 +289,6 @@ def _check_commit(repo: Path, commit: str, run_id: str) -> None:
 
 
 # -- running it -------------------------------------------------------------------------------
-
-
-@contextmanager
-def _worktree(repo: Path, commit: str, diff: bytes | None) -> Iterator[Path]:
-    """A temporary detached worktree of `commit`, with `diff` applied; removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="mlops-reproduce-") as tmp:
-        tree = Path(tmp) / "code"
-
-        def git(command: str, action: Callable[..., None], *args: Any) -> None:
-            try:
-                action(*args)
-            except VcsError as exc:
-                raise RunError(
-                    f"git {command} failed while preparing the code of {commit[:12]}: "
-                    f"{exc.reason or exc.returncode}; check the repository at {repo}"
-                ) from exc
-
-        git("worktree", vcs.worktree_add, repo, tree, commit)
-        try:
-            if diff:
-                git("apply", vcs.apply, tree, diff)
-            yield tree
-        finally:
-            vcs.worktree_remove(repo, tree)
-
-
-@contextmanager
-def _pipeline_at(config: Config, code_root: Path) -> Iterator[Pipeline]:
-    """The project's pipeline imported from `code_root`, with whatever was imported before put back afterwards.
-
-    The package is imported afresh (a process may hold today's version of it),
-    from the worktree's `src/` only.
-    """
-    from mlops_template.pipeline.loader import load_pipeline
-
-    package = config.package
-
-    def ours(module: str) -> bool:
-        return module == package or module.startswith(package + ".")
-
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if ours(k)}
-    saved_path = list(sys.path)
-    today = str((config.root / "src").resolve())
-    sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != today]
-    try:
-        yield load_pipeline(replace(config, root=code_root))
-    finally:
-        for module in [k for k in sys.modules if ours(k)]:
-            del sys.modules[module]
-        sys.modules.update(saved)
-        sys.path[:] = saved_path
 
 
 def _with_params(config: Config, code_root: Path, recorded: dict[str, dict[str, str]]) -> Config:

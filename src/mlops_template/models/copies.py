@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_template.config.load import Environment
 from mlops_template.errors import IntegrityError
-from mlops_template.models import registry
+from mlops_template.models import model_files, registry
 from mlops_template.models.origin import Origin
 from mlops_template.redact import redact, redact_text
 from mlops_template.tracking.tags import (
@@ -106,7 +106,7 @@ def _verify_copy(env: Environment, model_id: str, origin: Origin) -> None:
 
     with tempfile.TemporaryDirectory(prefix="mlops-promoted-") as tmp:
         path = mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=tmp)
-        actual = registry.directory_sha256(path)
+        actual = model_files.sha256(path)
     if actual != origin.sha256:
         raise IntegrityError(
             f"environment '{env.name}': the stored copy of {origin.ref} does not match its {TAG_MODEL_SHA256} "

@@ -113,15 +113,9 @@ class Recorded:
         return lambda X: self._rows(X, "decision_function")
 
     def __sklearn_tags__(self):
-        from sklearn.utils import ClassifierTags, RegressorTags, Tags, TargetTags
+        from mlops_template.models.scoring import estimator_tags
 
-        classifier = self._estimator_type == "classifier"
-        return Tags(
-            estimator_type=self._estimator_type,
-            target_tags=TargetTags(required=True),
-            classifier_tags=ClassifierTags() if classifier else None,
-            regressor_tags=RegressorTags() if self._estimator_type == "regressor" else None,
-        )
+        return estimator_tags(self._estimator_type)
 
 
 def _array(values: list[Any]) -> np.ndarray:

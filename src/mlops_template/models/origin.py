@@ -15,7 +15,7 @@ from mlops_template.config.load import Config, Environment
 from mlops_template.data.layout import Snapshot
 from mlops_template.data.snapshots import SnapshotStore
 from mlops_template.errors import ConfigError, IntegrityError, StorageError, TrackingError
-from mlops_template.models import registry
+from mlops_template.models import model_files, registry
 from mlops_template.storage import open_storage
 from mlops_template.tracking.connect import point_at
 from mlops_template.tracking.failures import store_errors
@@ -79,8 +79,8 @@ def read_origin(config: Config, env: Environment, version: str, folder: Path, *,
     with store_errors(env, registry=True):
         path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(folder)))
         params = dict(client.get_run(found.run_id).data.params) if found.run_id else {}
-    registry.drop_download_notes(path)
-    actual = registry.directory_sha256(path)
+    model_files.drop_download_notes(path)
+    actual = model_files.sha256(path)
     if actual != sha256:
         raise IntegrityError(
             f"environment '{env.name}': the files of {name} v{version} do not match its {TAG_MODEL_SHA256} "

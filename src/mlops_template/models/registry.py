@@ -10,13 +10,13 @@ creation fails.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.errors import IntegrityError, NoChampionError, TrackingError
+from mlops_template.models import model_files
 from mlops_template.models.journal import Pending
 from mlops_template.models.trust import Trust, route
 from mlops_template.tracking.tags import TAG_DATA_PREFIX, TAG_HELDOUT_DATA, TAG_MODEL_SHA256, TAG_TRAINING_DATA
@@ -181,10 +181,6 @@ def set_champion(client: MlflowClient, name: str, version: str) -> None:
     set_alias(client, name, CHAMPION, version)
 
 
-# Written by MLflow into every download of `models:/<name>/<version>`, so not part of the model.
-_DOWNLOAD_NOTES = {"registered_model_meta"}
-
-
 def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
     """Point `alias` at `version` (which exists)."""
     from mlflow.exceptions import MlflowException
@@ -284,22 +280,6 @@ def promote(client: MlflowClient, name: str, version: str, *, alias: str = CHAMP
         raise TrackingError(f"model registry: cannot move '{alias}' of '{name}' ({exc.message})") from exc
 
 
-def drop_download_notes(folder: str | Path) -> None:
-    """Remove what MLflow writes into a download of `models:/<name>/<version>`, leaving the model's own files."""
-    for note in _DOWNLOAD_NOTES:
-        (Path(folder) / note).unlink(missing_ok=True)
-
-
-def directory_sha256(folder: str | Path) -> str:
-    """A hash of every model file's relative path and bytes: changes if any of them changes."""
-    digest = hashlib.sha256()
-    root = Path(folder)
-    for file in sorted(p for p in root.rglob("*") if p.is_file() and p.name not in _DOWNLOAD_NOTES):
-        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(file.read_bytes()).digest())
-    return digest.hexdigest()
-
-
 @dataclass
 class Champion:
     """A loaded champion model: its registry version, the data it came from, and a `predict`."""
@@ -360,7 +340,7 @@ def load_version(client: MlflowClient, name: str, version: ModelVersion, trust: 
         )
     with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
         path = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}", dst_path=tmp))
-        actual = directory_sha256(path)
+        actual = model_files.sha256(path)
         if expected != actual:
             raise IntegrityError(
                 f"{what}: files do not match the sha256 recorded at registration "

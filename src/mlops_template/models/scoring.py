@@ -117,6 +117,18 @@ def _estimator(model: Any, y: Any, task: str) -> Any:
     return _Predictor(model, y, task)
 
 
+def estimator_tags(kind: str | None):
+    """scikit-learn's tags for a stand-in model of `kind` ("classifier", "regressor" or None), so scorers accept it."""
+    from sklearn.utils import ClassifierTags, RegressorTags, Tags, TargetTags
+
+    return Tags(
+        estimator_type=kind,
+        target_tags=TargetTags(required=True),
+        classifier_tags=ClassifierTags() if kind == "classifier" else None,
+        regressor_tags=RegressorTags() if kind == "regressor" else None,
+    )
+
+
 class _Predictor:
     """A predict-only model seen through scikit-learn's eyes, so scorers can call it."""
 
@@ -129,15 +141,7 @@ class _Predictor:
             self.classes_ = np.unique(np.asarray(y))
 
     def __sklearn_tags__(self):
-        from sklearn.utils import ClassifierTags, RegressorTags, Tags, TargetTags
-
-        classifier = self._estimator_type == "classifier"
-        return Tags(
-            estimator_type=self._estimator_type,
-            target_tags=TargetTags(required=True),
-            classifier_tags=ClassifierTags() if classifier else None,
-            regressor_tags=None if classifier else RegressorTags(),
-        )
+        return estimator_tags(self._estimator_type)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return predict(self.model, X)

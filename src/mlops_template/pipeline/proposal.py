@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_template.config.load import Config, Environment, ModelConfig
-from mlops_template.data.snapshots import SnapshotStore
-from mlops_template.models import registry
+from mlops_template.config.load import ModelConfig
+from mlops_template.models import model_files, registry
 from mlops_template.models.gate import Decision
 from mlops_template.models.trust import Trust
+from mlops_template.pipeline.state import StepState
 from mlops_template.progress import activity
 from mlops_template.redact import redact_text
 from mlops_template.tracking.tags import (
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from mlops_template.models import flavors
-    from mlops_template.pipeline.replay import Replay
-    from mlops_template.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -49,17 +47,9 @@ class Candidate:
     value: float
 
 
-class Proposals:
-    """The model half of a step's context: `StepContext` holds the state named here, and `_store` and `log_metrics`."""
+class Proposals(StepState):
+    """The model half of a step's context: `StepContext` holds the state, and `_store` and `log_metrics`."""
 
-    step: str
-    config: Config
-    environment: Environment
-    storage: Storage
-    snapshots: SnapshotStore
-    run_id: str
-    replay: Replay | None
-    notes: list[str]
     _datasets: dict[str, str]
     _training: dict[str, str]
     _proposal: tuple[Candidate, Decision] | None
@@ -182,7 +172,7 @@ class Proposals:
         name = self.model_config.name
         with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
             local = Path(mlflow.artifacts.download_artifacts(candidate.model_uri, dst_path=tmp))
-            sha256 = registry.directory_sha256(local)
+            sha256 = model_files.sha256(local)
             tags = {
                 TAG_MODEL_SHA256: sha256,
                 **{TAG_DATA_PREFIX + k: v for k, v in self._datasets.items()},

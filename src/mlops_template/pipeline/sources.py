@@ -4,20 +4,16 @@ and every table checked against its dataset's schema (`data.validation`) before 
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_template.config.load import Config, Environment
 from mlops_template.data import engines, raw
 from mlops_template.data.raw import RAW_PREFIX
-from mlops_template.data.snapshots import SnapshotStore, Stored
+from mlops_template.data.snapshots import Stored
 from mlops_template.data.tables import to_pandas
 from mlops_template.errors import DataError, StorageError
-from mlops_template.pipeline.coordination import RunScope
-from mlops_template.pipeline.replay import Replay
+from mlops_template.pipeline.state import StepState
 from mlops_template.progress import activity
-from mlops_template.storage import Storage
 from mlops_template.tracking.tags import TAG_SQL_PREFIX
 
 if TYPE_CHECKING:
@@ -25,19 +21,9 @@ if TYPE_CHECKING:
     from dask.dataframe import DataFrame as DaskFrame
 
 
-class Sources:
-    """The input half of a step's context: `StepContext` holds the state named here, and reads snapshots."""
+class Sources(StepState):
+    """The input half of a step's context: `StepContext` holds the state, and reads snapshots."""
 
-    step: str
-    config: Config
-    environment: Environment
-    storage: Storage
-    snapshots: SnapshotStore
-    run_id: str
-    scope: RunScope | None
-    replay: Replay | None
-    notes: list[str]
-    log: logging.Logger
     _pins: dict[str, str | None]
 
     def has_raw(self) -> bool:
