@@ -346,8 +346,9 @@ def load_version(client: MlflowClient, name: str, version: ModelVersion, trust: 
                 f"{what}: files do not match the sha256 recorded at registration "
                 f"({actual[:12]} != {expected[:12]}); the artifacts were changed, re-train or restore them"
             )
-        route(path, trust, what=what)  # checked in every process and environment, held or not
-        if actual not in _loaded:
+        if actual in _loaded:  # held by this process: checked again for this environment's trust
+            route(path, trust, what=what)
+        else:  # loading checks the route
             _keep(actual, load_folder(path, trust, what=what))
         model, names = _loaded[actual]
     return Champion(name=name, version=str(version.version), model=model, feature_names=names, tags=dict(version.tags))

@@ -106,18 +106,23 @@ class Sources(StepState):
                             f"(params {found.record()['params']}); check the parameters and the tables, or pass "
                             "allow_empty=True to read_sql"
                         )
-                    stored = self._store_result(name, path, engine)
+                    stored, df = self._store_result(name, path, engine)
             snapshot_id = stored.snapshot.id
             if self.scope is not None:
                 snapshot_id = self.scope.pin(name, snapshot_id, self.run_id)  # another attempt may have been first
+            if df is not None and snapshot_id == stored.snapshot.id:  # the table in hand: not read back
+                mlflow.set_tag(TAG_SQL_PREFIX + name, json.dumps(found.record(), sort_keys=True))
+                self._log_snapshot(stored.snapshot, df, "input")
+                return df
         mlflow.set_tag(TAG_SQL_PREFIX + name, json.dumps(found.record(), sort_keys=True))
         return self.read_snapshot(f"{name}:{snapshot_id}", engine=engine)
 
-    def _store_result(self, name: str, path: Path, engine: str) -> Stored:
+    def _store_result(self, name: str, path: Path, engine: str) -> tuple[Stored, pd.DataFrame | None]:
         """A query's result file kept as a snapshot (not made current), checked against its schema first.
 
-        For Dask the file is put in the storage's staging area and the workers
-        read it from there in row groups, so the step's process never holds it.
+        With pandas, the table as the step gets it comes back too. For Dask the
+        file is put in the storage's staging area and the workers read it from
+        there in row groups, so the step's process never holds it.
         """
         import pyarrow.parquet as pq
 
@@ -125,14 +130,14 @@ class Sources(StepState):
 
         if engine != engines.DASK:
             table = pq.read_table(path)
-            self._check_schema(name, to_pandas(table))
-            return self.snapshots.write_table(name, table, run_id=self.run_id, step=self.step, current=False)
+            df = self._check_schema(name, to_pandas(table))
+            return self.snapshots.write_table(name, table, run_id=self.run_id, step=self.step, current=False), df
         self.dask_client()
         staging = partitioned.staging_folder(name)
         self.storage.upload_dir(path.parent, staging)  # the folder holds the result file alone
         try:
             ddf = self._check_schema(name, partitioned.read_file(self.storage, f"{staging}/{path.name}", "parquet"))
-            return self.snapshots.write_dask(name, ddf, run_id=self.run_id, step=self.step, current=False)
+            return self.snapshots.write_dask(name, ddf, run_id=self.run_id, step=self.step, current=False), None
         finally:
             self.storage.delete(staging)
 
