@@ -290,17 +290,23 @@ def test_a_run_artifact_that_cannot_be_saved_does_not_hide_the_steps_error(tiny_
 # -- a read-only project, as in a pod running a read-only image ------------------------------
 
 
-def _as_another_user() -> list[str]:
-    """The command prefix that runs as a user without write access to root-owned files.
+def _read_only_prefix(root: Path) -> list[str]:
+    """The command prefix under which `root` cannot be written, as in a pod whose image is read-only.
 
-    Root ignores file modes, so as root the run goes through `runuser -u nobody`;
-    any other user is already bound by them.
+    Root ignores file modes but not a read-only mount: as root, the run gets a mount namespace of its
+    own in which the project is bound read-only (wherever the checkout lives, even under a 0700
+    folder). Without `unshare` it runs as `nobody` through `runuser`; any other user is already
+    bound by the fixture's file modes.
     """
     if os.geteuid() != 0:
         return []
+    unshare = shutil.which("unshare")
+    if unshare and subprocess.run([unshare, "--mount", "true"], capture_output=True).returncode == 0:
+        bind = 'mount --bind -o ro "$0" "$0" && exec "$@"'
+        return [unshare, "--mount", "sh", "-c", bind, str(root)]
     runuser = shutil.which("runuser")
     if runuser is None:
-        pytest.skip("running as root without `runuser`: cannot run as a user that file modes apply to")
+        pytest.skip("running as root with neither `unshare` nor `runuser`: nothing makes the project read-only")
     try:
         pwd.getpwnam("nobody")
     except KeyError:
@@ -361,7 +367,7 @@ def read_only_project() -> Iterator[tuple[Path, Path]]:
 
 def test_a_failing_step_in_a_read_only_project_logs_its_traceback_under_the_temp_folder(read_only_project):
     root, writable = read_only_project
-    prefix = _as_another_user()
+    prefix = _read_only_prefix(root)
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(writable),

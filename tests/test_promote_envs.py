@@ -1,8 +1,10 @@
 """Promotion between two local environments: two folders, two SQLite stores, one rendered project.
 
-`local` has two registered versions of the template's model: v1, trained with the
-template's params (the session's trained project), and v2, the champion, which beat v1 on the same held-out rows. `prod` is a folder and a SQLite store of its own, empty at first.
-Each test promotes into its own copy of the project, so none depends on another.
+`local` has two registered versions: v1, a baseline that always predicts the most frequent class,
+and v2, the template's model, the champion because it beat v1 on the same held-out rows. The order is
+built, not found: a constant answer scores below any model that separates the species. The gate has
+no floor (`min = false`), so the baseline is registered. `prod` is a folder and a SQLite store of its
+own, empty at first. Each test promotes into its own copy of the project, so none depends on another.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import TRAINED_NAME, copy_project, store_client
+from conftest import copy_project, store_client
 
 from mlops_template.cli.main import main
 from mlops_template.cli.models import REFUSED
 from mlops_template.models.model_files import sha256 as directory_sha256
+from mlops_template.scaffold.new import new_project
 
-NAME = TRAINED_NAME  # the session's trained project, copied
+NAME = "iris-promote"
 PROD = '[environments.prod]\nstorage = "prod/data"\ntracking_uri = "sqlite:///prod/mlruns.db"\n\n'
 _RUN_VARIABLES = ("MLOPS_ENVIRONMENT", "MLOPS_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID")
 
@@ -39,19 +42,34 @@ def set_prod(root: Path, section: str) -> None:
     toml.write_text(text)
 
 
+BASELINE = (
+    '    if p.get("baseline"):  # a constant answer: the floor any real model beats\n'
+    "        from sklearn.dummy import DummyClassifier\n\n"
+    '        model = DummyClassifier(strategy="most_frequent")\n'
+)
+
+
 @pytest.fixture(scope="module")
-def trained(trained_project, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project with `local` v1 and v2 (champion, better on the same rows); `prod` a folder and SQLite store.
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project with `local` v1 (the baseline) and v2 (champion, better on the same rows); `prod` empty.
 
     Read only: each test takes a copy.
     """
     with pytest.MonkeyPatch.context() as mp:
         for var in _RUN_VARIABLES:
             mp.delenv(var, raising=False)
-        root = copy_project(trained_project.root, tmp_path_factory.mktemp("promote") / NAME)
+        root = new_project(NAME, directory=tmp_path_factory.mktemp("promote") / NAME, lock=False)
         set_prod(root, PROD)
-        # One boosting round scores better on these held-out rows than the template's hundred: v2 beats v1.
-        strong = cli(root, "run", "--step", "train_model", "-P", "train_model.max_iter=1", "-P", "max_depth=2")
+        toml = root / "mlops.toml"
+        toml.write_text(toml.read_text().replace("gate = { min = 0.8,", "gate = { min = false,"))
+        step = next((root / "src").glob("*/models/train_model.py"))
+        fit = "    model.fit(X, train[target])\n"
+        assert fit in step.read_text()
+        step.write_text(step.read_text().replace(fit, BASELINE + fit))
+        weak = cli(root, "run", "-P", "train_model.baseline=true")
+        assert weak.exit_code == 0, weak.output
+        assert f"{NAME} v1 is champion" in weak.output
+        strong = cli(root, "run", "--step", "train_model")
         assert strong.exit_code == 0, strong.output
         assert f"{NAME} v2 is champion" in strong.output
         (root / "prod").mkdir()

@@ -42,6 +42,8 @@ def train(ctx):
 
 pipeline = Pipeline([make, train])
 """
+# Longer than the bounded retries mlops sets for a step (a few seconds each), far shorter than MLflow's own.
+HELD_ON_LIMIT = 90
 
 
 @pytest.fixture
@@ -97,17 +99,18 @@ def test_a_server_killed_during_a_step_fails_it_in_one_line_and_the_next_run_end
     wait_for(signals / "ready", run)
     os.killpg(process.pid, signal.SIGKILL)  # the server and its workers, at once
     process.wait()
-    started = time.monotonic()
     (signals / "go").write_text("")
-    stdout, stderr = run.communicate(timeout=300)
-    seconds = time.monotonic() - started
+    try:  # a hang guard, not a speed check: MLflow's own retries would hold on for minutes
+        stdout, stderr = run.communicate(timeout=HELD_ON_LIMIT)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        pytest.fail(f"the step still held on {HELD_ON_LIMIT} s after the tracking server was lost")
 
     assert run.returncode == 1, stdout + stderr
     assert "Traceback" not in stdout + stderr
     [line] = [line for line in stderr.splitlines() if not line.startswith("Warning: ")]
     assert line.startswith(f"Error: step 'train' failed: environment 'dev': tracking store {server.url} failed: ")
     assert "start the server or fix tracking_uri" in line
-    assert seconds < 30, f"the step held on for {seconds:.0f} s after the server was lost"
 
     # The server comes back; the next run in the environment ends what the lost one left RUNNING.
     restarted, _ = _start_mlflow_server(postgres, s3_endpoint, tmp_path, again=server)
