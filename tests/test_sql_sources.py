@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import store_client
@@ -109,11 +111,24 @@ def test_a_retry_under_the_same_key_reads_the_pinned_result_not_the_changed_tabl
     assert len(results[2]) == 4
 
 
-def test_a_result_larger_than_a_chunk_comes_in_chunks_with_its_types_unified(root, monkeypatch):
+def row_groups_of_results(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The row groups of each result file `read_sql` stores, as it stores them."""
+    groups: list[int] = []
+    real = sql.result_file
+
+    @contextmanager
+    def spy(*args, **kwargs):
+        with real(*args, **kwargs) as (path, rows):
+            groups.append(pq.ParquetFile(path).metadata.num_row_groups)
+            yield path, rows
+
+    monkeypatch.setattr(sql, "result_file", spy)
+    return groups
+
+
+def test_a_duckdb_result_larger_than_a_chunk_is_written_a_chunk_at_a_time(root, monkeypatch):
     monkeypatch.setattr(sql, "CHUNK_ROWS", 10)
-    parts: list[int] = []
-    real_fetch = sql._fetch
-    monkeypatch.setattr(sql, "_fetch", lambda *a, **k: parts.append(len(found := real_fetch(*a, **k))) or found)
+    groups = row_groups_of_results(monkeypatch)
     with duckdb.connect(str(root / "warehouse.duckdb")) as db:
         db.execute("CREATE TABLE scores (id INTEGER, score DOUBLE, grade VARCHAR)")
         db.execute(  # score and grade are empty in the whole first chunk
@@ -125,6 +140,40 @@ def test_a_result_larger_than_a_chunk_comes_in_chunks_with_its_types_unified(roo
 
     def read_scores(ctx: StepContext) -> None:
         results.append(ctx.read_sql("queries/scores.sql", connection="warehouse"))
+
+    run_pipeline(Pipeline([read_scores]), load_config(root))
+    [df] = results
+    assert groups == [4] and len(df) == 35  # 10, 10, 10 and 5 rows: no chunk held more
+    assert df["score"].dtype == "float64" and df["score"].isna().sum() == 10 and df["score"].iloc[-1] == 17.5
+    assert df["grade"].iloc[:10].isna().all() and df["grade"].iloc[-1] == "g35"
+
+
+def test_a_server_result_in_chunks_takes_the_types_of_later_chunks_where_the_first_is_empty(
+    root, postgres, monkeypatch
+):
+    url = postgres.create_database()
+    monkeypatch.setattr(sql, "CHUNK_ROWS", 10)
+    parts: list[int] = []
+    real_join = sql._join
+    monkeypatch.setattr(sql, "_join", lambda found, target: parts.append(len(found)) or real_join(found, target))
+    import psycopg2
+
+    dsn = url.removeprefix("postgresql+psycopg2://").split("@")[1]
+    host_port, database = dsn.split("/")
+    host, port = host_port.split(":")
+    with psycopg2.connect(host=host, port=port, user="postgres", dbname=database) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TABLE scores (id integer, score double precision, grade text)")
+            cursor.execute(  # score and grade are empty in the whole first chunk
+                "INSERT INTO scores SELECT i, CASE WHEN i > 10 THEN i / 2.0 END, CASE WHEN i > 10 THEN 'g' || i END "
+                "FROM generate_series(1, 35) i"
+            )
+    write_config(root, connections=f'pg = "postgresql+psycopg2://postgres@{host}:{port}/{database}"\n')
+    (root / "queries" / "scores.sql").write_text("SELECT * FROM scores ORDER BY id")
+    results: list = []
+
+    def read_scores(ctx: StepContext) -> None:
+        results.append(ctx.read_sql("queries/scores.sql", connection="pg"))
 
     run_pipeline(Pipeline([read_scores]), load_config(root))
     [df] = results

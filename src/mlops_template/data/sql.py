@@ -9,10 +9,11 @@ exist (an empty new database would answer every query wrongly).
 
 A query binds its parameters as `:name` in every dialect; one it names that is
 not given, or one given that it does not name, is refused before the database
-is asked. The result comes in chunks of `CHUNK_ROWS` rows, each written as a
-parquet part, so no fetch holds it whole; the parts are joined into one parquet
-file with their types unified (a column empty in the first chunk takes the
-type of a later one).
+is asked. The result comes in chunks of `CHUNK_ROWS` rows, so no fetch holds it
+whole. DuckDB gives its types up front, and its batches go straight into one
+parquet file; a DB-API driver's chunks are written as parquet parts and joined
+with their types unified (a column empty in the first chunk takes the type of a
+later one).
 """
 
 from __future__ import annotations
@@ -130,32 +131,18 @@ def _database_file(url: str, root: Path, environment: str, connection: str) -> s
 @contextmanager
 def result_file(url: str, query: Query, *, environment: str) -> Iterator[tuple[Path, int]]:
     """Run `query` on `url`; a parquet file of its result and its row count, removed when the block ends."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
-
     with tempfile.TemporaryDirectory(prefix="mlops-sql-") as tmp:
-        parts = _fetch(url, query, Path(tmp), environment=environment)
-        schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
         (Path(tmp) / "result").mkdir()  # a folder of the result alone, which can be uploaded whole
-        joined, rows = Path(tmp) / "result" / "result.parquet", 0
-        with pq.ParquetWriter(joined, schema) as writer:
-            joined_parts = ds.dataset([str(p) for p in parts], schema=schema, format="parquet")
-            for batch in joined_parts.to_batches(batch_readahead=0, fragment_readahead=0):  # one batch held at a time
-                writer.write_batch(batch)
-                rows += batch.num_rows
-        yield joined, rows
+        target = Path(tmp) / "result" / "result.parquet"
+        rows = _fetch(url, query, target, environment=environment)
+        yield target, rows
 
 
-def _fetch(url: str, query: Query, folder: Path, *, environment: str) -> list[Path]:
-    """The result in parquet parts of at most CHUNK_ROWS rows each (one, empty, for no rows)."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from sqlalchemy import create_engine, exc, text
+def _fetch(url: str, query: Query, target: Path, *, environment: str) -> int:
+    """Write the result to `target` (parquet), chunk by chunk; its row count."""
+    from sqlalchemy import create_engine, exc
 
     where = f"environment '{environment}': connection '{query.connection}' ({redact(url)})"
-    parts: list[Path] = []
     try:
         engine = create_engine(url)
     except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
@@ -165,20 +152,8 @@ def _fetch(url: str, query: Query, folder: Path, *, environment: str) -> list[Pa
     try:
         with engine.connect() as connection:
             if engine.dialect.name == "duckdb":
-                return _duckdb_parts(connection, query, folder, where)
-            result = connection.execution_options(stream_results=True, max_row_buffer=CHUNK_ROWS).execute(
-                text(query.text), query.params
-            )
-            columns = list(result.keys())
-            for rows in result.partitions(CHUNK_ROWS):
-                part = folder / f"part-{len(parts):05d}.parquet"
-                frame = pd.DataFrame.from_records(rows, columns=columns)
-                pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), part)
-                parts.append(part)
-            if not parts:
-                part = folder / "part-00000.parquet"
-                pq.write_table(pa.Table.from_pandas(pd.DataFrame(columns=columns), preserve_index=False), part)
-                parts.append(part)
+                return _duckdb_result(connection, query, target, where)
+            return _join(_dbapi_parts(connection, query, target.parent.parent), target)
     except exc.ProgrammingError as error:
         raise DataError(f"query {query.relative} failed on {where}: {_first_line(error)}; fix the query") from error
     except exc.DBAPIError as error:
@@ -187,11 +162,53 @@ def _fetch(url: str, query: Query, folder: Path, *, environment: str) -> list[Pa
         ) from error
     finally:
         engine.dispose()
+
+
+def _dbapi_parts(connection: Any, query: Query, folder: Path) -> list[Path]:
+    """The result in parquet parts of at most CHUNK_ROWS rows each (one, empty, for no rows), from a server cursor."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sqlalchemy import text
+
+    result = connection.execution_options(stream_results=True, max_row_buffer=CHUNK_ROWS).execute(
+        text(query.text), query.params
+    )
+    columns = list(result.keys())
+    parts: list[Path] = []
+    for rows in result.partitions(CHUNK_ROWS):
+        part = folder / f"part-{len(parts):05d}.parquet"
+        frame = pd.DataFrame.from_records(rows, columns=columns)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), part)
+        parts.append(part)
+    if not parts:
+        part = folder / "part-00000.parquet"
+        pq.write_table(pa.Table.from_pandas(pd.DataFrame(columns=columns), preserve_index=False), part)
+        parts.append(part)
     return parts
 
 
-def _duckdb_parts(connection: Any, query: Query, folder: Path, where: str) -> list[Path]:
-    """DuckDB's result as Arrow batches from its streaming execution: its cursor would materialise it whole first."""
+def _join(parts: list[Path], target: Path) -> int:
+    """The parts as one parquet file with their types unified, one batch held at a time; its row count."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+    rows = 0
+    with pq.ParquetWriter(target, schema) as writer:
+        joined = ds.dataset([str(p) for p in parts], schema=schema, format="parquet")
+        for batch in joined.to_batches(batch_readahead=0, fragment_readahead=0):
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    for part in parts:
+        part.unlink()
+    return rows
+
+
+def _duckdb_result(connection: Any, query: Query, target: Path, where: str) -> int:
+    """DuckDB's result as Arrow batches from its streaming execution (its cursor would materialise it whole first),
+    each written to `target` as it comes; its row count."""
     import duckdb
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -201,23 +218,19 @@ def _duckdb_parts(connection: Any, query: Query, folder: Path, where: str) -> li
     bound = compiled.construct_params(query.params)
     arguments = [bound[name] for name in compiled.positiontup or []]
     database = connection.connection.driver_connection  # duckdb_engine's wrapper: DuckDB's own connection calls
-    parts: list[Path] = []
+    rows = 0
     try:
         reader = database.sql(compiled.string, params=arguments or None).to_arrow_reader(CHUNK_ROWS)
         schema = _widened(reader.schema)
-        for batch in reader:
-            part = folder / f"part-{len(parts):05d}.parquet"
-            pq.write_table(pa.Table.from_batches([batch]).cast(schema), part)
-            parts.append(part)
-        if not parts:
-            part = folder / "part-00000.parquet"
-            pq.write_table(schema.empty_table(), part)
-            parts.append(part)
+        with pq.ParquetWriter(target, schema) as writer:
+            for batch in reader:
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+                rows += batch.num_rows
     except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as error:
         raise DataError(f"query {query.relative} failed on {where}: {_first_line(error)}; fix the query") from error
     except duckdb.Error as error:
         raise DataError(f"{where} failed: {_first_line(error)}; check the database file") from error
-    return parts
+    return rows
 
 
 def _widened(schema: Any) -> Any:
