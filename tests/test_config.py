@@ -317,14 +317,14 @@ def test_unknown_top_level_key_names_key_choices_and_near_miss(write_config):
     message = config_error(write_config, "[projct]\nname = 'x'\n")
     assert "unknown key 'projct'" in message
     assert "did you mean 'project'?" in message
-    assert "environments, model, params, project, steps" in message
+    assert "environments, model, params, project, run, steps" in message
 
 
 def test_unknown_top_level_key_without_near_miss_lists_choices(write_config):
     message = config_error(write_config, "zzz = 1\n" + FULL_CONFIG)
     assert "unknown key 'zzz'" in message
     assert "did you mean" not in message
-    assert "valid: dag, data, environments, model, params, project, steps" in message
+    assert "valid: dag, data, environments, model, params, project, run, steps" in message
 
 
 def test_unknown_key_in_an_environment(write_config):

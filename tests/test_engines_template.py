@@ -83,6 +83,7 @@ def run_steps(project: Path, engine: str) -> str:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_ENGINE", engine)
         args = ["run", "--project", str(project), "-s", "make_data", "-s", "feat_data", "-P", f"target={TARGET}"]
+        args.append("--no-cache")  # the Dask copy's second run computes again: the same snapshots, not reused ones
         result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output

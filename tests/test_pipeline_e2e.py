@@ -291,7 +291,7 @@ def test_show_points_each_run_at_its_own_predictions_when_another_wrote_the_same
 
     project = trained_copy
     for _ in range(2):  # the same champion on the same held-out rows: byte-identical predictions
-        assert run_cli("run", "--project", str(project), "--step", "predict").exit_code == 0
+        assert run_cli("run", "--project", str(project), "--step", "predict", "--no-cache").exit_code == 0
     parents, _ = pipeline_runs(project_client(project), "iris-e2e")
     written = []
     for parent in parents[-2:]:

@@ -76,7 +76,7 @@ def test_four_step_processes_with_one_key_make_one_pipeline_run_like_one_process
     key = "nightly-2026-11-26"
     statuses = []
     for step in STEPS:
-        done = mlops(project, "run", "--step", step, "--pipeline-run", key)
+        done = mlops(project, "run", "--step", step, "--pipeline-run", key, "--no-cache")  # each does its work
         assert done.returncode == 0, done.stderr
         assert f"key {key}" in done.stdout
         parents, _ = runs_of(project)
@@ -197,7 +197,7 @@ def test_pipelines_started_together_on_a_fresh_project_all_succeed_and_read_only
     assert not (project / "mlruns.db").exists()
     started = [
         subprocess.Popen(
-            [sys.executable, "-m", "mlops_template", "run", "-P", f"seed={n}"],
+            [sys.executable, "-m", "mlops_template", "run", "-P", f"seed={n}", "--no-cache"],  # BATCH: not in a key
             cwd=project,
             env=_env({"BATCH": str(n)}),
             stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from conftest import project_client
 
+from mlops_template import load_config, read_predictions
 from mlops_template.data.hashing import content_id
 from mlops_template.scaffold.new import new_project
 
@@ -63,7 +64,7 @@ def test_run_pipeline_py_trains_predicts_and_reads_both_back(trained_copy):
     assert parent.data.tags["mlops.steps"] == "train_model,predict" and parent.info.status == "FINISHED"
     featurized = project / "data" / "datasets" / "featurized.parquet"
     assert lines[1] == f"featurized:{content_id(featurized.read_bytes())}: 149 rows, 8 columns"
-    stored = pd.read_parquet(project / "data" / "predictions" / f"{run_id}.parquet")
+    stored = read_predictions(load_config(project), run_id)  # its own file, or the one a reused predict made
     champion = project_client(project).get_model_version_by_alias("iris-e2e", "champion")
     assert lines[2] == f"{len(stored)} predictions by model v{champion.version}"
     header = lines[3].split()  # the head of the table: first and last columns (pandas elides the middle)

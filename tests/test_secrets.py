@@ -98,7 +98,9 @@ def test_no_secret_reaches_params_tags_artifacts_logs_output_storage_or_ps(proje
     assert run.returncode == 0, run.stdout + run.stderr
     assert "postgres:***@" in run.stdout  # where it was tracked, its password hidden
     outputs.append(run)
-    failing = mlops(root, tracking, "run", "--environment", "secure", "--step", "train_model", LEAK_IN_STEP="1")
+    failing = mlops(  # the variable is not in the step's key: without --no-cache the step would be reused
+        root, tracking, "run", "--environment", "secure", "--step", "train_model", "--no-cache", LEAK_IN_STEP="1"
+    )
     assert failing.returncode == 1  # the step's error, quoting a secret, is in its traceback, log file and artifact
     assert "RuntimeError: login refused for mlflow:***" in failing.stdout + failing.stderr
     assert list(root.glob(".mlops/logs/*-train_model.log"))

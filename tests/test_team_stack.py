@@ -183,7 +183,7 @@ def test_predict_alone_loads_the_champion_through_the_server(dev_run, mlflow_ser
         f"/mlflow-artifacts/presigned/{experiment_id}/models/{model_id}/"
     )
 
-    result = mlops(dev_run.root, "run", "--environment", "dev", "--step", "predict")
+    result = mlops(dev_run.root, "run", "--environment", "dev", "--step", "predict", "--no-cache")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"model {NAME} v1" in result.stdout

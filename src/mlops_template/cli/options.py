@@ -42,13 +42,34 @@ plan_option = click.option(
     help="Every step the keyed pipeline run will have [default: the whole pipeline with --pipeline-run].",
 )
 
+cache_option = click.option(
+    "--no-cache", "no_cache", is_flag=True, help="Run every step, even one an earlier run could be reused for."
+)
+force_option = click.option(
+    "--force-step",
+    "force",
+    multiple=True,
+    metavar="STEP",
+    help="Run this step even if an earlier run could be reused for it (repeatable).",
+)
+
 
 project_option = click.option("--project", type=click.Path(file_okay=False, path_type=Path), help="Project folder.")
 
 
 def run_options(command):
     """The options of a pipeline run, shared by `mlops run` and a project's `python -m <package>.main`."""
-    for option in reversed((step_option, env_option, param_option, pipeline_run_option, plan_option, supersede_option)):
+    options = (
+        step_option,
+        env_option,
+        param_option,
+        pipeline_run_option,
+        plan_option,
+        supersede_option,
+        cache_option,
+        force_option,
+    )
+    for option in reversed(options):
         command = option(command)
     return command
 

@@ -40,6 +40,8 @@ def run(
     pipeline_run: str | None,
     plan: str | None,
     supersede: bool,
+    no_cache: bool,
+    force: tuple[str, ...],
     project: Path | None,
 ) -> None:
     """Run the pipeline, or some steps, as one tracked pipeline run (joining KEY's with --pipeline-run)."""
@@ -56,6 +58,8 @@ def run(
         pipeline_run=pipeline_run,
         plan=plan,
         supersede=supersede,
+        cache=not no_cache,
+        force=force,
     )
 
 
@@ -69,6 +73,8 @@ def run_and_report(
     pipeline_run: str | None = None,
     plan: str | None = None,
     supersede: bool = False,
+    cache: bool = True,
+    force: Sequence[str] = (),
 ) -> PipelineResult:
     """Run the pipeline with command-line options, printing a line per step and where the run is tracked."""
     import time
@@ -106,6 +112,8 @@ def run_and_report(
         pipeline_run=pipeline_run,
         plan=[s.strip() for s in plan.split(",") if s.strip()] if plan else None,
         supersede=supersede,
+        cache=cache,
+        force=list(force),
     )
     _print_where(result, started)
     return result
@@ -150,7 +158,7 @@ def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:
     @click.command(context_settings={"help_option_names": ["-h", "--help"]})
     @run_options
     @verbose_option
-    def command(steps, environment, params, pipeline_run, plan, supersede, verbose):
+    def command(steps, environment, params, pipeline_run, plan, supersede, no_cache, force, verbose):
         from mlops_template.config.load import load_config
 
         try:
@@ -163,6 +171,8 @@ def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:
                 pipeline_run=pipeline_run,
                 plan=plan,
                 supersede=supersede,
+                cache=not no_cache,
+                force=force,
             )
         except MlopsError as exc:
             fail(exc, verbose=verbose)

@@ -23,7 +23,8 @@ from mlops_template.redact import redacted_repr
 CONFIG_FILE = "mlops.toml"
 DEFAULT_ENVIRONMENT = "local"
 
-_TOP_KEYS = {"project", "environments", "params", "steps", "model", "dag", "data"}
+_TOP_KEYS = {"project", "environments", "params", "steps", "model", "dag", "data", "run"}
+_RUN_KEYS = {"cache": bool}  # [run], also per environment
 _PROJECT_KEYS = {"name": str, "package": str, "default_environment": str}
 _ENVIRONMENT_KEYS = {
     "storage": str,
@@ -37,8 +38,9 @@ _ENVIRONMENT_KEYS = {
     "data": dict,
     "model": dict,
     "connections": dict,
+    "run": dict,
 }
-_STEP_KEYS = {"params": dict, "resources": dict}
+_STEP_KEYS = {"params": dict, "resources": dict, "cache": bool}
 _MODEL_KEYS = {"name": str, "task": str, "gate": dict, "trusted_types": list, "allow_pickle": bool}
 # What an environment may set for itself in [environments.<name>.model]: name and task are the project's, one model
 # across environments, so that promotion finds it and its metric means the same thing everywhere.
@@ -68,6 +70,7 @@ class Environment:
     validation: str = "error"  # [data] validation: what a table failing its schema does (error, warn, off)
     # [environments.<name>.connections]: name -> SQLAlchemy URL, `${VAR}` read from the environment when used
     connections: tuple[tuple[str, str], ...] = ()
+    cache: bool = True  # [run] cache, or this environment's [environments.<name>.run] cache
 
     @property
     def is_remote_storage(self) -> bool:
@@ -111,6 +114,7 @@ class ModelConfig:
 class StepConfig:
     params: dict[str, Any] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
+    cache: bool | None = None  # [steps.<name>] cache: over the environment's [run] cache when set
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,11 @@ class Config:
 
     def step(self, name: str) -> StepConfig:
         return self.steps.get(name, StepConfig())
+
+    def caches(self, step: str, environment: Environment) -> bool:
+        """Whether `step` may be reused from an earlier run: `[steps.<step>] cache`, else the environment's `[run]`."""
+        own = self.step(step).cache
+        return environment.cache if own is None else own
 
     def step_params(self, name: str) -> dict[str, Any]:
         """Params a step sees: the shared `[params]`, then `[steps.<name>.params]`."""
@@ -196,6 +205,8 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
 
     data_engine = parse_engine(_table(raw, "data", path), path, "data") or "auto"
     data_validation = parse_validation(_table(raw, "data", path), path, "data") or "error"
+    run_table = _table(raw, "run", path)
+    check_table(run_table, _RUN_KEYS, path, "run")
     model_table = _table(raw, "model", path)
     check_table(model_table, _MODEL_KEYS, path, "model")
     environments, environment_models = {}, {}
@@ -209,7 +220,9 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
                 raise ConfigError(f"{path}: [{where}] needs '{key}'")
         if table.get("tracking_timeout", 60) < 10:
             raise ConfigError(f"{path}: [{where}] tracking_timeout must be at least 10 (seconds)")
-        fields = {k: v for k, v in table.items() if k not in ("data", "model", "connections")}
+        fields = {k: v for k, v in table.items() if k not in ("data", "model", "connections", "run")}
+        check_table(table.get("run", {}), _RUN_KEYS, path, f"{where}.run")
+        fields["cache"] = {**run_table, **table.get("run", {})}.get("cache", True)
         engine = parse_engine(table.get("data", {}), path, f"{where}.data") or data_engine
         validation = parse_validation(table.get("data", {}), path, f"{where}.data") or data_validation
         connections = parse_connections(table.get("connections", {}), path, f"{where}.connections")
@@ -239,7 +252,9 @@ def _parse(raw: dict[str, Any], root: Path, path: Path) -> Config:
             raise ConfigError(f"{path}: [{where}] must be a table")
         check_table(table, _STEP_KEYS, path, where)
         resources = parse_resources(table.get("resources", {}), path, f"{where}.resources")
-        steps[step_name] = StepConfig(params=dict(table.get("params", {})), resources=resources)
+        steps[step_name] = StepConfig(
+            params=dict(table.get("params", {})), resources=resources, cache=table.get("cache")
+        )
 
     model = _model(model_table, project["name"], path, "model")
 

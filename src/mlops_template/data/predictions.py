@@ -8,6 +8,7 @@ Layout under the environment's storage root, one of::
     predictions/<run-id>.parquet                 one file (a pandas table)
     predictions/<run-id>/part-NNNNN.parquet      or parts written by the Dask workers,
     predictions/<run-id>/_manifest.json          and their manifest, written last (no manifest: incomplete)
+    predictions/<run-id>.reused.json             or {"from": <run-id>}: a predict step reused from that run's
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]+")
 PREFIX = "predictions"
 MANIFEST = "_manifest.json"  # '_': parquet readers of the folder (Dask, pyarrow) skip it
+_MAX_REFERRALS = 100  # reused from a reused run, and so on: a chain longer than this is taken for a loop
 
 
 def predictions_key(run_id: str) -> str:
@@ -44,6 +46,29 @@ def predictions_key(run_id: str) -> str:
 def predictions_folder(run_id: str) -> str:
     """Where a pipeline run's predictions are stored as parts (written by Dask workers), under the storage root."""
     return predictions_key(run_id).removesuffix(".parquet")
+
+
+def refer(storage: Storage, run_id: str, source: str) -> None:
+    """Record that pipeline run `run_id`'s predictions are those `source` stored (its predict step was reused)."""
+    storage.write_bytes(_reused_key(run_id), json.dumps({"from": source}).encode())
+
+
+def stored_by(storage: Storage, run_id: str) -> str | None:
+    """The pipeline run whose stored predictions `run_id`'s are (itself, or the one it reused); None if none are."""
+    for _ in range(_MAX_REFERRALS):
+        if storage.exists(predictions_key(run_id)) or _manifest(storage, run_id) is not None:
+            return run_id
+        try:
+            run_id = str(json.loads(storage.read_bytes(_reused_key(run_id)))["from"])
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return None
+            raise
+    return None
+
+
+def _reused_key(run_id: str) -> str:
+    return predictions_key(run_id).removesuffix(".parquet") + ".reused.json"
 
 
 def write_parts(
@@ -121,6 +146,7 @@ def read_predictions(
     storage = open_storage(env)
     if engine not in ("pandas", "dask"):
         raise DataError(f"engine '{engine}' is unknown; use engine='pandas' or engine='dask'")
+    run_id = stored_by(storage, run_id) or run_id
     key = predictions_key(run_id)
     try:
         data = storage.read_bytes(key)

@@ -31,6 +31,17 @@ def raw_keys(storage: Storage, pattern: str = "*") -> list[str]:
     return [k for k in keys if fnmatch.fnmatchcase(k.removeprefix(f"{RAW_PREFIX}/"), pattern)]
 
 
+def files_digest(storage: Storage, keys: list[str]) -> str:
+    """One digest of the raw files `keys`: their names and contents (S3's ETags, which change with them)."""
+    import json
+
+    from mlops_template.data.hashing import digest_bytes, digest_file
+
+    remote = storage.etags(RAW_PREFIX) if keys and storage.local_path(keys[0]) is None else {}
+    files = {key: remote.get(key) or digest_file(storage.local_path(key) or "") for key in keys}
+    return digest_bytes(json.dumps(files, sort_keys=True).encode())
+
+
 def read_pandas(storage: Storage, keys: list[str]) -> pd.DataFrame:
     """The files as one DataFrame, in this process."""
     import pandas as pd

@@ -227,6 +227,19 @@ class SnapshotStore:
             )
         return False
 
+    def has(self, name: str, snapshot_id: str) -> bool:
+        """Whether the snapshot `name:snapshot_id` is still stored whole: its manifest and its bytes (or parts)."""
+        try:
+            manifest = self.storage.read_bytes(manifest_key(name, snapshot_id))
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return False
+            raise
+        snapshot = Snapshot.from_json(json.loads(manifest))
+        if snapshot.partitioned:
+            return set(snapshot.part_keys) <= set(self.storage.list(snapshot.key))
+        return self.storage.exists(snapshot.key)
+
     def find(self, name: str, digest: str) -> Snapshot | None:
         """The complete snapshot of `name` with this full digest, None when it is not stored here."""
         return self._complete(name, digest)

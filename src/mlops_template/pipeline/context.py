@@ -19,6 +19,7 @@ from mlops_template.data.snapshots import SnapshotStore
 from mlops_template.data.tables import parse_table, write_table
 from mlops_template.errors import DataError, StorageError
 from mlops_template.models.gate import Decision
+from mlops_template.pipeline.cache import Reads
 from mlops_template.pipeline.coordination import RunScope
 from mlops_template.pipeline.proposal import Candidate, Proposals, refs
 from mlops_template.pipeline.replay import Replay
@@ -59,6 +60,7 @@ class StepContext(Proposals, Sources):
     _training: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _proposal: tuple[Candidate, Decision] | None = field(default=None, init=False, repr=False)
     _engine: str | None = field(default=None, init=False, repr=False)
+    _reads: Reads = field(default_factory=Reads, init=False, repr=False)  # what step caching checks (cache.py)
 
     def __post_init__(self) -> None:
         self.log = logging.getLogger(f"{self.config.package}.{self.step}")
@@ -99,13 +101,16 @@ class StepContext(Proposals, Sources):
         if snapshot_id is None and (engine == engines.DASK or self.storage.list(current_parts_folder(name))):
             snapshot_id = self._current_snapshot(name).id
         if snapshot_id is not None:
+            self._read_from_outside(name, snapshot_id)
             return self.read_snapshot(f"{name}:{snapshot_id}", context=context, engine=engine)
         fmt, data = self._read_current(name)
         snapshot = self.snapshots.adopt(name, data, fmt, run_id=self.run_id, step=self.step)
         if self.scope is not None:
             pinned = self.scope.pin(name, snapshot.id, self.run_id)
             if pinned != snapshot.id:  # another step of this pipeline run pinned a version first
+                self._read_from_outside(name, pinned)
                 return self.read_snapshot(f"{name}:{pinned}", context=context)
+        self._read_from_outside(name, snapshot.id)
         df = parse_table(data, self.storage.uri(current_key(name, fmt)))
         self._log_snapshot(snapshot, df, context)
         return df
@@ -170,6 +175,11 @@ class StepContext(Proposals, Sources):
         self._written[name] = stored.snapshot.id
         mlflow.set_tag(TAG_OUTPUT_PREFIX + name, stored.snapshot.id)  # what later steps of this pipeline run read
         return stored.snapshot.id
+
+    def _read_from_outside(self, name: str, snapshot_id: str) -> None:
+        """Note a dataset this step read and did not write itself: a cached attempt must find it unchanged."""
+        if name not in self._written:
+            self._reads.data[name] = snapshot_id
 
     def _replayed(self, name: str) -> str | None:
         """In a reproduction, the snapshot id of `name` the reproduced step read."""

@@ -16,6 +16,7 @@ from mlops_template.config.load import ModelConfig
 from mlops_template.models import model_files, registry
 from mlops_template.models.gate import Decision
 from mlops_template.models.trust import Trust
+from mlops_template.pipeline.cache import Reads
 from mlops_template.pipeline.state import StepState
 from mlops_template.progress import activity
 from mlops_template.redact import redact_text
@@ -53,6 +54,7 @@ class Proposals(StepState):
     _datasets: dict[str, str]
     _training: dict[str, str]
     _proposal: tuple[Candidate, Decision] | None
+    _reads: Reads
 
     @property
     def model_config(self) -> ModelConfig:
@@ -125,7 +127,9 @@ class Proposals(StepState):
         self.log_metrics({**metrics, metric: value})
         candidate = Candidate(info.model_uri, model, heldout, target, value)
         with activity("putting the model to the gate"):
-            decision = self._decide(candidate, registry.champion(mlflow.MlflowClient(), self.model_config.name))
+            champion = registry.champion(mlflow.MlflowClient(), self.model_config.name)
+            decision = self._decide(candidate, champion)
+        self._reads.model = str(champion.version) if champion is not None else "none"  # judged against (cache.py)
         self._tag_decision(decision)
         if decision.passed:
             self._proposal = (candidate, decision)
@@ -222,6 +226,7 @@ class Proposals(StepState):
         else:
             champion = registry.load_champion(client, name, self.trust)
         mlflow.set_tag(TAG_MODEL_VERSION, champion.version)
+        self._reads.model = str(champion.version)
         self.notes.append(f"model {champion.name} v{champion.version}")
         return champion
 

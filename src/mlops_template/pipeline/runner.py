@@ -18,6 +18,7 @@ from mlops_template.config.load import Config
 from mlops_template.config.params import apply_overrides
 from mlops_template.errors import ConfigError, MlopsError, StepError
 from mlops_template.models.journal import settle_on_contact
+from mlops_template.pipeline import cache as cache_rules
 from mlops_template.pipeline.context import StepContext
 from mlops_template.pipeline.coordination import (
     KEY_VARIABLE,
@@ -42,6 +43,8 @@ from mlops_template.tracking.connect import connect
 from mlops_template.tracking.failures import describe_failure, server_lost, store_errors, store_failures
 from mlops_template.tracking.mlflow_run import joins_launched_run, launched_run, point_launched_run
 from mlops_template.tracking.tags import (
+    TAG_CACHE_KEY,
+    TAG_CACHE_READS,
     TAG_ENVIRONMENT,
     TAG_LAUNCHED_BY,
     TAG_PIPELINE,
@@ -62,6 +65,7 @@ class StepResult:
     seconds: float
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    cached_from: str | None = None  # the earlier attempt whose outputs this step reused instead of running
 
 
 @redacted_repr
@@ -100,6 +104,8 @@ def run_pipeline(
     plan: Sequence[str] | None = None,
     supersede: bool = False,
     replay: Replay | None = None,
+    cache: bool = True,
+    force: Sequence[str] = (),
 ) -> PipelineResult:
     """Run the chosen steps (default: all) and return what happened.
 
@@ -119,10 +125,15 @@ def run_pipeline(
     the platform are recorded on the pipeline run and on each step run
     (:mod:`provenance`). `replay` makes the run a reproduction of a past one
     (:mod:`replay`).
+
+    A step whose code, params, settings, packages and inputs are those of an
+    earlier finished attempt is reused, not run (:mod:`cache`), unless `cache`
+    is false, the step is in `force`, or `mlops.toml` turns caching off for it.
     """
     import mlflow
 
     selected = pipeline.select(steps)
+    forced = {s.name for s in pipeline.select(list(force))} if force else set()
     key = pipeline_run or os.environ.get(KEY_VARIABLE) or None
     if key is not None:
         check_key(key)
@@ -184,6 +195,10 @@ def run_pipeline(
         attempt = _Attempt(
             client, experiment_id, parent, storage, pipeline.names, code.tags, lease, code, replay, supersede
         )
+        if replay is None:
+            attempt.packages = cache_rules.packages_digest(config.root, code.packages_hash)
+            attempt.reuse = cache
+            attempt.forced = forced
         try:
             for step in selected:
                 result.steps.append(_run_step(step, params[step.name], config, env, attempt, report))
@@ -231,6 +246,9 @@ class _Attempt:
     code: Provenance | None = None  # recorded on each step run
     replay: Replay | None = None
     supersede: bool = False
+    packages: str | None = None  # the locked package set, for step keys; None: no step is keyed (a reproduction)
+    reuse: bool = True  # whether a step may be reused from an earlier attempt
+    forced: set[str] = field(default_factory=set)  # steps run whatever the cache holds
 
 
 def _check_gate_metric(config: Config) -> None:
@@ -252,6 +270,12 @@ def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResul
     import mlflow
 
     started = time.perf_counter()
+    key = _cache_key(step, params, config, env, attempt)
+    if key is not None and attempt.reuse and step.name not in attempt.forced and config.caches(step.name, env):
+        with store_errors(env):
+            hit = _find_hit(key, config, attempt, step.name)
+        if hit is not None:
+            return _reuse(step, params, key, hit, env, attempt, report, started)
     tags = {TAG_STEP: step.name, **attempt.git_tags}
     run = mlflow.start_run(
         experiment_id=attempt.experiment_id, run_name=step.name, parent_run_id=attempt.parent.run_id, tags=tags
@@ -266,8 +290,88 @@ def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResul
             pass
         raise
     with store_errors(env):
+        if key is not None:
+            _record_key(ctx, key, config, attempt)
         mlflow.end_run()
     result = StepResult(step.name, run.info.run_id, "FINISHED", time.perf_counter() - started, notes=ctx.notes)
+    report(result)
+    return result
+
+
+def _cache_key(step, params, config: Config, env, attempt: _Attempt) -> str | None:
+    """The step's cache key, or None when it has none: a reproduction, or code the key cannot see whole."""
+    if attempt.packages is None or cache_rules.cacheable(step, config.package) is not None:
+        return None
+    return cache_rules.step_key(step, params, config, env, attempt.packages)
+
+
+def _view(config: Config, attempt: _Attempt, step: str) -> cache_rules.View:
+    from mlops_template.data.snapshots import SnapshotStore
+    from mlops_template.models import registry
+
+    def champion() -> str:
+        found = registry.champion(attempt.client, config.model.name)
+        return str(found.version) if found is not None else "none"
+
+    runs = attempts(attempt.client, attempt.experiment_id, attempt.parent.run_id)
+    scope = RunScope(attempt.storage, attempt.parent.key, step, attempt.order, runs)
+    return cache_rules.View(scope, SnapshotStore(attempt.storage), config.root, champion)
+
+
+def _find_hit(key: str, config: Config, attempt: _Attempt, step: str) -> tuple[Any, Any, Any] | None:
+    """An earlier attempt to reuse, its reads, and the view they were checked in; None on a miss."""
+    view = _view(config, attempt, step)
+    found = cache_rules.find_hit(attempt.client, attempt.experiment_id, key, view.unchanged)
+    return (*found, view) if found is not None else None
+
+
+def _record_key(ctx: StepContext, key: str, config: Config, attempt: _Attempt) -> None:
+    """Tag a finished attempt with its key and what it read, so a later one may reuse it."""
+    import mlflow
+
+    from mlops_template.models import registry
+
+    reads = ctx._reads
+    if ctx._proposal is not None:  # what training leaves depends on the champion it was judged against
+        found = registry.champion(attempt.client, config.model.name)
+        reads.model = str(found.version) if found is not None else "none"
+    mlflow.set_tags({TAG_CACHE_KEY: key, TAG_CACHE_READS: reads.tag()})
+
+
+def _reuse(step, params, key: str, hit, env, attempt: _Attempt, report, started: float) -> StepResult:
+    """A step run that reuses an earlier attempt: its outputs (by snapshot id), metrics, datasets and tags."""
+    import mlflow
+
+    source, _, view = hit
+    origin = cache_rules.origin(source)
+    tags = {TAG_STEP: step.name, **attempt.git_tags, **cache_rules.reused_tags(source), TAG_CACHE_KEY: key}
+    run = mlflow.start_run(
+        experiment_id=attempt.experiment_id, run_name=step.name, parent_run_id=attempt.parent.run_id, tags=tags
+    )
+    run_id = run.info.run_id
+    try:
+        with store_errors(env):
+            if attempt.code is not None:
+                attempt.code.record(attempt.client, run_id)
+            mark_lost(attempt.client, view.scope.runs, step.name, run_id, attempt.lease, supersede=attempt.supersede)
+            if attempt.parent.joined:
+                settle(attempt.client, attempt.experiment_id, attempt.parent)
+            if params:
+                mlflow.log_params({k: redact_text(str(v)) for k, v in params.items()})
+            if source.data.metrics:
+                mlflow.log_metrics(source.data.metrics)
+            if source.inputs is not None and source.inputs.dataset_inputs:
+                attempt.client.log_inputs(run_id, datasets=list(source.inputs.dataset_inputs))
+            view.adopt(source, attempt.parent.run_id)
+            mlflow.end_run()
+    except BaseException:
+        try:
+            mlflow.end_run("FAILED")
+        except store_failures():
+            pass
+        raise
+    note = f"cached (run {origin[:8]})"
+    result = StepResult(step.name, run_id, "FINISHED", time.perf_counter() - started, notes=[note], cached_from=origin)
     report(result)
     return result
 

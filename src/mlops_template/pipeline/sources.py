@@ -12,6 +12,7 @@ from mlops_template.data.raw import RAW_PREFIX
 from mlops_template.data.snapshots import Stored
 from mlops_template.data.tables import to_pandas
 from mlops_template.errors import DataError, StorageError
+from mlops_template.pipeline.cache import Reads
 from mlops_template.pipeline.state import StepState
 from mlops_template.progress import activity
 from mlops_template.tracking.tags import TAG_SQL_PREFIX
@@ -25,6 +26,7 @@ class Sources(StepState):
     """The input half of a step's context: `StepContext` holds the state, and reads snapshots."""
 
     _pins: dict[str, str | None]
+    _reads: Reads
 
     def has_raw(self) -> bool:
         """Whether the storage holds raw input files under `raw/` (or this pipeline run already read some)."""
@@ -45,8 +47,11 @@ class Sources(StepState):
         engine = self._check_engine(engine)
         pinned = self._pinned_raw()
         if pinned is not None:
+            self._reads.data[RAW_PREFIX] = pinned
             return self.read_snapshot(f"{RAW_PREFIX}:{pinned}", engine=engine)
         keys = raw.raw_keys(self.storage, pattern)
+        if keys:
+            self._reads.raw[pattern] = raw.files_digest(self.storage, keys)
         if not keys:
             where = f"{self.storage.uri(RAW_PREFIX)}/{'' if pattern == '*' else pattern}"
             raise StorageError(
@@ -77,6 +82,7 @@ class Sources(StepState):
         name: str | None = None,
         allow_empty: bool = False,
         engine: str = "pandas",
+        cache_key: str | None = None,
     ) -> pd.DataFrame | DaskFrame:
         """The result of the query file `query` (relative to the project) on the environment's `connection`.
 
@@ -85,6 +91,11 @@ class Sources(StepState):
         so a retried step reads it rather than the live tables; the step run
         records the query's file, sha256, connection name and parameters
         (`mlops show`). No rows is an error unless `allow_empty=True`.
+
+        A database changes under the same query, so a step that reads one is
+        run again every time, unless `cache_key` says which state of the source
+        it means (a param such as `ctx.params["as_of"]`): then the step is
+        reused while its code, params, this key and the query file are unchanged.
         """
         import json
 
@@ -95,6 +106,10 @@ class Sources(StepState):
         engine = self._check_engine(engine)
         found = sql.read_query(self.config.root, query, connection, params or {})
         name = name or found.path.stem
+        if cache_key is None:
+            self._reads.live = True
+        else:
+            self._reads.sql[f"{found.relative}#{cache_key}"] = found.sha256
         snapshot_id = self._replayed(name) or (self.scope.pinned(name) if self.scope is not None else None)
         if snapshot_id is None:
             url = sql.connection_url(self.config, self.environment, connection)

@@ -72,6 +72,17 @@ class Storage:
         found = self._call(self.fs.find, prefix, detail=True)
         return {posixpath.relpath(path, root): int(info["size"]) for path, info in found.items()}
 
+    def etags(self, prefix: str) -> dict[str, str]:
+        """A token per file below `prefix` that changes when its bytes do (S3's ETag; size and mtime elsewhere)."""
+        if not self.exists(prefix):
+            return {}
+        root = self.path("")
+        found = self._call(self.fs.find, prefix, detail=True)
+        return {
+            posixpath.relpath(path, root): str(info.get("ETag") or f"{info.get('size')}:{info.get('mtime')}")
+            for path, info in found.items()
+        }
+
     def list(self, prefix: str = "") -> list[str]:
         """Keys of the files below `prefix`, sorted; empty when the folder does not exist."""
         return sorted(self.sizes(prefix))
