@@ -49,7 +49,7 @@ from mlops_template.tracking.tags import (
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
-    from mlops_template.config.load import Config, Environment
+    from mlops_template.config.load import Config, Environment, ModelConfig
     from mlops_template.data.snapshots import SnapshotStore
     from mlops_template.pipeline.coordination import RunScope
     from mlops_template.pipeline.pipeline import Step
@@ -68,7 +68,9 @@ class Reads:
     raw: dict[str, str] = field(default_factory=dict)  # read_raw pattern -> digest of the files it matched
     sql: dict[str, str] = field(default_factory=dict)  # "<query file>#<cache_key>" -> the file's sha256
     model: str | None = None  # the champion version the step loaded, or that training left
+    settings: str | None = None  # the `[model]` settings it was judged or loaded under (`model_settings`)
     live: bool = False  # a query without cache_key: the source may change under the same text
+    judged: bool = False  # a model was put to the gate (the gate's settings count), not only loaded
 
     def tag(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -83,6 +85,16 @@ class Reads:
             return None
 
 
+def model_settings(model: ModelConfig, *, judged: bool) -> str:
+    """A digest of the `[model]` settings a step depends on: what may be loaded; with `judged`, the gate too."""
+    from mlops_template.data.hashing import digest_bytes
+
+    settings = {"name": model.name, "trusted_types": model.trusted_types, "allow_pickle": model.allow_pickle}
+    if judged:
+        settings |= {"task": model.task, "gate": asdict(model.gate)}
+    return digest_bytes(json.dumps(settings, sort_keys=True).encode())
+
+
 def cacheable(step: Step, package: str) -> str | None:
     """Why `step` cannot be cached (its code is not all in the project's files), or None when it can."""
     func = step.func
@@ -94,9 +106,9 @@ def cacheable(step: Step, package: str) -> str | None:
     return None
 
 
-def code_files(module: str, package: str) -> list[Path]:
+def code_files(module: str, package: str, root: Path) -> list[Path]:
     """The source files of `module` and of every module of `package` it imports, transitively, with their packages."""
-    root = _package_folder(package)
+    root = _package_folder(package, root)
     if root is None:
         return []
     seen: set[str] = set()
@@ -120,8 +132,8 @@ def step_key(step: Step, params: dict[str, Any], config: Config, env: Environmen
     """The key of `step` before it runs: its code, the schemas, params, environment, data settings and packages."""
     from mlops_template.data.hashing import digest_bytes
 
-    files = code_files(step.func.__module__, config.package)
-    schemas = _package_folder(config.package)
+    files = code_files(step.func.__module__, config.package, config.root)
+    schemas = _package_folder(config.package, config.root)
     if schemas is not None and (schemas / "schemas.py").is_file():
         files = sorted({*files, schemas / "schemas.py"})
     body = {
@@ -168,6 +180,7 @@ class View:
     snapshots: SnapshotStore
     root: Path
     champion: Callable[[], str]  # the champion version now, "none" when there is none
+    model: ModelConfig  # `[model]` as the environment has it now
 
     def unchanged(self, run: Run, reads: Reads) -> bool:
         """Whether `run`'s outputs are still stored and each of its reads would read the same bytes now."""
@@ -190,6 +203,8 @@ class View:
             path = self.root / relative.split("#", 1)[0]
             if not path.is_file() or _sha256(path) != sha256:
                 return False
+        if reads.settings is not None and reads.settings != model_settings(self.model, judged=reads.judged):
+            return False
         return reads.model is None or self.champion() == reads.model
 
     def dataset(self, name: str) -> str | None:
@@ -255,7 +270,10 @@ def _digest(path: Path) -> str:
     return digest_file(path)
 
 
-def _package_folder(package: str) -> Path | None:
+def _package_folder(package: str, root: Path) -> Path | None:
+    """The project's package folder: `src/<package>` of the project, else where the package was imported from."""
+    if (root / "src" / package / "__init__.py").is_file():
+        return root / "src" / package
     found = sys.modules.get(package)
     file = getattr(found, "__file__", None)
     return Path(file).parent if file else None

@@ -16,7 +16,7 @@ from mlops_template.config.load import ModelConfig
 from mlops_template.models import model_files, registry
 from mlops_template.models.gate import Decision
 from mlops_template.models.trust import Trust
-from mlops_template.pipeline.cache import Reads
+from mlops_template.pipeline.cache import Reads, model_settings
 from mlops_template.pipeline.state import StepState
 from mlops_template.progress import activity
 from mlops_template.redact import redact_text
@@ -130,6 +130,8 @@ class Proposals(StepState):
             champion = registry.champion(mlflow.MlflowClient(), self.model_config.name)
             decision = self._decide(candidate, champion)
         self._reads.model = str(champion.version) if champion is not None else "none"  # judged against (cache.py)
+        self._reads.judged = True
+        self._reads.settings = model_settings(self.model_config, judged=True)
         self._tag_decision(decision)
         if decision.passed:
             self._proposal = (candidate, decision)
@@ -227,6 +229,8 @@ class Proposals(StepState):
             champion = registry.load_champion(client, name, self.trust)
         mlflow.set_tag(TAG_MODEL_VERSION, champion.version)
         self._reads.model = str(champion.version)
+        if not self._reads.judged:
+            self._reads.settings = model_settings(self.model_config, judged=False)
         self.notes.append(f"model {champion.name} v{champion.version}")
         return champion
 

@@ -273,7 +273,7 @@ def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResul
     key = _cache_key(step, params, config, env, attempt)
     if key is not None and attempt.reuse and step.name not in attempt.forced and config.caches(step.name, env):
         with store_errors(env):
-            hit = _find_hit(key, config, attempt, step.name)
+            hit = _find_hit(key, config, env, attempt, step.name)
         if hit is not None:
             return _reuse(step, params, key, hit, env, attempt, report, started)
     tags = {TAG_STEP: step.name, **attempt.git_tags}
@@ -305,7 +305,7 @@ def _cache_key(step, params, config: Config, env, attempt: _Attempt) -> str | No
     return cache_rules.step_key(step, params, config, env, attempt.packages)
 
 
-def _view(config: Config, attempt: _Attempt, step: str) -> cache_rules.View:
+def _view(config: Config, env, attempt: _Attempt, step: str) -> cache_rules.View:
     from mlops_template.data.snapshots import SnapshotStore
     from mlops_template.models import registry
 
@@ -315,12 +315,13 @@ def _view(config: Config, attempt: _Attempt, step: str) -> cache_rules.View:
 
     runs = attempts(attempt.client, attempt.experiment_id, attempt.parent.run_id)
     scope = RunScope(attempt.storage, attempt.parent.key, step, attempt.order, runs)
-    return cache_rules.View(scope, SnapshotStore(attempt.storage), config.root, champion)
+    model = config.model_in(env.name)
+    return cache_rules.View(scope, SnapshotStore(attempt.storage), config.root, champion, model)
 
 
-def _find_hit(key: str, config: Config, attempt: _Attempt, step: str) -> tuple[Any, Any, Any] | None:
+def _find_hit(key: str, config: Config, env, attempt: _Attempt, step: str) -> tuple[Any, Any, Any] | None:
     """An earlier attempt to reuse, its reads, and the view they were checked in; None on a miss."""
-    view = _view(config, attempt, step)
+    view = _view(config, env, attempt, step)
     found = cache_rules.find_hit(attempt.client, attempt.experiment_id, key, view.unchanged)
     return (*found, view) if found is not None else None
 

@@ -10,7 +10,11 @@ def make_data(ctx: StepContext) -> None:
     p = ctx.params
     # ctx.engine: "pandas", or "dask" when the raw data is large ([data] engine in mlops.toml).
     if p.get("query"):  # a database instead of files: [steps.make_data.params] query, connection (README)
-        raw = ctx.read_sql(p["query"], connection=p["connection"], params=p.get("query_params", {}), engine=ctx.engine)
+        # cache_key: the state of the tables meant (a date); without one, a database is read again on every run.
+        query_params = p.get("query_params", {})
+        raw = ctx.read_sql(
+            p["query"], connection=p["connection"], params=query_params, engine=ctx.engine, cache_key=p.get("cache_key")
+        )
     else:
         raw = ctx.read_raw(engine=ctx.engine) if ctx.has_raw() else bundled_iris()
     target = p["target"]
