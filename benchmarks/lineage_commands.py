@@ -117,7 +117,7 @@ def render(work: Path, name: str, env: dict[str, str]) -> Path:
 
 
 def pipeline_run(project: Path, env: dict[str, str]) -> tuple[float, str]:
-    seconds, out = timed([str(MLOPS), "run"], project, env)
+    seconds, out = timed([str(MLOPS), "run", "--no-cache"], project, env)
     found = RUN_ID.search(out)
     if found is None:
         sys.exit(f"`mlops run` printed no pipeline run id:\n{out}")

@@ -85,7 +85,7 @@ def measure(work: Path, beat_champion: bool, runs: int, env: dict[str, str]) -> 
     """Interleaved timed runs of (a) and (b) with one `beat_champion` setting; their medians."""
     work.mkdir(parents=True)
     project = render_project(work / "bench-iris", beat_champion, env)
-    pipeline = [str(MLOPS), "run"]
+    pipeline = [str(MLOPS), "run", "--no-cache"]  # every run does the work: none is reused
     champion = ["--champion", str(work / "champion")] + (["--beat-champion"] if beat_champion else [])
 
     def bare(name: str) -> list[str]:

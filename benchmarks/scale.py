@@ -150,7 +150,7 @@ def measure(work: Path, rows: int, runs: int, env: dict[str, str], *, profile: b
     (work / "profiled").mkdir()
     table = synthetic_table(rows)
     project = render_project(work / "bench-scale", table, env)
-    pipeline = [str(MLOPS), "run"]
+    pipeline = [str(MLOPS), "run", "--no-cache"]  # every run does the work: none is reused
 
     def bare(name: str) -> list[str]:
         return [str(PYTHON), str(BARE_SCRIPT), str(table), str(work / "bare" / name), "--target", TARGET]
@@ -282,7 +282,7 @@ def render_project(target: Path, table: Path, env: dict[str, str]) -> Path:
     return target
 
 
-ENGINE_STEPS = ["run", "--step", "make_data", "--step", "feat_data"]
+ENGINE_STEPS = ["run", "--no-cache", "--step", "make_data", "--step", "feat_data"]
 ENGINE_TARGETS = {"rss": 1 / 3, "wall": 1.5}  # dask / pandas, at the largest row count
 
 
@@ -346,7 +346,7 @@ def compare_engines(work: Path, rows_list: list[int], runs: int, env: dict[str, 
     project = work / f"rows-{largest['rows']}" / "bench-scale"
     for engine in ("pandas", "dask"):
         capped = {**env, "MLOPS_ENGINE": engine, "MLOPS_DASK_MEMORY_LIMIT": str(limit)}
-        seconds, peak, _ = sampled([str(MLOPS), "run"], project, capped, cap=limit, check=False)
+        seconds, peak, _ = sampled([str(MLOPS), "run", "--no-cache"], project, capped, cap=limit, check=False)
         outcome = "killed above the cap" if seconds is None else f"completed in {seconds:.1f} s"
         print(f"  {engine:<6} {outcome} (peak {peak:.0f} MB)")
 
@@ -431,7 +431,7 @@ def breakdown(project: Path, work: Path, env: dict[str, str]) -> dict[str, dict[
     steps = {}
     for step in STEPS:
         out = work / f"profile-{step}.out"
-        cmd = [str(PYTHON), "-c", PROFILE_CHILD, str(out), "run", "--step", step, "--pipeline-run", key]
+        cmd = [str(PYTHON), "-c", PROFILE_CHILD, str(out), "run", "--no-cache", "--step", step, "--pipeline-run", key]
         started = time.perf_counter()
         run_checked(cmd, project, env)
         process = time.perf_counter() - started

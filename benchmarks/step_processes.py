@@ -96,12 +96,15 @@ def main() -> None:
 def four_processes(project: Path, env: dict[str, str]) -> tuple[float, list[float]]:
     """The pipeline as four step processes under one fresh key: total and per-step seconds."""
     key = f"bench-{uuid.uuid4().hex[:12]}"
-    times = [timed([str(MLOPS), "run", "--step", step, "--pipeline-run", key], project, env)[0] for step in STEPS]
+    times = [
+        timed([str(MLOPS), "run", "--no-cache", "--step", step, "--pipeline-run", key], project, env)[0]
+        for step in STEPS
+    ]
     return sum(times), times
 
 
 def measure(project: Path, runs: int, env: dict[str, str]) -> None:
-    one = [str(MLOPS), "run"]
+    one = [str(MLOPS), "run", "--no-cache"]
     first, _ = timed(one, project, env)
     four_processes(project, env)
     print(f"\nwarm-up: first run (creates the store) {first:6.2f} s; one run of (b)")
@@ -139,7 +142,7 @@ def start_up_parts(project: Path, env: dict[str, str], runs: int) -> dict[str, f
     probe = project.parent / "probe.py"
     probe.write_text(PROBE)
     key = f"probe-{uuid.uuid4().hex[:8]}"
-    run_checked([str(MLOPS), "run", "--step", "make_data", "--pipeline-run", key], project, env)
+    run_checked([str(MLOPS), "run", "--no-cache", "--step", "make_data", "--pipeline-run", key], project, env)
     interpreter, imports, store, join = [], [], [], []
     for _ in range(runs):
         interpreter.append(timed([str(PYTHON), "-c", "pass"], project, env)[0])
