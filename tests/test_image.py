@@ -168,6 +168,7 @@ def step_runs(project: Path, engine_env: dict[str, str], first_run: Done) -> lis
                 "img-2",
                 "--plan",
                 "train_model,predict",
+                "--no-cache",  # each step does its work in its container, none reused from the first run
             ],
             project,
             engine_env,

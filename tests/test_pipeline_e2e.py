@@ -144,7 +144,7 @@ def test_failing_gate_registers_nothing_and_tags_why(trained_copy):
 
 def test_equal_model_does_not_beat_the_champion(trained_copy):
     project = trained_copy
-    result = run_cli("run", "--project", str(project), "--step", "train_model")
+    result = run_cli("run", "--project", str(project), "--step", "train_model", "--no-cache")  # trained again
     assert result.exit_code == 0, result.output
     assert "does not beat champion v1" in result.output
     assert len(project_client(project).search_model_versions("name='iris-e2e'")) == 1
@@ -379,7 +379,7 @@ def test_a_copy_of_the_trained_project_runs_with_the_original_gone(trained_proje
     away = original.with_name(original.name + "-away")
     original.rename(away)  # nothing the copy does may reach the original's files
     try:
-        result = run_cli("run", "--project", str(copy), "--step", "predict")
+        result = run_cli("run", "--project", str(copy), "--step", "predict", "--no-cache")  # loads, not reuses
         assert result.exit_code == 0, result.output
         assert "model iris-e2e v1" in result.output  # the champion, downloaded and checked against its sha256
         client = project_client(copy)

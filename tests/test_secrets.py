@@ -223,16 +223,16 @@ def test_the_mlops_command_redacts_everything_it_writes(tmp_path, monkeypatch):
 
 
 def test_a_read_only_project_logs_a_failure_into_a_folder_only_its_user_may_read(tmp_path, monkeypatch):
-    from mlops_template.pipeline import runner
+    from mlops_template.pipeline import failure_log
 
-    monkeypatch.setattr(runner.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(failure_log.tempfile, "tempdir", str(tmp_path))
     shared = tmp_path / f"mlops-logs-{os.getuid()}"
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)  # made by someone else, or open to all: not used
     config = type("C", (), {"root": tmp_path / "missing" / "ro"})()
     (tmp_path / "missing").write_text("a file where the project folder would be: cannot be written")
-    path = runner._save_traceback(config, "run", "step", "text")
+    path = failure_log._save_traceback(config, "run", "step", "text")
     assert path.parent != shared and path.read_text() == "text"
     assert path.parent.stat().st_mode & 0o077 == 0
     shared.chmod(0o700)
-    assert runner._save_traceback(config, "run2", "step", "text").parent == shared
+    assert failure_log._save_traceback(config, "run2", "step", "text").parent == shared

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 RAW_PREFIX = "raw"
 RAW_FORMATS = (".csv", ".parquet", ".jsonl", ".json")  # .json as JSON lines, one record a line
 _JSON = (".jsonl", ".json")
+NO_FILES = ""  # `files_digest` of no files
 
 
 def raw_keys(storage: Storage, pattern: str = "*") -> list[str]:
@@ -37,7 +38,9 @@ def files_digest(storage: Storage, keys: list[str]) -> str:
 
     from mlops_template.data.hashing import digest_bytes, digest_file
 
-    remote = storage.etags(RAW_PREFIX) if keys and storage.local_path(keys[0]) is None else {}
+    if not keys:
+        return NO_FILES
+    remote = storage.etags(RAW_PREFIX) if storage.local_path(keys[0]) is None else {}
     files = {key: remote.get(key) or digest_file(storage.local_path(key) or "") for key in keys}
     return digest_bytes(json.dumps(files, sort_keys=True).encode())
 

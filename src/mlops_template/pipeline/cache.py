@@ -196,8 +196,7 @@ class View:
             if self.dataset(name) != snapshot_id:
                 return False
         for pattern, digest in reads.raw.items():
-            keys = raw.raw_keys(self.snapshots.storage, pattern)
-            if not keys or raw.files_digest(self.snapshots.storage, keys) != digest:
+            if raw.files_digest(self.snapshots.storage, raw.raw_keys(self.snapshots.storage, pattern)) != digest:
                 return False
         for relative, sha256 in reads.sql.items():
             path = self.root / relative.split("#", 1)[0]

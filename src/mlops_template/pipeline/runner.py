@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
-import tempfile
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_template.config.environ import give_up_quickly, scoped
@@ -19,6 +15,7 @@ from mlops_template.config.params import apply_overrides
 from mlops_template.errors import ConfigError, MlopsError, StepError
 from mlops_template.models.journal import settle_on_contact
 from mlops_template.pipeline import cache as cache_rules
+from mlops_template.pipeline import reuse
 from mlops_template.pipeline.context import StepContext
 from mlops_template.pipeline.coordination import (
     KEY_VARIABLE,
@@ -35,6 +32,7 @@ from mlops_template.pipeline.coordination import (
     settle,
     sweep_lost,
 )
+from mlops_template.pipeline.failure_log import record_failure
 from mlops_template.pipeline.provenance import Provenance, capture
 from mlops_template.pipeline.replay import Replay
 from mlops_template.redact import redact_text, redacted_repr
@@ -43,8 +41,6 @@ from mlops_template.tracking.connect import connect
 from mlops_template.tracking.failures import describe_failure, server_lost, store_errors, store_failures
 from mlops_template.tracking.mlflow_run import joins_launched_run, launched_run, point_launched_run
 from mlops_template.tracking.tags import (
-    TAG_CACHE_KEY,
-    TAG_CACHE_READS,
     TAG_ENVIRONMENT,
     TAG_LAUNCHED_BY,
     TAG_PIPELINE,
@@ -270,12 +266,17 @@ def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResul
     import mlflow
 
     started = time.perf_counter()
-    key = _cache_key(step, params, config, env, attempt)
+    key = reuse.step_key(step, params, config, env, attempt.packages)
     if key is not None and attempt.reuse and step.name not in attempt.forced and config.caches(step.name, env):
         with store_errors(env):
-            hit = _find_hit(key, config, env, attempt, step.name)
+            hit = reuse.find(key, config, env, attempt, step.name)
         if hit is not None:
-            return _reuse(step, params, key, hit, env, attempt, report, started)
+            run_id, origin = reuse.reuse(step.name, params, key, hit, env, attempt)
+            note = f"cached (run {origin[:8]})"
+            seconds = time.perf_counter() - started
+            result = StepResult(step.name, run_id, "FINISHED", seconds, notes=[note], cached_from=origin)
+            report(result)
+            return result
     tags = {TAG_STEP: step.name, **attempt.git_tags}
     run = mlflow.start_run(
         experiment_id=attempt.experiment_id, run_name=step.name, parent_run_id=attempt.parent.run_id, tags=tags
@@ -291,88 +292,9 @@ def _run_step(step, params, config, env, attempt: _Attempt, report) -> StepResul
         raise
     with store_errors(env):
         if key is not None:
-            _record_key(ctx, key, config, attempt)
+            reuse.record(ctx, key, config, attempt.client)
         mlflow.end_run()
     result = StepResult(step.name, run.info.run_id, "FINISHED", time.perf_counter() - started, notes=ctx.notes)
-    report(result)
-    return result
-
-
-def _cache_key(step, params, config: Config, env, attempt: _Attempt) -> str | None:
-    """The step's cache key, or None when it has none: a reproduction, or code the key cannot see whole."""
-    if attempt.packages is None or cache_rules.cacheable(step, config.package) is not None:
-        return None
-    return cache_rules.step_key(step, params, config, env, attempt.packages)
-
-
-def _view(config: Config, env, attempt: _Attempt, step: str) -> cache_rules.View:
-    from mlops_template.data.snapshots import SnapshotStore
-    from mlops_template.models import registry
-
-    def champion() -> str:
-        found = registry.champion(attempt.client, config.model.name)
-        return str(found.version) if found is not None else "none"
-
-    runs = attempts(attempt.client, attempt.experiment_id, attempt.parent.run_id)
-    scope = RunScope(attempt.storage, attempt.parent.key, step, attempt.order, runs)
-    model = config.model_in(env.name)
-    return cache_rules.View(scope, SnapshotStore(attempt.storage), config.root, champion, model)
-
-
-def _find_hit(key: str, config: Config, env, attempt: _Attempt, step: str) -> tuple[Any, Any, Any] | None:
-    """An earlier attempt to reuse, its reads, and the view they were checked in; None on a miss."""
-    view = _view(config, env, attempt, step)
-    found = cache_rules.find_hit(attempt.client, attempt.experiment_id, key, view.unchanged)
-    return (*found, view) if found is not None else None
-
-
-def _record_key(ctx: StepContext, key: str, config: Config, attempt: _Attempt) -> None:
-    """Tag a finished attempt with its key and what it read, so a later one may reuse it."""
-    import mlflow
-
-    from mlops_template.models import registry
-
-    reads = ctx._reads
-    if ctx._proposal is not None:  # what training leaves depends on the champion it was judged against
-        found = registry.champion(attempt.client, config.model.name)
-        reads.model = str(found.version) if found is not None else "none"
-    mlflow.set_tags({TAG_CACHE_KEY: key, TAG_CACHE_READS: reads.tag()})
-
-
-def _reuse(step, params, key: str, hit, env, attempt: _Attempt, report, started: float) -> StepResult:
-    """A step run that reuses an earlier attempt: its outputs (by snapshot id), metrics, datasets and tags."""
-    import mlflow
-
-    source, _, view = hit
-    origin = cache_rules.origin(source)
-    tags = {TAG_STEP: step.name, **attempt.git_tags, **cache_rules.reused_tags(source), TAG_CACHE_KEY: key}
-    run = mlflow.start_run(
-        experiment_id=attempt.experiment_id, run_name=step.name, parent_run_id=attempt.parent.run_id, tags=tags
-    )
-    run_id = run.info.run_id
-    try:
-        with store_errors(env):
-            if attempt.code is not None:
-                attempt.code.record(attempt.client, run_id)
-            mark_lost(attempt.client, view.scope.runs, step.name, run_id, attempt.lease, supersede=attempt.supersede)
-            if attempt.parent.joined:
-                settle(attempt.client, attempt.experiment_id, attempt.parent)
-            if params:
-                mlflow.log_params({k: redact_text(str(v)) for k, v in params.items()})
-            if source.data.metrics:
-                mlflow.log_metrics(source.data.metrics)
-            if source.inputs is not None and source.inputs.dataset_inputs:
-                attempt.client.log_inputs(run_id, datasets=list(source.inputs.dataset_inputs))
-            view.adopt(source, attempt.parent.run_id)
-            mlflow.end_run()
-    except BaseException:
-        try:
-            mlflow.end_run("FAILED")
-        except store_failures():
-            pass
-        raise
-    note = f"cached (run {origin[:8]})"
-    result = StepResult(step.name, run_id, "FINISHED", time.perf_counter() - started, notes=[note], cached_from=origin)
     report(result)
     return result
 
@@ -409,7 +331,7 @@ def _attempt_step(step, params, config, env, attempt: _Attempt, report, run, sta
             lost = server_lost(exc)
             if lost:
                 give_up_quickly()  # what is left to record must not wait on the lost server again and again
-            where = _record_failure(ctx, exc, config, attempt.parent.run_id, step.name)
+            where = record_failure(ctx, exc, config, attempt.parent.run_id, step.name)
             seconds = time.perf_counter() - started
             report(StepResult(step.name, run.info.run_id, "FAILED", seconds, str(exc), notes=ctx.notes))
             if lost:
@@ -418,67 +340,3 @@ def _attempt_step(step, params, config, env, attempt: _Attempt, report, run, sta
                 detail = str(exc) if isinstance(exc, MlopsError) else f"{type(exc).__name__}: {exc}"
             raise StepError(f"step '{step.name}' failed: {detail} ({where})") from exc
     return ctx
-
-
-def _record_failure(ctx: StepContext, exc: BaseException, config: Config, run_id: str, step: str) -> str:
-    """Keep a failed step's traceback as a file and a run artifact, and say where it went.
-
-    Runs while the step's own error is being reported, so a store or file
-    system failing here is noted, never raised: it must not hide that error.
-    """
-    import mlflow
-
-    secondary = (MlopsError, *store_failures())
-    text = redact_text("".join(traceback.format_exception(exc)))
-    try:
-        ctx._abandon(exc)
-    except secondary as other:
-        text += redact_text(f"\nRecording that nothing was registered also failed: {_first_line(other)}\n")
-    try:
-        where = f"full log: {_save_traceback(config, run_id, step, text)}"
-    except OSError as other:
-        where = f"full log not saved: {other}; --verbose shows the traceback"
-    try:
-        mlflow.log_text(text, f"{step}.error.log")
-    except secondary as other:
-        lost = "the tracking store failed too" if server_lost(other) else _first_line(other)
-        where += f"; not saved in the run: {lost}"
-    return where
-
-
-def _save_traceback(config: Config, run_id: str, step: str, text: str) -> Path:
-    """Write a failed step's (redacted) traceback to `.mlops/logs/<run>-<step>.log` in the project; its path.
-
-    Where the project folder is read-only (a pod running a read-only image),
-    it goes under the temp folder instead, into `mlops-logs-<uid>/` that only
-    this user may read, or a fresh folder of its own if that one is not
-    private. Raises OSError only when none of them can be written.
-    """
-    name = f"{run_id}-{step}.log"
-    try:
-        folder = config.root / ".mlops" / "logs"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text, encoding="utf-8")
-        return folder / name
-    except OSError:
-        pass
-    folder = _private_folder(Path(tempfile.gettempdir()) / f"mlops-logs-{os.getuid()}")
-    (folder / name).write_text(text, encoding="utf-8")
-    return folder / name
-
-
-def _private_folder(folder: Path) -> Path:
-    """`folder`, made readable by this user only; a fresh one instead if someone else owns it or may read it."""
-    try:
-        folder.mkdir(mode=0o700, exist_ok=True)
-        found = folder.lstat()
-        if stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o077:
-            return folder
-    except OSError:
-        pass
-    return Path(tempfile.mkdtemp(prefix="mlops-logs-"))  # mkdtemp makes it 0700
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

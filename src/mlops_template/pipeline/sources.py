@@ -32,7 +32,12 @@ class Sources(StepState):
         """Whether the storage holds raw input files under `raw/` (or this pipeline run already read some)."""
         if self.replay is not None:
             return self._replayed(RAW_PREFIX) is not None
-        return self._pinned_raw() is not None or bool(raw.raw_keys(self.storage))
+        if self._pinned_raw() is not None:
+            return True
+        if raw.raw_keys(self.storage):
+            return True
+        self._reads.raw.setdefault("*", raw.NO_FILES)  # files added later change what the step does
+        return False
 
     def read_raw(self, pattern: str = "*", *, engine: str = "pandas") -> pd.DataFrame | DaskFrame:
         """The CSV, parquet and JSON-lines files under the storage's `raw/` (those `pattern` matches), in name order.
