@@ -177,6 +177,23 @@ def test_new_raw_data_reruns_every_step(tmp_path):
     assert total(root) == 110
 
 
+def test_raw_data_put_back_reuses_the_first_runs_and_makes_their_outputs_current_again(tmp_path):
+    root = numbers_project(tmp_path)
+    raw = root / "data" / "raw" / "numbers.csv"
+    first_bytes = raw.read_bytes()
+    first = run(root)
+    pd.DataFrame({"v": range(11)}).to_csv(raw, index=False)
+    run(root)
+    assert total(root) == 110
+    raw.write_bytes(first_bytes)
+
+    again = run(root)
+
+    assert ran(again) == []
+    assert total(root) == 90  # the current version is the reused one, as if the steps had run
+    assert again.keys() == first.keys()
+
+
 def test_no_cache_force_step_and_the_settings_run_steps_that_would_be_reused(tmp_path):
     root = numbers_project(tmp_path)
     run(root)

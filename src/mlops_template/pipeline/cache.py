@@ -220,12 +220,15 @@ class View:
             return None
 
     def adopt(self, run: Run, pipeline_run_id: str) -> None:
-        """Make the reused attempt's work this pipeline run's: pin what it read from outside the pipeline run,
-        as reading it here would have, and point this run's predictions at those it stored."""
+        """Make the reused attempt's work this pipeline run's, as running it would have: its outputs become the
+        current versions, what it read from outside the pipeline run is pinned to it, and this run's
+        predictions point at those it stored."""
         made = _predictions_of(run)
         if made is not None:
             predictions.refer(self.snapshots.storage, pipeline_run_id, made)
         written = outputs(run)
+        for name, snapshot_id in written.items():  # nothing is copied where the current version is that already
+            self.snapshots.set_current(self.snapshots.resolve(f"{name}:{snapshot_id}"))
         for key, snapshot_id in run.data.tags.items():
             name = key.removeprefix(TAG_DATA_PREFIX)
             if key.startswith(TAG_DATA_PREFIX) and name not in written and self.scope.written(name) is None:
