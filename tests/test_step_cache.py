@@ -278,6 +278,7 @@ def test_the_template_pipeline_unchanged_is_reused_whole_and_registers_nothing(t
     project = trained_copy
     client = project_client(project)
     [original] = [r for r in client.search_runs(["1"]) if "mlops.step" not in r.data.tags]
+    firsts = [r for r in client.search_runs(["1"]) if "mlops.step" in r.data.tags]
     versions = client.search_model_versions("name='iris-e2e'")
 
     outcome = run(project)
@@ -291,6 +292,8 @@ def test_the_template_pipeline_unchanged_is_reused_whole_and_registers_nothing(t
     pd.testing.assert_frame_equal(before, after)
     show = CliRunner().invoke(main, ["show", new.info.run_id, "--project", str(project)])
     assert show.exit_code == 0 and "Traceback" not in show.output
+    reused = [line for line in show.output.splitlines() if "reused run" in line]
+    assert len(reused) == 4 and all(line.split()[3].rstrip(":") in {r.info.run_id for r in firsts} for line in reused)
 
 
 def test_predict_runs_again_after_a_promotion_to_a_version_it_never_scored_with(trained_copy):

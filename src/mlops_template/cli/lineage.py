@@ -146,6 +146,8 @@ def _print_report(r: RunReport) -> None:
         seconds = f"{s.seconds:.1f} s" if s.seconds is not None else "—"
         tries = f", {s.attempts} attempts" if s.attempts > 1 else ""
         out.print(f"{mark} [bold]{escape(s.name)}[/]  {s.status} {seconds}{tries}  run {s.run_id}{here}")
+        if s.cached_from:
+            out.print(f"    cached   reused run {s.cached_from}: its outputs, metrics and model, not run again")
         if s.params:
             out.print("    params   " + escape(", ".join(f"{k}={v}" for k, v in s.params.items())))
         if s.metrics:

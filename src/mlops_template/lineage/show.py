@@ -23,6 +23,7 @@ from mlops_template.tracking.connect import display_uri
 from mlops_template.tracking.failures import store_errors
 from mlops_template.tracking.reader import Where, open_reader
 from mlops_template.tracking.tags import (
+    TAG_CACHED_FROM,
     TAG_DATA_CONTEXT,
     TAG_ENVIRONMENT,
     TAG_GATE,
@@ -84,6 +85,7 @@ class StepReport:
     gate_reason: str | None = None
     model_version: str | None = None  # the registered version this step loaded (predict)
     queries: dict[str, dict[str, Any]] = field(default_factory=dict)  # SQL sources by dataset: file, sha256, ...
+    cached_from: str | None = None  # the earlier attempt this step reused instead of running (step caching)
 
 
 @dataclass
@@ -247,6 +249,7 @@ def _step_report(run: Run, attempts_made: int) -> StepReport:
         gate_reason=tags.get(TAG_GATE_REASON),
         model_version=tags.get(TAG_MODEL_VERSION),
         queries=_queries(tags),
+        cached_from=tags.get(TAG_CACHED_FROM),
     )
 
 
