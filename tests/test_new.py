@@ -189,11 +189,17 @@ def test_package_option_is_used_wherever_the_package_is_named(rendered):
             assert "churn_model" not in path.read_text(encoding="utf-8"), path
 
 
-def test_copier_answers_record_the_answers_and_template(rendered):
-    answers = yaml.safe_load((rendered / ".copier-answers.yml").read_text())
+def test_copier_answers_record_the_answers_version_and_template_digest_and_no_path(rendered):
+    from mlops_template.scaffold.answers import template_digest
+    from mlops_template.scaffold.wheel import library_version
+
+    text = (rendered / ".copier-answers.yml").read_text()
+    answers = yaml.safe_load(text)
     assert answers["project_name"] == "churn-model"
     assert answers["package_name"] == "churner"
-    assert Path(answers["_src_path"]) == template_path()
+    assert answers["mlops_version"] == library_version()
+    assert answers["template_digest"] == template_digest(template_path())
+    assert "_src_path" not in answers and str(template_path()) not in text and "/" not in text.split("\n", 1)[1]
 
 
 def test_one_commit_and_a_clean_work_tree_without_a_git_identity(rendered):

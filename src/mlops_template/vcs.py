@@ -196,6 +196,20 @@ def init_commit(target: Path, message: str, *, identity: Mapping[str, str]) -> N
     run_git(["commit", "--quiet", "-m", message], target, timeout=300, config=missing)
 
 
+def commit_all(root: Path, message: str, *, identity: Mapping[str, str], tag: str | None = None) -> None:
+    """Commit every change in `root` (new, changed and removed files), tagged `tag` if given."""
+    run_git(["add", "--all"], root, timeout=300)
+    missing = {key: value for key, value in identity.items() if config_value(root, key) is None}
+    run_git(["commit", "--quiet", "--allow-empty", "-m", message], root, timeout=300, config=missing)
+    if tag is not None:
+        run_git(["tag", tag], root, timeout=30)
+
+
+def clone(source: Path, target: Path) -> None:
+    """A private copy of `source`'s repository, its checked-out commit in `target` (nothing shared but objects)."""
+    run_git(["clone", "--quiet", "--no-local", str(source), str(target)], source, timeout=300)
+
+
 def image_commit() -> GitState | None:
     """In an image, which has no `.git`: the commit it was built from, as `MLOPS_GIT_COMMIT` names it.
 

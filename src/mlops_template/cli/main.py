@@ -14,7 +14,7 @@ from mlops_template.cli.lineage import diff, reproduce, runs, show
 from mlops_template.cli.models import models, promote
 from mlops_template.cli.options import verbose_option
 from mlops_template.cli.output import fail, show_warnings, skip_final_gc
-from mlops_template.cli.project import dag, new, vendor
+from mlops_template.cli.project import dag, new, upgrade, vendor
 from mlops_template.cli.run import run
 from mlops_template.cli.ui import ui
 from mlops_template.errors import MlopsError
@@ -49,5 +49,5 @@ def main(verbose: bool) -> None:
     show_warnings()
 
 
-for _command in (new, vendor, run, dag, ui, runs, models, promote, show, diff, reproduce, data):
+for _command in (new, vendor, upgrade, run, dag, ui, runs, models, promote, show, diff, reproduce, data):
     main.add_command(_command)

@@ -1,4 +1,5 @@
-"""`mlops new`, `mlops vendor` and `mlops dag`: make a project, vendor this library into it, write its DAG."""
+"""`mlops new`, `mlops vendor`, `mlops upgrade` and `mlops dag`: make a project, vendor this library into it,
+bring a newer template into it, write its DAG."""
 
 from __future__ import annotations
 
@@ -44,6 +45,46 @@ def vendor(no_lock: bool, project: Path | None) -> None:
     was = f" (was {done.previous})" if done.previous and done.previous != done.version else ""
     console().print(f"Vendored {done.wheel.relative_to(root)}{was}" + ("; updated uv.lock" if done.locked else ""))
     console().print("Commit vendor/, pyproject.toml and uv.lock")
+
+
+@click.command()
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="WHEEL",
+    help="The mlops-template wheel to upgrade to [default: the installed one].",
+)
+@click.option("--no-lock", is_flag=True, help="Leave uv.lock as it is.")
+@project_option
+def upgrade(to: Path | None, no_lock: bool, project: Path | None) -> None:
+    """Merge a newer template into the project, keeping the team's edits; nothing is committed."""
+    import sys
+
+    from rich.markup import escape
+
+    from mlops_template.config.load import load_config
+    from mlops_template.scaffold.upgrade import upgrade as upgrade_project
+
+    root = load_config(project).root
+    done = upgrade_project(root, to=to, lock=not no_lock)
+    out = console()
+    if done.up_to_date:
+        out.print(f"already up to date: the project's template is mlops-template {done.new}'s")
+        return
+    for note in done.notes:
+        out.print(f"Note: {escape(note)}")
+    out.print(f"Upgraded the template from mlops-template {done.old} to {done.new}: {len(done.changed)} files changed")
+    for path in done.changed:
+        mark = "[red]conflict[/]" if path in done.conflicts else "changed "
+        out.print(f"  {mark}  {escape(path)}")
+    if done.conflicts:
+        out.print(
+            f"{len(done.conflicts)} files hold conflict markers (<<<<<<< before updating … >>>>>>> after updating): "
+            "keep what you want in each, then review with `git diff` and commit"
+        )
+        sys.exit(1)
+    out.print("Review with `git diff`, then commit")
 
 
 @click.command()

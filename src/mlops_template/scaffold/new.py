@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mlops_template import vcs
 from mlops_template.errors import ProjectError, VcsError
+from mlops_template.scaffold.answers import read_answers, template_digest, write_answers
 from mlops_template.scaffold.lock import lock_project, uv_version
 from mlops_template.scaffold.wheel import write_wheel
 
@@ -71,8 +72,8 @@ def new_project(
     The folder must not exist or be empty. This library's wheel goes to `vendor/`, so the project
     installs without a package index having it, and `uv.lock` pins every package (unless `lock` is
     false); where the lock cannot be made (no registry, no uv) a warning names the command that
-    makes it later. Copier's answers file is kept so the project can take template changes with
-    `copier update`.
+    makes it later. Copier's answers file records the library version and the template's digest
+    (no path of this machine), so `mlops upgrade` can bring template changes in later.
     """
     validate_project_name(name)
     package = validate_package_name(package or name.replace("-", "_"))
@@ -83,13 +84,7 @@ def new_project(
     from copier import run_copy
     from copier.errors import CleanupWarning, CopierError
 
-    data = {
-        "project_name": name,
-        "package_name": package,
-        "mlops_version": _version(),
-        "uv_version": uv_version() or _DEFAULT_UV_VERSION,
-        "mlflow_version": _mlflow_version(),
-    }
+    data = {"project_name": name, "package_name": package, **version_answers(_version())}
     existed = target.exists()
     try:
         # A folder that cannot be written fails here as one line; a bug in the template keeps its traceback.
@@ -97,6 +92,7 @@ def new_project(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CleanupWarning)  # cleaning up is ours, below
                 run_copy(str(template_path()), target, data=data, defaults=True, quiet=True, unsafe=False)
+            write_answers(target, read_answers(target), digest=template_digest(template_path()))
             write_wheel(target / "vendor")
             _write_dag(target)
         except OSError as exc:
@@ -122,6 +118,15 @@ def _write_dag(target: Path) -> None:
     from mlops_template.scheduler.airflow import write_dag
 
     write_dag(load_config(target), list(TEMPLATE_STEPS))
+
+
+def version_answers(mlops_version: str) -> dict[str, str]:
+    """The versions a render pins: this library's (or `mlops_version`), the uv that locks, the MLflow it runs."""
+    return {
+        "mlops_version": mlops_version,
+        "uv_version": uv_version() or _DEFAULT_UV_VERSION,
+        "mlflow_version": _mlflow_version(),
+    }
 
 
 def _remove_partial(target: Path, *, keep_folder: bool) -> None:

@@ -8,6 +8,7 @@ replaces the wheel, points `pyproject.toml` at it and updates `uv.lock`.
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +31,14 @@ class Vendored:
     locked: bool
 
 
-def vendor_library(root: Path, *, lock: bool = True) -> Vendored:
-    """Write this library's wheel into `root/vendor/`, make `pyproject.toml` require it, and re-lock."""
+def vendor_library(root: Path, *, lock: bool = True, wheel: Path | None = None) -> Vendored:
+    """Write this library's wheel (or copy `wheel`) into `root/vendor/`, make `pyproject.toml` require it, re-lock."""
     pyproject = root / "pyproject.toml"
     try:
         text = pyproject.read_text(encoding="utf-8")
     except OSError as exc:
         raise ProjectError(f"cannot read {pyproject} ({exc}); run this in a project made by `mlops new`") from exc
-    version = library_version()
+    version = wheel.name.split("-")[1] if wheel is not None else library_version()
     relative = f"{VENDOR}/{wheel_name(version)}"
     text, found_dependency = _DEPENDENCY.subn(f'"{DISTRIBUTION}=={version}"', text, count=1)
     text, found_source = _SOURCE.subn(rf"\g<1>{relative}\g<2>", text, count=1)
@@ -48,7 +49,11 @@ def vendor_library(root: Path, *, lock: bool = True) -> Vendored:
         )
     folder = root / VENDOR
     previous = sorted(folder.glob("mlops_template-*.whl")) if folder.is_dir() else []
-    wheel = write_wheel(folder)
+    if wheel is None:
+        wheel = write_wheel(folder)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        wheel = Path(shutil.copyfile(wheel, folder / wheel_name(version)))
     for old in previous:
         if old != wheel:
             old.unlink()
