@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use, where a command is missing: the container engine and
-# its runtime (podman, buildah, runc), debootstrap (makes the base image), shellcheck. Idempotent.
+# its runtime (podman, buildah, runc), debootstrap (makes the base image), shellcheck, curl (the README's
+# request to `mlops serve`). Idempotent.
 set -euo pipefail
 
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  echo "Usage: scripts/debian_packages.sh   install podman, buildah, runc, debootstrap, shellcheck where missing (as root or via sudo)"
+  echo "Usage: scripts/debian_packages.sh   install podman, buildah, runc, debootstrap, shellcheck, curl where missing (as root or via sudo)"
   exit 0
 fi
 
@@ -17,6 +18,7 @@ declare -A PACKAGES=(
   [shellcheck]=shellcheck
   [slirp4netns]=slirp4netns
   [fuse-overlayfs]=fuse-overlayfs
+  [curl]=curl
 )
 missing=()
 for command in "${!PACKAGES[@]}"; do

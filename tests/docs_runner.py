@@ -23,10 +23,14 @@ real command where it stands (same folder, same variables):
   must exist, and the script a shell or Python runs (``bash scripts/x.sh``) too.
 - ``serve``: the command starts with ``--port`` set to a free port, must answer HTTP
   on 127.0.0.1, and is stopped.
+- ``background``: the command starts on the ``--port`` it names, must answer HTTP on
+  127.0.0.1, and keeps serving while the rest of its block runs (a ``curl`` to it); it
+  is stopped when the block ends, or when the script stops.
 
 A marker without a reason, or naming no line (or several), is an error.
 
-This file is also the helper the script calls: ``python docs_runner.py skip|serve WHERE -- COMMAND…``.
+This file is also the helper the script calls: ``python docs_runner.py skip|serve|background WHERE -- COMMAND…``
+(and ``stop-background`` at a block's end).
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
-MARKER_KINDS = ("skip", "serve")
+MARKER_KINDS = ("skip", "serve", "background")
+BACKGROUND_PIDS = "DOCS_RUNNER_BACKGROUND"  # the file listing the process groups `background` left serving
 HELP_TIMEOUT = 120.0
 SERVE_TIMEOUT = 90.0
 
@@ -66,7 +71,7 @@ class DocsError(Exception):
 
 @dataclass(frozen=True)
 class Marker:
-    kind: str  # skip or serve
+    kind: str  # skip, serve or background
     target: str
     reason: str
     line: int
@@ -246,6 +251,8 @@ def script(path: Path, *, name: str | None = None) -> str:
         "set -euo pipefail",
         "__docs_at=start",
         """trap 'printf "docs-runner: %s failed (exit %s)\\n" "$__docs_at" "$?" >&2' ERR""",
+        f'export {BACKGROUND_PIDS}="$(mktemp)"',
+        f'trap "{helper} stop-background" EXIT',  # the helper's path is single-quoted where it needs quoting
     ]
     clock = "${EPOCHREALTIME:-0}"
     for block in parse(path, name=name):
@@ -258,6 +265,8 @@ def script(path: Path, *, name: str | None = None) -> str:
                 _check_simple(command)
                 out.append(f"{helper} {command.marker.kind} {shlex.quote(command.where)} -- {command.command}")
             out.append(_ELAPSED)
+        if any(c.marker is not None and c.marker.kind == "background" for c in block.commands()):
+            out.append(f"{helper} stop-background")
     return "\n".join(out) + "\n"
 
 
@@ -464,6 +473,62 @@ def check_served(where: str, argv: list[str]) -> int:
             _stop_group(process)
 
 
+def check_background(where: str, argv: list[str]) -> int:
+    """Start a serving command on the port it names, wait for an HTTP answer, and leave it serving."""
+    env, words = _split(argv)
+    ports = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--port"]
+    if len(ports) != 1 or not ports[0].isdigit():
+        return _fail(where, f"`{shlex.join(words)}`: a background command names its port once (--port N)")
+    url = f"http://127.0.0.1:{ports[0]}/"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    log = tempfile.NamedTemporaryFile(prefix="docs-runner-", suffix=".log", delete=False)  # noqa: SIM115
+    try:
+        process = subprocess.Popen(words, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as exc:
+        return _fail(where, f"`{shlex.join(words)}` cannot start: {exc}")
+    with open(os.environ[BACKGROUND_PIDS], "a") as pids:
+        pids.write(f"{process.pid}\n")
+    deadline = time.monotonic() + SERVE_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return _fail(where, f"`{shlex.join(words)}` exited {process.returncode}:\n{_read(log)}")
+        try:
+            with opener.open(url, timeout=5) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except OSError:
+            time.sleep(0.25)
+            continue
+        print(f"docs-runner: {where}: serving in the background, `{shlex.join(words)}` answered {status} on {url}")
+        return 0
+    return _fail(where, f"`{shlex.join(words)}` did not answer on {url} within {SERVE_TIMEOUT:.0f} s")
+
+
+def stop_background() -> int:
+    """Stop every process group `background` started, and forget them."""
+    listed = Path(os.environ.get(BACKGROUND_PIDS, "/nonexistent"))
+    if not listed.is_file():
+        return 0
+    for pid in listed.read_text().split():
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(int(pid), sig)
+            except ProcessLookupError:
+                break
+            for _ in range(150):
+                try:
+                    os.killpg(int(pid), 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                continue
+            break
+    listed.write_text("")
+    return 0
+
+
 def _with_port(words: list[str], port: int) -> list[str]:
     out, i, replaced = [], 0, False
     while i < len(words):
@@ -517,10 +582,12 @@ def _fail(where: str, message: str) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv == ["stop-background"]:
+        return stop_background()
     if len(argv) < 3 or argv[0] not in MARKER_KINDS or argv[2] != "--":
-        print(f"usage: {Path(__file__).name} skip|serve WHERE -- COMMAND...", file=sys.stderr)
+        print(f"usage: {Path(__file__).name} skip|serve|background WHERE -- COMMAND...", file=sys.stderr)
         return 2
-    check = check_skipped if argv[0] == "skip" else check_served
+    check = {"skip": check_skipped, "serve": check_served, "background": check_background}[argv[0]]
     return check(argv[1], argv[3:])
 
 

@@ -217,6 +217,33 @@ def test_a_served_line_is_started_on_a_free_port_answered_and_stopped(tmp_path):
     assert port != 8000 and not _listening(port)  # a free port instead of the documented one, and stopped
 
 
+def test_a_background_line_serves_the_rest_of_its_block_on_its_port_and_is_stopped_after(tmp_path):
+    (tmp_path / "serve.py").write_text(SERVER)
+    (tmp_path / "hello.txt").write_text("hello from the served folder\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = run(
+        tmp_path,
+        "<!-- docs-runner: background `python serve.py`: serves until stopped -->\n```bash\n"
+        f"python serve.py --port {port}\ncurl -sf http://127.0.0.1:{port}/hello.txt\n```\n\n"
+        f"```bash\necho next block\n```\n",
+    )
+    assert result.ok, result.explain()
+    assert "hello from the served folder" in result.output  # the curl reached it, on the port as written
+    assert "next block" in result.output
+    assert not _listening(port)  # stopped when its block ended
+
+
+def test_a_background_line_without_its_port_fails(tmp_path):
+    (tmp_path / "serve.py").write_text(SERVER)
+    result = run(
+        tmp_path, "<!-- docs-runner: background `python serve.py`: serves -->\n```bash\npython serve.py\n```\n"
+    )
+    assert not result.ok
+    assert "a background command names its port once (--port N)" in result.output
+
+
 def test_a_served_line_that_exits_fails(tmp_path):
     result = run(
         tmp_path, "<!-- docs-runner: serve `python -c`: serves -->\n```bash\npython -c 'raise SystemExit(3)'\n```\n"

@@ -16,6 +16,7 @@ from mlops_template.cli.options import verbose_option
 from mlops_template.cli.output import fail, show_warnings, skip_final_gc
 from mlops_template.cli.project import dag, new, upgrade, vendor
 from mlops_template.cli.run import run
+from mlops_template.cli.serve import serve
 from mlops_template.cli.ui import ui
 from mlops_template.errors import MlopsError
 
@@ -49,5 +50,5 @@ def main(verbose: bool) -> None:
     show_warnings()
 
 
-for _command in (new, vendor, upgrade, run, dag, ui, runs, models, promote, show, diff, reproduce, data):
+for _command in (new, vendor, upgrade, run, dag, ui, serve, runs, models, promote, show, diff, reproduce, data):
     main.add_command(_command)

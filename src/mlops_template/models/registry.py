@@ -289,6 +289,7 @@ class Champion:
     model: Any
     feature_names: list[str] | None
     tags: dict[str, str]
+    metadata: Any = None  # its MLmodel (mlflow.models.Model): flavours and signature, read without running code
 
     @property
     def heldout(self) -> str | None:
@@ -351,7 +352,8 @@ def load_version(client: MlflowClient, name: str, version: ModelVersion, trust: 
         else:  # loading checks the route
             _keep(actual, load_folder(path, trust, what=what))
         model, names = _loaded[actual]
-    return Champion(name=name, version=str(version.version), model=model, feature_names=names, tags=dict(version.tags))
+        metadata = _metadata(path)
+    return Champion(str(name), str(version.version), model, names, dict(version.tags), metadata)
 
 
 #: Models this process holds, by the sha256 of their files: the gate and predict in one `mlops run` load the
@@ -379,10 +381,15 @@ def load_folder(path: str | Path, trust: Trust, *, what: str = "the model") -> t
     return flavors.load(path, trust, what=what), input_names(path)
 
 
-def input_names(path: str | Path) -> list[str] | None:
-    """The input columns a model folder's signature names, read from its MLmodel (no model code runs)."""
+def _metadata(path: str | Path) -> Any:
+    """A model folder's MLmodel, read as data (no model code runs)."""
     from mlflow.models import Model
 
-    signature = Model.load(str(Path(path) / "MLmodel")).signature
+    return Model.load(str(Path(path) / "MLmodel"))
+
+
+def input_names(path: str | Path) -> list[str] | None:
+    """The input columns a model folder's signature names, read from its MLmodel (no model code runs)."""
+    signature = _metadata(path).signature
     schema = signature.inputs if signature is not None else None
     return schema.input_names() if schema is not None and schema.has_input_names() else None
