@@ -83,7 +83,8 @@ class started:
         if server == "mlflow":
             self.command = [str(MLFLOW), "models", "serve", "-m", "models:/bench-serve/1", "--env-manager", "local"]
             self.command += ["--port", str(self.port), "--host", "127.0.0.1"]
-            self.env = env | {"MLFLOW_TRACKING_URI": uri}
+            # it starts `uvicorn` by name: this environment's, first on PATH
+            self.env = env | {"MLFLOW_TRACKING_URI": uri, "PATH": f"{PYTHON.parent}:{env.get('PATH', '')}"}
         else:
             self.command = [str(MLOPS), "serve", "--port", str(self.port)]
             self.env = env

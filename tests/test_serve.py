@@ -240,3 +240,39 @@ def test_files_that_do_not_match_their_sha256_at_start_are_one_line(project):
     project_client(project).set_model_version_tag(NAME, "1", "mlops.model_sha256", "0" * 64)
     line = one_line(project, "--port", str(free_port()))
     assert line.startswith(f"Error: model '{NAME}' v1: files do not match the sha256 recorded at registration")
+
+
+def test_the_manifest_is_a_kserve_inference_service_pinning_the_champion_in_the_bucket(project):
+    import gzip
+
+    import jsonschema
+    import yaml
+
+    with open(project / "mlops.toml", "a") as toml:
+        toml.write(
+            '\n[environments.cluster]\nstorage = "s3://acme-ml-prod/iris"\ntracking_uri = "sqlite:///mlruns.db"\n'
+        )
+    text = project / "mlops.toml"
+    text.write_text(re.sub(r'(?m)^service_account = "[^"]*"', 'service_account = "iris-runner"', text.read_text()))
+    result = CliRunner().invoke(main, ["serve", "--manifest", "-e", "cluster", "--project", str(project)])
+    assert result.exit_code == 0, result.output
+    found = yaml.safe_load(result.output)
+
+    vendored = Path(__file__).parent / "data" / "kserve-v0.20.0-inferenceservice-v1beta1.schema.json.gz"
+    schema = json.loads(gzip.decompress(vendored.read_bytes()))["schema"]
+    jsonschema.validate(found, schema)  # KServe v0.20.0's own schema of the resource
+    predictor = found["spec"]["predictor"]
+    assert (found["apiVersion"], found["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    assert predictor["model"]["modelFormat"] == {"name": "mlflow"}
+    assert predictor["model"]["storageUri"] == f"s3://acme-ml-prod/iris/models/{NAME}/v1"
+    assert predictor["serviceAccountName"] == "iris-runner"
+    assert found["metadata"]["annotations"]["mlops/version"] == "1"
+    broken = {**found, "spec": {"predictor": {**predictor, "minReplicas": "two"}}}
+    with pytest.raises(jsonschema.ValidationError):  # the schema does check: a count as text is refused
+        jsonschema.validate(broken, schema)
+
+
+def test_a_manifest_for_local_storage_is_one_line(project):
+    line = one_line(project, "--manifest")
+    assert line.startswith("Error: environment 'local' keeps its data in a local folder (")
+    assert line.endswith("write the manifest for an environment whose storage is a bucket (--environment prod)")

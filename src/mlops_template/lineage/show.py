@@ -295,6 +295,7 @@ def _source(source: str) -> str:
 
 
 def _model(reader: Reader, config: Config, env: Environment, run_id: str, storage) -> ModelReport | None:
+    from mlops_template.models.registry import export_folder
     from mlops_template.tracking.tags import TAG_TRAINING_DATA
 
     name = config.model.name
@@ -310,6 +311,6 @@ def _model(reader: Reader, config: Config, env: Environment, run_id: str, storag
         registry_uri=f"models:/{name}/{version.version}",
         registry=display_uri(env.registry_uri or env.tracking_uri),
         source=version.source,
-        storage_uri=storage.uri(f"models/{name}/v{version.version}"),
+        storage_uri=storage.uri(export_folder(name, str(version.version))),
         training_data=version.tags.get(TAG_TRAINING_DATA, ""),
     )

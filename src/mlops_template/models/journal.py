@@ -68,7 +68,7 @@ def settle(client: MlflowClient, storage: Storage, name: str) -> list[str]:
 
 
 def _settle_one(client: MlflowClient, storage: Storage, name: str, run_id: str, alias: str) -> list[str]:
-    from mlops_template.models.registry import holder
+    from mlops_template.models.registry import export_folder, holder
 
     versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     if not versions:
@@ -76,7 +76,7 @@ def _settle_one(client: MlflowClient, storage: Storage, name: str, run_id: str, 
     number = str(max(int(v.version) for v in versions))  # the one it was making; any earlier one was completed
     current = holder(client, name, alias)
     if current is not None and str(current.version) == number:
-        folder = f"models/{name}/v{number}"
+        folder = export_folder(name, number)
         if not storage.sizes(folder):
             _export(name, number, storage, folder)
         return [f"model '{name}': the interrupted registration of v{number} was finished ({alias}, exported)"]

@@ -40,6 +40,11 @@ MISSING = (
 )  # error codes meaning "no such model, version or alias"
 
 
+def export_folder(name: str, version: str) -> str:
+    """Where a registered version's files are exported under an environment's storage, for consumers without MLflow."""
+    return f"models/{name}/v{version}"
+
+
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
     """The version carrying the `champion` alias, or None when there is none yet."""
     return holder(client, name, CHAMPION)
@@ -118,7 +123,7 @@ def register(
         moved = True
         if created and export is not None:
             storage, folder = export
-            storage.upload_dir(folder, f"models/{name}/v{version}")
+            storage.upload_dir(folder, export_folder(name, str(version)))
     except BaseException:
         if created:
             unregister(client, name, version, alias=alias, restore=previous if moved else None)
