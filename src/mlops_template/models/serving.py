@@ -51,9 +51,14 @@ class _Predictor:
     """What the scoring server calls: the loaded model's own predict, on the columns its signature names."""
 
     def __init__(self, champion: registry.Champion) -> None:
-        self._champion = champion
+        from mlops_template.models.scoring import predict
+
+        self._champion, self._predict = champion, predict
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        names = self._champion.feature_names
+        if names is not None and list(data.columns) == names:  # the schema's enforcement put them so already
+            return self._predict(self._champion.model, data)
         return self._champion.predict(data)
 
 
@@ -192,6 +197,8 @@ def serve(
     Everything that can stop it is found before it listens: no version under
     the alias, a port already in use, files that do not match their sha256.
     """
+    import gc
+
     import mlflow
     import uvicorn
 
@@ -225,6 +232,8 @@ def serve(
             f"following '{alias}' every {poll:g} s (Ctrl+C to stop)"
         )
         threading.Thread(target=follow, name="mlops-serve-alias", daemon=True).start()
+        gc.collect()
+        gc.freeze()  # what is loaded by now (MLflow, pandas, the model) is not traversed by every collection
         # uvicorn binds the address itself: a socket handed to it served a third fewer requests a second
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
         try:
