@@ -444,31 +444,13 @@ def check_served(where: str, argv: list[str]) -> int:
     env, words = _split(argv)
     port = _free_port()
     words = _with_port(words, port)
-    url = f"http://127.0.0.1:{port}/"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
     with tempfile.TemporaryFile() as log:
         try:
             process = subprocess.Popen(words, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             return _fail(where, f"`{shlex.join(words)}` cannot start: {exc}")
         try:
-            deadline = time.monotonic() + SERVE_TIMEOUT
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    return _fail(where, f"`{shlex.join(words)}` exited {process.returncode}:\n{_read(log)}")
-                try:
-                    with opener.open(url, timeout=5) as response:
-                        status = response.status
-                except urllib.error.HTTPError as exc:
-                    status = exc.code
-                except OSError:
-                    time.sleep(0.25)
-                    continue
-                if status >= 500:
-                    return _fail(where, f"{url} answered {status}:\n{_read(log)}")
-                print(f"docs-runner: {where}: served, `{shlex.join(words)}` answered {status} on {url}")
-                return 0
-            return _fail(where, f"`{shlex.join(words)}` did not answer on {url} within {SERVE_TIMEOUT:.0f} s")
+            return _answered(where, process, words, port, log, "served")
         finally:
             _stop_group(process)
 
@@ -479,15 +461,20 @@ def check_background(where: str, argv: list[str]) -> int:
     ports = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--port"]
     if len(ports) != 1 or not ports[0].isdigit():
         return _fail(where, f"`{shlex.join(words)}`: a background command names its port once (--port N)")
-    url = f"http://127.0.0.1:{ports[0]}/"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     log = tempfile.NamedTemporaryFile(prefix="docs-runner-", suffix=".log", delete=False)  # noqa: SIM115
     try:
         process = subprocess.Popen(words, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as exc:
         return _fail(where, f"`{shlex.join(words)}` cannot start: {exc}")
-    with open(os.environ[BACKGROUND_PIDS], "a") as pids:
+    with open(os.environ[BACKGROUND_PIDS], "a") as pids:  # stopped by stop_background, even if this check fails
         pids.write(f"{process.pid}\n")
+    return _answered(where, process, words, int(ports[0]), log, "serving in the background")
+
+
+def _answered(where: str, process: subprocess.Popen, words: list[str], port: int, log, done: str) -> int:
+    """0 once `process` answers HTTP on 127.0.0.1:`port` (below 500); 1 if it exits, fails or stays silent."""
+    url = f"http://127.0.0.1:{port}/"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
     deadline = time.monotonic() + SERVE_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -500,7 +487,9 @@ def check_background(where: str, argv: list[str]) -> int:
         except OSError:
             time.sleep(0.25)
             continue
-        print(f"docs-runner: {where}: serving in the background, `{shlex.join(words)}` answered {status} on {url}")
+        if status >= 500:
+            return _fail(where, f"{url} answered {status}:\n{_read(log)}")
+        print(f"docs-runner: {where}: {done}, `{shlex.join(words)}` answered {status} on {url}")
         return 0
     return _fail(where, f"`{shlex.join(words)}` did not answer on {url} within {SERVE_TIMEOUT:.0f} s")
 

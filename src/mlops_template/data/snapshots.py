@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlops_template.data.hashing import (
-    FORMATS,
     HashingWriter,
     digest_bytes,
     digest_file,
@@ -31,11 +30,10 @@ from mlops_template.data.layout import (
     Snapshot,
     complete_manifests,
     current_key,
-    current_parts_folder,
     data_key,
     manifest_key,
 )
-from mlops_template.data.refs import known_datasets, resolve_ref
+from mlops_template.data.refs import resolve_ref
 from mlops_template.data.tables import parse_table, read_arrow
 from mlops_template.errors import DataError, IntegrityError, StorageError
 from mlops_template.progress import activity
@@ -186,27 +184,30 @@ class SnapshotStore:
         under that id whose manifest records another digest is refused rather
         than taken for the same bytes.
         """
-        key = manifest_key(name, short_id(digest))
+        snapshot = self._stored(name, short_id(digest))
+        if snapshot is not None and snapshot.digest != digest:
+            raise IntegrityError(
+                f"{self.storage.uri(manifest_key(name, snapshot.id))}: snapshot {snapshot.ref} records digest "
+                f"{snapshot.digest}, but the bytes being stored have digest {digest}: two versions share one id "
+                "(a 64-bit prefix collision) or the manifest was changed; restore it from a backup, "
+                f"or delete {self.storage.uri(snapshot.key)} and its manifest and store the data again"
+            )
+        return snapshot
+
+    def _stored(self, name: str, snapshot_id: str) -> Snapshot | None:
+        """The snapshot `name:snapshot_id` if its manifest and its bytes (or every part) are stored, else None."""
         try:
-            manifest = self.storage.read_bytes(key)
+            manifest = self.storage.read_bytes(manifest_key(name, snapshot_id))
         except StorageError as exc:
             if isinstance(exc.__cause__, FileNotFoundError):
                 return None
             raise
         snapshot = Snapshot.from_json(json.loads(manifest))
         if snapshot.partitioned:
-            if not set(snapshot.part_keys) <= set(self.storage.list(snapshot.key)):
-                return None
-        elif not self.storage.exists(snapshot.key):
-            return None
-        if snapshot.digest != digest:
-            raise IntegrityError(
-                f"{self.storage.uri(key)}: snapshot {snapshot.ref} records digest {snapshot.digest}, "
-                f"but the bytes being stored have digest {digest}: two versions share one id "
-                "(a 64-bit prefix collision) or the manifest was changed; restore it from a backup, "
-                f"or delete {self.storage.uri(snapshot.key)} and its manifest and store the data again"
-            )
-        return snapshot
+            whole = set(snapshot.part_keys) <= set(self.storage.list(snapshot.key))
+        else:
+            whole = self.storage.exists(snapshot.key)
+        return snapshot if whole else None
 
     def _intact(self, snapshot: Snapshot, *, repairing: bool = True) -> bool:
         """Whether the stored bytes of a snapshot about to be reused still hash to its id.
@@ -229,16 +230,7 @@ class SnapshotStore:
 
     def has(self, name: str, snapshot_id: str) -> bool:
         """Whether the snapshot `name:snapshot_id` is still stored whole: its manifest and its bytes (or parts)."""
-        try:
-            manifest = self.storage.read_bytes(manifest_key(name, snapshot_id))
-        except StorageError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
-                return False
-            raise
-        snapshot = Snapshot.from_json(json.loads(manifest))
-        if snapshot.partitioned:
-            return set(snapshot.part_keys) <= set(self.storage.list(snapshot.key))
-        return self.storage.exists(snapshot.key)
+        return self._stored(name, snapshot_id) is not None
 
     def find(self, name: str, digest: str) -> Snapshot | None:
         """The complete snapshot of `name` with this full digest, None when it is not stored here."""
@@ -251,30 +243,10 @@ class SnapshotStore:
         return copy_from(self, source, snapshot)
 
     def set_current(self, snapshot: Snapshot) -> None:
-        """Make `datasets/<name>` a copy of this snapshot (a server-side copy on S3, in-kernel locally).
+        """Make `datasets/<name>` a copy of this snapshot; see `data.current`."""
+        from mlops_template.data.current import set_current
 
-        Nothing is copied when it already is one.
-        """
-        if snapshot.partitioned:
-            folder = current_parts_folder(snapshot.name)
-            wanted = {f"{folder}/{part['file']}" for part in snapshot.partitions}
-            for key in self.storage.list(folder):
-                if key not in wanted:
-                    self.storage.delete(key)
-            for source, part in zip(snapshot.part_keys, snapshot.partitions, strict=True):
-                key = f"{folder}/{part['file']}"
-                if not self._holds(key, source, part["digest"]):
-                    self.storage.copy(source, key)
-        else:
-            key = current_key(snapshot.name, snapshot.format)
-            if not self._holds(key, snapshot.key, snapshot.digest):
-                self.storage.copy(snapshot.key, key)
-        self._drop_other_formats(snapshot)
-
-    def _holds(self, key: str, source: str, digest: str) -> bool:
-        """Whether `key` holds `source`'s bytes: asked of the storage first (sizes, ETags), hashed only if it cannot tell."""
-        same = self.storage.same_copy(key, source)
-        return self.stored_digest(key) == digest if same is None else same
+        set_current(self, snapshot)
 
     def snapshot_digest(self, snapshot: Snapshot) -> str:
         """The full digest of a snapshot's stored data as it is now (over its parts' digests when partitioned)."""
@@ -298,12 +270,9 @@ class SnapshotStore:
             return digest_stream(f, advance)
 
     def _drop_other_formats(self, snapshot: Snapshot) -> None:
-        """A dataset has one current copy: writing a CSV version removes a parquet one, a partitioned one both, and back."""
-        for other in FORMATS:
-            if snapshot.partitioned or other != snapshot.format:
-                self.storage.delete(current_key(snapshot.name, other))
-        if not snapshot.partitioned:
-            self.storage.delete(current_parts_folder(snapshot.name))
+        from mlops_template.data.current import drop_other_formats
+
+        drop_other_formats(self, snapshot)
 
     # -- finding ---------------------------------------------------------------
     def list(self, name: str | None = None) -> list[Snapshot]:
@@ -317,29 +286,10 @@ class SnapshotStore:
         return sorted({k.split("/")[1] for k in complete_manifests(self.storage.list(PREFIX))})
 
     def current(self, name: str) -> Snapshot:
-        """The snapshot that `datasets/<name>` holds now (found by hashing it)."""
-        for fmt in FORMATS:
-            key = current_key(name, fmt)
-            if self.storage.exists(key):
-                found = self._complete(name, self.stored_digest(key))
-                if found is None:
-                    raise StorageError(
-                        f"{self.storage.uri(key)} is not a stored snapshot yet; a step that reads it stores one, "
-                        f"or `mlops data add {self.storage.uri(key)} --name {name}`"
-                    )
-                return found
-        parts = [k for k in self.storage.list(current_parts_folder(name)) if k.endswith(".parquet")]
-        if parts:
-            from mlops_template.data.partitioned import parts_digest, stored_part_digests
+        """The snapshot that `datasets/<name>` holds now (found by hashing it); see `data.current`."""
+        from mlops_template.data.current import current
 
-            found = self._complete(name, parts_digest(stored_part_digests(self.storage, parts)))
-            if found is None:
-                raise StorageError(
-                    f"{self.storage.uri(current_parts_folder(name))}/ does not hold a stored snapshot's parts; "
-                    "run the step that writes it again"
-                )
-            return found
-        raise StorageError(f"dataset '{name}' has no current version; {known_datasets(self)}")
+        return current(self, name)
 
     def resolve(self, ref: str) -> Snapshot:
         """A snapshot from `ID`, a unique id prefix, `NAME:ID`, or `NAME` (its current version); see `data.refs`."""
