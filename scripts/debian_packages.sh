@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests use, where a command is missing: the container engine and
 # its runtime (podman, buildah, runc), debootstrap (makes the base image), shellcheck, curl (the README's
-# request to `mlops serve`). Idempotent.
+# request to `mlops serve`), chromium (the browser test of `mlops ui`). Idempotent.
 set -euo pipefail
 
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  echo "Usage: scripts/debian_packages.sh   install podman, buildah, runc, debootstrap, shellcheck, curl where missing (as root or via sudo)"
+  echo "Usage: scripts/debian_packages.sh   install podman, buildah, runc, debootstrap, shellcheck, curl, chromium where missing (as root or via sudo)"
   exit 0
 fi
 
@@ -19,6 +19,7 @@ declare -A PACKAGES=(
   [slirp4netns]=slirp4netns
   [fuse-overlayfs]=fuse-overlayfs
   [curl]=curl
+  [chromium]=chromium
 )
 missing=()
 for command in "${!PACKAGES[@]}"; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install mlops-template with its test extras, lint, check the layer contracts and dependencies, and run
 # the test suite (other arguments go to pytest).
-#   --quick   leave out what needs the container engine, Airflow or PostgreSQL; CI runs all
+#   --quick   leave out what needs the container engine, Airflow, PostgreSQL or Chromium; CI runs all
 source "$(dirname "$0")/_uv.sh"
 quick=false
 if [ "${1:-}" = "--quick" ]; then
@@ -23,6 +23,6 @@ $quick || bash scripts/airflow_env.sh
 # stay on one worker.
 parallel=(-n auto --maxprocesses 4 --dist loadgroup)
 if $quick; then
-  exec "$UV" run --frozen --no-sync pytest "${parallel[@]}" -m "not container and not airflow and not postgres" "$@"
+  exec "$UV" run --frozen --no-sync pytest "${parallel[@]}" -m "not container and not airflow and not postgres and not browser" "$@"
 fi
 exec "$UV" run --frozen --no-sync pytest "${parallel[@]}" "$@"

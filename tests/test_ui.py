@@ -3,70 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import TRAINED_NAME, copy_project
+from ui_process import LOOPBACK, get, running_ui
 
 from mlops_template import load_config
 from mlops_template.tracking.ui import serve, ui_command
-
-_START_TIMEOUT = 120.0  # a loaded machine takes a minute to start MLflow's server and its job workers
-_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with _LOOPBACK.open(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def _wait_for_health(base: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"`mlops ui` exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if _get(f"{base}/health")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(
-        f"`mlops ui` did not answer on {base}/health within {_START_TIMEOUT:.0f}s:\n{log.read_text()[-3000:]}"
-    )
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop `mlops ui` and the server processes it started (its own process group)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    try:  # uvicorn workers may outlive the parent for a moment
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -94,53 +41,34 @@ def project(trained_project, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ui_server(project, tmp_path_factory):
     """`mlops ui --port P --project DIR`, started as a user would, stopped after the module."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("ui-log") / "ui.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_"))}
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlruns.db'}"  # the project's own store, given as a user would
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    mlops = Path(sys.executable).parent / "mlops"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(mlops), "ui", "--port", str(port), "--project", str(project)],
-            cwd=project.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_for_health(base, process, log)
+    with running_ui(project, log) as (base, port):
         yield base, port, log
-    finally:
-        _stop(process)
 
 
 def test_ui_serves_the_environments_store(ui_server):
     base, _, log = ui_server
-    status, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={TRAINED_NAME}")
+    status, body = get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={TRAINED_NAME}")
     assert status == 200, body
     experiment = json.loads(body)["experiment"]
     assert experiment["name"] == TRAINED_NAME
     assert experiment["lifecycle_stage"] == "active"
 
-    status, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=not-there")
+    status, body = get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=not-there")
     assert status == 404 and b"RESOURCE_DOES_NOT_EXIST" in body
     assert f"MLflow UI for {TRAINED_NAME} (local): {base}" in log.read_text()
 
 
 def test_ui_shows_the_runs_of_the_store(ui_server, project):
     base, _, _ = ui_server
-    status, body = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={TRAINED_NAME}")
+    status, body = get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={TRAINED_NAME}")
     experiment_id = json.loads(body)["experiment"]["experiment_id"]
     request = urllib.request.Request(
         f"{base}/api/2.0/mlflow/runs/search",
         data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with _LOOPBACK.open(request, timeout=10) as response:
+    with LOOPBACK.open(request, timeout=10) as response:
         runs = json.loads(response.read())["runs"]
     steps = sorted(t["value"] for r in runs for t in r["data"].get("tags", []) if t["key"] == "mlops.step")
     assert steps == ["feat_data", "make_data", "predict", "train_model"]
