@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import click
 
+from mlops_template.cli.collection import command_collection
 from mlops_template.cli.data import data
 from mlops_template.cli.lineage import diff, reproduce, runs, show
 from mlops_template.cli.models import models, promote
 from mlops_template.cli.options import verbose_option
-from mlops_template.cli.output import fail, show_warnings, skip_final_gc
+from mlops_template.cli.output import fail, show_warnings
 from mlops_template.cli.project import dag, new, upgrade, vendor
 from mlops_template.cli.run import run
 from mlops_template.cli.serve import serve
@@ -22,11 +23,9 @@ from mlops_template.errors import MlopsError
 
 
 def entry() -> None:
-    """Console-script entry point: the `mlops` group, then a fast exit."""
-    try:
+    """Console-script entry point: the `mlops` group, collecting garbage as `cli.collection` says."""
+    with command_collection():
         main()
-    finally:
-        skip_final_gc()
 
 
 class _Group(click.Group):

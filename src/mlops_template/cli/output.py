@@ -72,13 +72,3 @@ def show_step_logs(package: str) -> None:
         logger.addHandler(handler)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
-
-
-def skip_final_gc() -> None:
-    """Spare the interpreter's final garbage collections over MLflow's, pandas' and
-    scikit-learn's object graphs (about a second per command). Everything is
-    written and closed by now, and atexit handlers still run.
-    """
-    import gc
-
-    gc.freeze()

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from mlops_template.cli.collection import command_collection
 from mlops_template.cli.options import (
     run_options,
     verbose_option,
 )
-from mlops_template.cli.output import console, fail, show_step_logs, show_warnings, skip_final_gc
+from mlops_template.cli.output import console, fail, show_step_logs, show_warnings
 from mlops_template.errors import MlopsError
 from mlops_template.tracking.connect import quiet_mlflow
 
@@ -179,8 +180,5 @@ def run_command(pipeline: Pipeline, argv: Sequence[str] | None = None) -> None:
 
     from mlops_template.redact import redacted_output
 
-    try:
-        with redacted_output():
-            command.main(args=list(argv) if argv is not None else None, prog_name="main")
-    finally:
-        skip_final_gc()
+    with command_collection(), redacted_output():
+        command.main(args=list(argv) if argv is not None else None, prog_name="main")

@@ -38,9 +38,10 @@ class Failure:
 
 
 def load_schemas(package: str) -> dict[str, Any]:
-    """The `DataFrameSchema`s of `<package>.schemas`, by dataset name; none when the project has no such module."""
-    import pandera.pandas as pa
+    """The `DataFrameSchema`s of `<package>.schemas`, by dataset name; none when the project has no such module.
 
+    pandera is imported only when the module exists: a project without schemas does not pay for it.
+    """
     name = f"{package}.{SCHEMAS_MODULE}"
     try:
         if importlib.util.find_spec(package) is None or importlib.util.find_spec(name) is None:
@@ -56,6 +57,8 @@ def load_schemas(package: str) -> dict[str, Any]:
         ) from exc
     except Exception as exc:
         raise ConfigError(f"{name} cannot be imported ({type(exc).__name__}: {exc}); fix the schema module") from exc
+    import pandera.pandas as pa
+
     return {key: value for key, value in vars(module).items() if isinstance(value, pa.DataFrameSchema)}
 
 
