@@ -4,11 +4,13 @@ The baseline for `scale.py`: what a team would write without mlops-template
 for the template's steps on a CSV table of its own. It reads the table with
 pandas, drops duplicate and unlabelled rows, writes the processed and
 featurized parquet files (the template's `feat_data` finds no iris or date
-columns in such a table and passes it through), splits off held-out rows
-(stratified), writes both, trains and evaluates the same scikit-learn
-`Pipeline` (imputers, one-hot encoder, gradient-boosted trees), draws the
-confusion matrix, saves the model with skops, loads it back and writes
-predictions on the held-out rows.
+columns in such a table and passes it through), takes the rows to train on
+(past `MAX_TRAIN_ROWS`, a seeded sample stratified by class, as the
+template's `max_train_rows` does), splits off held-out rows (stratified),
+writes both, trains and evaluates the same scikit-learn `Pipeline`
+(imputers, one-hot encoder, gradient-boosted trees), draws the confusion
+matrix, saves the model with skops, loads it back and writes predictions on
+the held-out rows.
 
     python benchmarks/bare_table.py TABLE.csv OUTDIR --target COLUMN
 """
@@ -27,7 +29,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-SEED, TEST_SIZE, MAX_DEPTH, MAX_ITER = 42, 0.3, 5, 100
+SEED, TEST_SIZE, MAX_DEPTH, MAX_ITER, MAX_TRAIN_ROWS = 42, 0.3, 5, 100, 1_000_000
 
 
 def main(table: Path, out: Path, target: str) -> None:
@@ -41,8 +43,11 @@ def main(table: Path, out: Path, target: str) -> None:
     # feat_data: nothing to derive from these columns
     df.to_parquet(out / "featurized.parquet")
 
-    # train_model
-    train, heldout = train_test_split(df, test_size=TEST_SIZE, stratify=df[target], random_state=SEED)
+    # train_model: past MAX_TRAIN_ROWS, a seeded sample with each class in its share
+    rows = df
+    if len(df) > MAX_TRAIN_ROWS:
+        rows = df.groupby(target, group_keys=False).sample(frac=MAX_TRAIN_ROWS / len(df), random_state=SEED)
+    train, heldout = train_test_split(rows, test_size=TEST_SIZE, stratify=rows[target], random_state=SEED)
     train, heldout = train.reset_index(drop=True), heldout.reset_index(drop=True)
     train.to_parquet(out / "train.parquet")
     heldout.to_parquet(out / "heldout.parquet")
