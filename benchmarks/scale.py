@@ -101,7 +101,7 @@ PARTS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("mlops_template/models/scoring.py", "predict", "propose_model"),  # (file, function, only when called by)
         ("mlops_template/models/scoring.py", "predict", "_decide"),
     ),
-    "model load": (("mlops_template/pipeline/context.py", "load_champion"),),
+    "model load": (("mlops_template/pipeline/proposal.py", "load_champion"),),
     "MLflow logging": (
         ("mlops_template/tracking/inputs.py", "log_dataset"),
         ("mlops_template/models/flavors.py", "log_model"),
