@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -13,6 +14,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 WORK = Path(__file__).resolve().parent / ".work"
+MLOPS = Path(sys.executable).parent / "mlops"
+
+
+def benchmark_options(doc: str, *, runs: int, runs_help: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes, `--runs` (at least 1) and `--keep`; the benchmark adds its own."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--runs", type=_at_least_one, default=runs, help=f"{runs_help} [default: {runs}]")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (under benchmarks/.work/)")
+    return parser
+
+
+def _at_least_one(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def require_mlops(mlops: Path) -> None:
@@ -63,3 +80,9 @@ def run_checked(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Co
         print(result.stdout, result.stderr, sep="\n", file=sys.stderr)
         sys.exit(1)
     return result
+
+
+def new_project(name: str, target: Path, env: dict[str, str]) -> Path:
+    """`mlops new NAME --no-lock --directory TARGET`: a freshly rendered project to measure in."""
+    run_checked([str(MLOPS), "new", name, "--no-lock", "--directory", str(target)], target.parent, env)
+    return target

@@ -20,7 +20,6 @@ It exits 0 whatever the figures (it is a measurement); 1 if a command does not f
 
 from __future__ import annotations
 
-import argparse
 import socket
 import statistics
 import subprocess
@@ -28,9 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from _commands import command_env, require_mlops, work_folder
+from _commands import MLOPS, benchmark_options, command_env, require_mlops, work_folder
 
-MLOPS = Path(sys.executable).parent / "mlops"
 EXTRA_TARGET = 5.0
 STEP = "from mlops_template import Pipeline\n\n\ndef only(ctx):\n    pass\n\n\npipeline = Pipeline([only])\n"
 
@@ -69,9 +67,7 @@ def timed(args: list[str], root: Path, *, fails: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5, help="timed rounds [default: 5]")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (under benchmarks/.work/)")
+    parser = benchmark_options(__doc__, runs=5, runs_help="timed rounds")
     args = parser.parse_args()
     require_mlops(MLOPS)
     cases = {

@@ -29,7 +29,6 @@ It exits 0 whatever the figures (it is a measurement); 1 if a command fails.
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import statistics
@@ -37,11 +36,10 @@ import sys
 import time
 from pathlib import Path
 
-from _commands import command_env, require_mlops, run_checked, timed, work_folder
+from _commands import MLOPS, benchmark_options, command_env, new_project, require_mlops, timed, work_folder
 
 HERE = Path(__file__).resolve().parent
 PYTHON = Path(sys.executable)
-MLOPS = PYTHON.parent / "mlops"
 COMMAND_TARGET = 2.0
 PIPELINE_RATIO = 1.1
 STEPS = ("make_data", "feat_data", "train_model", "predict")
@@ -51,13 +49,9 @@ RUN_ID = re.compile(r"pipeline run ([0-9a-f]{32})")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=7, help="timed rounds [default: 7]")
+    parser = benchmark_options(__doc__, runs=7, runs_help="timed rounds")
     parser.add_argument("--history", type=int, default=500, help="past pipeline runs in the full store [default: 500]")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (under benchmarks/.work/)")
     args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
     require_mlops(MLOPS)
     env = command_env()
     with work_folder("lineage-commands", keep=args.keep) as work:
@@ -112,7 +106,7 @@ def measure(work: Path, rounds: int, history: int, env: dict[str, str]) -> None:
 
 
 def render(work: Path, name: str, env: dict[str, str]) -> Path:
-    run_checked([str(MLOPS), "new", name, "--directory", str(work / name), "--no-lock"], work, env)
+    new_project(name, work / name, env)
     return work / name
 
 

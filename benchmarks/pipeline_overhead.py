@@ -32,31 +32,25 @@ It exits 0 whatever the ratio (it is a measurement); 1 if a run fails.
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import sys
 from pathlib import Path
 
-from _commands import command_env, require_mlops, run_checked, timed, work_folder
+from _commands import MLOPS, benchmark_options, command_env, new_project, require_mlops, timed, work_folder
 
 TARGET_RATIO = 2.0
 HERE = Path(__file__).resolve().parent
 BARE_SCRIPT = HERE / "bare_iris.py"
 PYTHON = Path(sys.executable)
-MLOPS = PYTHON.parent / "mlops"
 GATE_SHIPPED = "beat_champion = true"
 FINISHED = re.compile(r"(?i)finished\s+in\s+([0-9.]+)\s*s")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=7, help="timed runs of each (the target needs >= 5) [default: 7]")
+    parser = benchmark_options(__doc__, runs=7, runs_help="timed runs of each (the target needs >= 5)")
     parser.add_argument("--gate", choices=["both", "true", "false"], default="both", help="beat_champion setting(s)")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (under benchmarks/.work/)")
     args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
     require_mlops(MLOPS)
 
     env = command_env()
@@ -126,7 +120,7 @@ def measure(work: Path, beat_champion: bool, runs: int, env: dict[str, str]) -> 
 
 def render_project(target: Path, beat_champion: bool, env: dict[str, str]) -> Path:
     """`mlops new` a project into `target`; without `beat_champion`, a gate every run passes."""
-    run_checked([str(MLOPS), "new", "bench-iris", "--no-lock", "--directory", str(target)], target.parent, env)
+    new_project("bench-iris", target, env)
     config = target / "mlops.toml"
     text = config.read_text()
     if text.count(GATE_SHIPPED) != 1:

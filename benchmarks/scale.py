@@ -47,7 +47,6 @@ under the cap Dask completes where pandas is killed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pstats
 import re
@@ -59,12 +58,11 @@ import time
 import uuid
 from pathlib import Path
 
-from _commands import WORK, command_env, require_mlops, run_checked, work_folder
+from _commands import MLOPS, WORK, benchmark_options, command_env, new_project, require_mlops, run_checked, work_folder
 
 HERE = Path(__file__).resolve().parent
 BARE_SCRIPT = HERE / "bare_table.py"
 PYTHON = Path(sys.executable)
-MLOPS = PYTHON.parent / "mlops"
 DATA_VERSION, SEED, TARGET = 1, 19, "churn"
 TARGETS = {100_000: 1.6, 1_000_000: 1.25}  # rows: the largest a/b
 PASS_THROUGH_STEP, PASS_THROUGH_TARGET = "feat_data", 1.5  # seconds per million rows
@@ -113,16 +111,12 @@ PARTS: dict[str, tuple[tuple[str, ...], ...]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_options(__doc__, runs=3, runs_help="timed runs of each per row count")
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000], help="row counts [100000 1000000]")
-    parser.add_argument("--runs", type=int, default=3, help="timed runs of each per row count [default: 3]")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-part breakdown")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (under benchmarks/.work/)")
     parser.add_argument("--engine", action="store_true", help="compare the pandas and Dask engines instead")
     parser.add_argument("--memory-cap", help="with --engine: the process tree's memory cap, e.g. 2GiB")
     args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
     require_mlops(MLOPS)
     try:
         import psutil  # noqa: F401
@@ -267,7 +261,7 @@ def synthetic_table(rows: int) -> Path:
 
 def render_project(target: Path, table: Path, env: dict[str, str]) -> Path:
     """`mlops new` a project into `target` with `table` in its data/raw/, its target, and a gate every run passes."""
-    run_checked([str(MLOPS), "new", "bench-scale", "--no-lock", "--directory", str(target)], target.parent, env)
+    new_project("bench-scale", target, env)
     config = target / "mlops.toml"
     text = config.read_text()
     for old, new in [

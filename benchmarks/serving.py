@@ -18,7 +18,6 @@ It exits 0 whatever the figures (it is a measurement); 1 if a server fails or an
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import socket
@@ -29,26 +28,23 @@ import threading
 import time
 from pathlib import Path
 
-from _commands import command_env, require_mlops, run_checked, work_folder
+from _commands import MLOPS, benchmark_options, command_env, new_project, require_mlops, run_checked, work_folder
 
 PYTHON = Path(sys.executable)
-MLOPS = PYTHON.parent / "mlops"
 MLFLOW = PYTHON.parent / "mlflow"
 CLIENTS = 4
 THROUGHPUT_TARGET, P99_TARGET = 0.95, 1.15
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser = benchmark_options(__doc__, runs=5, runs_help="timed rounds of each server")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     require_mlops(MLOPS)
     env = command_env()
     with work_folder("serving", keep=args.keep) as work:
         project = work / "bench-serve"
-        run_checked([str(MLOPS), "new", "bench-serve", "--no-lock", "--directory", str(project)], work, env)
+        new_project("bench-serve", project, env)
         run_checked([str(MLOPS), "run"], project, env)
         bodies = request_bodies(project)
         results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}

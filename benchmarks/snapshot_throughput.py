@@ -40,7 +40,6 @@ It exits 0 whatever the numbers (it is a measurement); 1 if a command fails.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shutil
@@ -50,7 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _commands import command_env, run_checked, timed
+from _commands import MLOPS, benchmark_options, command_env, run_checked, timed
 
 DATA_VERSION = "v1"  # bump when the generated table changes, so cached files are made anew
 SEED = 20240611
@@ -61,7 +60,6 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 DATA = WORK / "data"
 PYTHON = Path(sys.executable)
-MLOPS = PYTHON.parent / "mlops"
 DVC = PYTHON.parent / "dvc"
 MLOPS_TOML = f"""\
 [project]
@@ -78,13 +76,9 @@ TOOLS = ("mlops", "dvc", "cp")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3, help="timed runs of each command per file [default: 3]")
+    parser = benchmark_options(__doc__, runs=3, runs_help="timed runs of each command per file")
     parser.add_argument("--rows", type=int, default=10_000_000, help="rows of the generated table [default: 10000000]")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (under benchmarks/.work/)")
     args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
     if args.rows < 1:
         parser.error("--rows must be at least 1")
     for tool, hint in ((MLOPS, ""), (DVC, " with the `bench` extra (uv sync --extra bench)")):

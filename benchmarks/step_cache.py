@@ -19,17 +19,15 @@ It exits 0 whatever the figures (it is a measurement); 1 if a command fails or a
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import sys
 from pathlib import Path
 
 import scale
-from _commands import command_env, require_mlops, run_checked, timed, work_folder
+from _commands import MLOPS, benchmark_options, command_env, new_project, require_mlops, timed, work_folder
 
 PYTHON = Path(sys.executable)
-MLOPS = PYTHON.parent / "mlops"
 SHARE_TARGET = 0.20  # cached / full on the large table
 FLOOR_MARGIN = 1.0  # seconds over the import floor on iris
 FLOOR = (
@@ -40,16 +38,14 @@ STEP_LINE = re.compile(r"^\s+✓ (\w+)\s+[\d.]+ s\s*(.*)$", re.M)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser = benchmark_options(__doc__, runs=5, runs_help="timed runs of each")
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     require_mlops(MLOPS)
     env = command_env()
     with work_folder("step-cache", keep=args.keep) as work:
         iris = work / "iris"
-        run_checked([str(MLOPS), "new", "iris", "--no-lock", "--directory", str(iris)], work, env)
+        new_project("iris", iris, env)
         table = scale.synthetic_table(args.rows)
         large = scale.render_project(work / "large", table, env)
         print(f"{args.rows:,} rows: {table.name}, {table.stat().st_size / 1e6:.0f} MB")

@@ -26,7 +26,6 @@ measurement); 1 if a run fails.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -34,12 +33,11 @@ import textwrap
 import uuid
 from pathlib import Path
 
-from _commands import command_env, require_mlops, run_checked, timed, work_folder
+from _commands import MLOPS, benchmark_options, command_env, new_project, require_mlops, run_checked, timed, work_folder
 
 TARGET_RATIO = 2.0
 HERE = Path(__file__).resolve().parent
 PYTHON = Path(sys.executable)
-MLOPS = PYTHON.parent / "mlops"
 STEPS = ["make_data", "feat_data", "train_model", "predict"]
 GATE_SHIPPED = "beat_champion = true"
 
@@ -72,12 +70,8 @@ PROBE = textwrap.dedent(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=7, help="timed runs of each (the target needs >= 5) [default: 7]")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (under benchmarks/.work/)")
+    parser = benchmark_options(__doc__, runs=7, runs_help="timed runs of each (the target needs >= 5)")
     args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
     require_mlops(MLOPS)
 
     env = command_env()
@@ -161,7 +155,7 @@ def start_up_parts(project: Path, env: dict[str, str], runs: int) -> dict[str, f
 def render_project(target: Path, env: dict[str, str]) -> Path:
     """`mlops new` a project into `target` with a gate every run passes, so every run does the full work."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    run_checked([str(MLOPS), "new", "bench-steps", "--no-lock", "--directory", str(target)], target.parent, env)
+    new_project("bench-steps", target, env)
     config = target / "mlops.toml"
     text = config.read_text()
     if text.count(GATE_SHIPPED) != 1:
