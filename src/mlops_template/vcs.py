@@ -185,15 +185,13 @@ def config_value(root: Path, key: str) -> str | None:
         return None
 
 
-def init_commit(target: Path, message: str, *, identity: Mapping[str, str]) -> None:
-    """Make `target` a repository (branch `main`) whose first commit holds all its files.
+def init_commit(target: Path, message: str, *, identity: Mapping[str, str], tag: str | None = None) -> None:
+    """Make `target` a repository (branch `main`) whose first commit holds all its files, tagged `tag` if given.
 
     `identity` (`user.name`, `user.email`) stands in for each one the user has not configured.
     """
     run_git(["init", "--quiet", "--initial-branch=main"], target, timeout=60)
-    run_git(["add", "--all"], target, timeout=300)
-    missing = {key: value for key, value in identity.items() if config_value(target, key) is None}
-    run_git(["commit", "--quiet", "-m", message], target, timeout=300, config=missing)
+    commit_all(target, message, identity=identity, tag=tag)
 
 
 def commit_all(root: Path, message: str, *, identity: Mapping[str, str], tag: str | None = None) -> None:

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlops_template.errors import MlopsError, TrackingError
+from mlops_template.errors import ConfigError, MlopsError, TrackingError
 from mlops_template.models import registry
 
 if TYPE_CHECKING:
@@ -125,15 +125,15 @@ class AliasServer:
 
         async def reply(message: dict) -> None:
             if message["type"] == "http.response.start":
-                state["status"] = message["status"]
                 if counted:
                     with self._lock:
                         self.requests[(served.version, message["status"])] += 1
+                if message["status"] < 400:
+                    await send({**message, "headers": [*message.get("headers", []), header]})
+                    return
+                # An error: held until its whole body is read, whose length changes without the stack trace.
                 headers = [h for h in message.get("headers", []) if h[0].lower() != b"content-length"]
                 state["start"] = {**message, "headers": [*headers, header]}
-                if message["status"] < 400:
-                    state["start"]["headers"] = [*message.get("headers", []), header]
-                    await send(state.pop("start"))
                 return
             if "start" not in state:
                 await send(message)
@@ -210,12 +210,8 @@ def serve(
         connect(config, env)
         client = mlflow.MlflowClient()
         name = config.model.name
-        found = registry.holder(client, name, alias)
-        if found is None:
-            raise TrackingError(
-                f"environment '{env.name}': no version of model '{name}' carries the alias '{alias}' yet; "
-                f"run the pipeline (mlops run -e {env.name}) or point it at a version (mlops promote VERSION)"
-            )
+        fix = f"run the pipeline (mlops run -e {env.name}) or point it at a version (mlops promote VERSION)"
+        found = _aliased(client, name, alias, env, fix)
         _check_port(host, port)
         app = AliasServer(client, name, alias, Trust.of(config.model_in(env.name), env.name), Served("", None))
         app.current = load(client, name, str(found.version), app.trust)
@@ -242,11 +238,19 @@ def serve(
             stop.set()
 
 
+def _aliased(client: MlflowClient, name: str, alias: str, env: Environment, fix: str) -> Any:
+    """The version `alias` names; one line ending in `fix` when none carries it yet."""
+    found = registry.holder(client, name, alias)
+    if found is None:
+        raise TrackingError(
+            f"environment '{env.name}': no version of model '{name}' carries the alias '{alias}' yet; {fix}"
+        )
+    return found
+
+
 def _check_port(host: str, port: int) -> None:
     """Nothing when `host:port` can be listened on; else one line saying why not."""
     import socket
-
-    from mlops_template.errors import ConfigError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
@@ -272,7 +276,6 @@ def manifest(config: Config, env: Environment, *, alias: str = registry.CHAMPION
     import mlflow
 
     from mlops_template.config.environ import scope
-    from mlops_template.errors import ConfigError
     from mlops_template.storage import open_storage
     from mlops_template.tracking.connect import connect
 
@@ -284,13 +287,8 @@ def manifest(config: Config, env: Environment, *, alias: str = registry.CHAMPION
     with scope():
         connect(config, env)
         name = config.model.name
-        found = registry.holder(mlflow.MlflowClient(), name, alias)
-        if found is None:
-            raise TrackingError(
-                f"environment '{env.name}': no version of model '{name}' carries the alias '{alias}' yet; "
-                f"promote one there first (mlops promote VERSION --to {env.name})"
-            )
-        version = str(found.version)
+        fix = f"promote one there first (mlops promote VERSION --to {env.name})"
+        version = str(_aliased(mlflow.MlflowClient(), name, alias, env, fix).version)
         uri = open_storage(env).uri(registry.export_folder(name, version))
     service = re.sub(r"[^a-z0-9-]", "-", config.name.lower()).strip("-")[:63] or "model"
     predictor: dict[str, Any] = {

@@ -23,7 +23,7 @@ from mlops_template.errors import ProjectError, VcsError
 from mlops_template.scaffold.answers import ANSWERS_FILE, read_answers, template_digest, write_answers
 from mlops_template.scaffold.new import template_path, version_answers
 from mlops_template.scaffold.vendor import VENDOR, vendor_library
-from mlops_template.scaffold.wheel import library_version
+from mlops_template.scaffold.wheel import library_version, wheel_version
 
 _TEMPLATE = "mlops_template/scaffold/template/"  # the template's folder inside a wheel
 _OLD, _NEW = "1.0.0", "2.0.0"  # the temporary repository's tags: copier orders versions by them
@@ -49,8 +49,8 @@ def upgrade(root: Path, *, to: Path | None = None, lock: bool = True) -> Upgrade
 
     _check_clean(root)
     wheel = _vendored_wheel(root)
-    old_version = _wheel_version(wheel)
-    new_version = _wheel_version(to) if to is not None else library_version()
+    old_version = wheel_version(wheel)
+    new_version = wheel_version(to) if to is not None else library_version()
     if to is not None:
         _template_files(to)  # refused now if it holds no template
     if Version(new_version) < Version(old_version):
@@ -117,13 +117,6 @@ def _vendored_wheel(root: Path) -> Path:
     return wheels[-1]
 
 
-def _wheel_version(wheel: Path) -> str:
-    parts = wheel.name.split("-")
-    if len(parts) < 2 or not wheel.name.endswith(".whl"):
-        raise ProjectError(f"{wheel} is not a wheel file name (name-version-…whl); pass an mlops-template wheel")
-    return parts[1]
-
-
 def _template_files(wheel: Path) -> list[str]:
     """The template's files inside `wheel`; refused when it is not an mlops-template wheel."""
     try:
@@ -149,8 +142,7 @@ def _template_repository(old: Path, new: Path, folder: Path) -> Path:
     """A repository with the old template tagged `_OLD` and the new one tagged `_NEW` on top."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(old, folder, ignore=ignore)
-    vcs.init_commit(folder, "the project's template", identity=_IDENTITY)
-    vcs.commit_all(folder, "tagged", identity=_IDENTITY, tag=_OLD)
+    vcs.init_commit(folder, "the project's template", identity=_IDENTITY, tag=_OLD)
     for child in folder.iterdir():
         if child.name != ".git":
             shutil.rmtree(child) if child.is_dir() else child.unlink()

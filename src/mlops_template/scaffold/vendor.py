@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlops_template.errors import ProjectError
 from mlops_template.scaffold.lock import lock_project
-from mlops_template.scaffold.wheel import DISTRIBUTION, library_version, wheel_name, write_wheel
+from mlops_template.scaffold.wheel import DISTRIBUTION, library_version, wheel_name, wheel_version, write_wheel
 
 VENDOR = "vendor"
 _DEPENDENCY = re.compile(r'"mlops-template(?:\s*[=<>!~][^"]*)?"')
@@ -38,7 +38,7 @@ def vendor_library(root: Path, *, lock: bool = True, wheel: Path | None = None) 
         text = pyproject.read_text(encoding="utf-8")
     except OSError as exc:
         raise ProjectError(f"cannot read {pyproject} ({exc}); run this in a project made by `mlops new`") from exc
-    version = wheel.name.split("-")[1] if wheel is not None else library_version()
+    version = wheel_version(wheel) if wheel is not None else library_version()
     relative = f"{VENDOR}/{wheel_name(version)}"
     text, found_dependency = _DEPENDENCY.subn(f'"{DISTRIBUTION}=={version}"', text, count=1)
     text, found_source = _SOURCE.subn(rf"\g<1>{relative}\g<2>", text, count=1)

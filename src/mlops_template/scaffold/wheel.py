@@ -28,6 +28,14 @@ def wheel_name(version: str | None = None) -> str:
     return f"{_PACKAGE}-{version or library_version()}-py3-none-any.whl"
 
 
+def wheel_version(wheel: Path) -> str:
+    """The version a wheel's file name carries (name-version-…whl); refused when the name is not a wheel's."""
+    parts = wheel.name.split("-")
+    if len(parts) < 2 or not wheel.name.endswith(".whl"):
+        raise ProjectError(f"{wheel} is not a wheel file name (name-version-…whl); pass an mlops-template wheel")
+    return parts[1]
+
+
 def library_version() -> str:
     return _distribution().version
 
