@@ -11,18 +11,17 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from mlops_template.scaffold.wheel import source_files
+
 ANSWERS_FILE = ".copier-answers.yml"
 _HEADER = "# Answers given to the mlops-template questions; `mlops upgrade` reads them. Do not edit by hand.\n"
 _COPIER_KEYS = ("_src_path", "_commit")  # where copier found the template: a path on one machine, or a temp repo
-_SKIPPED = ("__pycache__",)
 
 
 def template_digest(folder: Path) -> str:
     """sha256 over every template file's relative path and bytes, in path order."""
     hasher = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not set(_SKIPPED) & set(p.parts)):
-        if path.suffix == ".pyc":
-            continue
+    for path in source_files(folder):
         relative = path.relative_to(folder).as_posix().encode()
         data = path.read_bytes()
         hasher.update(len(relative).to_bytes(8, "big") + relative + len(data).to_bytes(8, "big") + data)

@@ -87,7 +87,11 @@ def _package_dir() -> Path:
 
 def _package_files() -> list[Path]:
     """Every file of the package, in a fixed order, without compiled bytecode."""
-    root = _package_dir()
+    return source_files(_package_dir())
+
+
+def source_files(root: Path) -> list[Path]:
+    """Every file below `root`, in a fixed order, without compiled bytecode."""
     return sorted(
         path
         for path in root.rglob("*")
